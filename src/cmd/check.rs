@@ -1,0 +1,31 @@
+//! `vakt check`: observe and plan every resource, change nothing, report.
+
+use std::time::Instant;
+
+use crate::cli::{CheckArgs, Cli};
+use crate::engine::{self, Report};
+use crate::host::Host;
+use crate::profile::{self, Profile};
+
+/// Runs the audit and returns the report; shared with the watchdog's periodic audit.
+pub fn audit(host: &Host, profile: &Profile, only: &[String]) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let resources = engine::registry(profile, only)?;
+    let results = engine::check_all(host, &resources);
+    Ok(Report::new("check", false, profile, host, results, started))
+}
+
+pub fn run(cli: &Cli, args: &CheckArgs) -> anyhow::Result<u8> {
+    let profile = profile::load(args.select.profile.as_deref(), &cli.root, true)?;
+    let host = Host::new(&cli.root);
+    let report = audit(&host, &profile, &args.select.only)?;
+    print!(
+        "{}",
+        crate::report::render(
+            &report,
+            args.format,
+            super::text_style(cli, args.select.diff)
+        )
+    );
+    Ok(report.summary.exit_code())
+}

@@ -1,0 +1,402 @@
+//! The resource model: one trait (observe → plan → apply → verify), the registry in
+//! dependency order, and the findings every report is made of.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Invalid, exit};
+use crate::host::Host;
+use crate::profile::Profile;
+use crate::resource::{self, Slot};
+
+/// Resource ids in dependency order; `--only` takes these.
+pub const RESOURCE_IDS: &[&str] = &[
+    "host", "packages", "firewall", "docker", "swarm", "nginx", "tuning",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Changed,
+    Skipped,
+    Unknown,
+    Drift,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Skipped => "skipped",
+            Status::Unknown => "unknown",
+            Status::Drift => "drift",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One audited item with a stable id (`firewall.rule.22/tcp`), a human title and the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub title: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// What apply does (or did) about a drift: usually the exact command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Finding {
+    pub fn new(id: impl Into<String>, title: impl Into<String>, status: Status) -> Finding {
+        Finding {
+            id: id.into(),
+            title: title.into(),
+            status,
+            evidence: Vec::new(),
+            change: None,
+            diff: None,
+        }
+    }
+
+    pub fn ok(id: impl Into<String>, title: impl Into<String>) -> Finding {
+        Finding::new(id, title, Status::Ok)
+    }
+
+    pub fn drift(
+        id: impl Into<String>,
+        title: impl Into<String>,
+        change: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            change: Some(change.into()),
+            ..Finding::new(id, title, Status::Drift)
+        }
+    }
+
+    pub fn unknown(
+        id: impl Into<String>,
+        title: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            evidence: vec![reason.into()],
+            ..Finding::new(id, title, Status::Unknown)
+        }
+    }
+
+    pub fn with_evidence(mut self, line: impl Into<String>) -> Finding {
+        self.evidence.push(line.into());
+        self
+    }
+}
+
+/// The difference between the profile and what was observed: findings for the report and
+/// resource-specific actions for `apply`. Empty `actions` means converged.
+#[derive(Debug)]
+pub struct Plan<A> {
+    pub findings: Vec<Finding>,
+    pub actions: Vec<A>,
+    pub warnings: Vec<String>,
+}
+
+impl<A> Default for Plan<A> {
+    fn default() -> Self {
+        Plan {
+            findings: Vec::new(),
+            actions: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl<A> Plan<A> {
+    pub fn pass(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    /// A drift that `apply` fixes with `action`.
+    pub fn fix(&mut self, finding: Finding, action: A) {
+        self.findings.push(finding);
+        self.actions.push(action);
+    }
+
+    pub fn warn(&mut self, text: impl Into<String>) {
+        self.warnings.push(text.into());
+    }
+}
+
+/// A managed part of the host. `plan` is pure; `observe` and `apply` do the I/O.
+pub trait Resource: Sync {
+    type Observed: Send;
+    type Action: Send;
+
+    fn id(&self) -> &'static str;
+    fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
+    fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
+    fn apply(
+        &self,
+        host: &Host,
+        observed: &Self::Observed,
+        actions: Vec<Self::Action>,
+    ) -> anyhow::Result<()>;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceReport {
+    pub id: &'static str,
+    pub findings: Vec<Finding>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ResourceReport {
+    fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
+        ResourceReport {
+            id,
+            findings,
+            warnings,
+            error: None,
+        }
+    }
+
+    fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
+        let reason = format!("{error:#}");
+        let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
+        finding.evidence.push(reason.clone());
+        ResourceReport {
+            id,
+            findings: vec![finding],
+            warnings: Vec::new(),
+            error: Some(reason),
+        }
+    }
+}
+
+/// The type-erased face of a resource that the commands drive.
+pub trait Managed: Sync {
+    fn id(&self) -> &'static str;
+    fn check(&self, host: &Host) -> ResourceReport;
+    fn converge(&self, host: &Host) -> ResourceReport;
+}
+
+impl<R: Resource> Managed for R {
+    fn id(&self) -> &'static str {
+        Resource::id(self)
+    }
+
+    fn check(&self, host: &Host) -> ResourceReport {
+        match self.observe(host) {
+            Ok(observed) => {
+                let plan = self.plan(&observed);
+                ResourceReport::new(self.id(), plan.findings, plan.warnings)
+            }
+            Err(e) => ResourceReport::not_observed(self.id(), Status::Unknown, &e),
+        }
+    }
+
+    fn converge(&self, host: &Host) -> ResourceReport {
+        let observed = match self.observe(host) {
+            Ok(o) => o,
+            Err(e) => return ResourceReport::not_observed(self.id(), Status::Failed, &e),
+        };
+        let plan = self.plan(&observed);
+        let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
+        if plan.actions.is_empty() {
+            return report;
+        }
+        if let Err(e) = self.apply(host, &observed, plan.actions) {
+            report.error = Some(format!("{e:#}"));
+        }
+        // Verify: the drift findings are judged again from a fresh observation.
+        let after = match self.observe(host) {
+            Ok(o) => self.plan(&o).findings,
+            Err(e) => {
+                report
+                    .error
+                    .get_or_insert_with(|| format!("could not verify after apply: {e:#}"));
+                Vec::new()
+            }
+        };
+        for finding in report
+            .findings
+            .iter_mut()
+            .filter(|f| f.status == Status::Drift && f.change.is_some())
+        {
+            let now = after.iter().find(|a| a.id == finding.id).map(|a| a.status);
+            finding.status = match now {
+                Some(Status::Ok) => Status::Changed,
+                // Gone from the plan, as a pruned rule is: changed, unless apply failed.
+                None if report.error.is_none() => Status::Changed,
+                Some(Status::Unknown) => Status::Unknown,
+                _ => Status::Failed,
+            };
+        }
+        report
+    }
+}
+
+/// A section the profile leaves out, or a resource vakt does not manage yet.
+struct Skipped {
+    id: &'static str,
+    reason: String,
+}
+
+impl Managed for Skipped {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+
+    fn check(&self, _host: &Host) -> ResourceReport {
+        let finding = Finding::new(self.id, self.reason.clone(), Status::Skipped);
+        ResourceReport::new(self.id, vec![finding], Vec::new())
+    }
+
+    fn converge(&self, host: &Host) -> ResourceReport {
+        self.check(host)
+    }
+}
+
+/// The profile's resources in dependency order, limited to `only` when given.
+pub fn registry<'p>(
+    profile: &'p Profile,
+    only: &[String],
+) -> anyhow::Result<Vec<Box<dyn Managed + 'p>>> {
+    if let Some(bad) = only.iter().find(|id| !RESOURCE_IDS.contains(&id.as_str())) {
+        return Err(Invalid(format!(
+            "--only: unknown resource `{bad}`; resources are {}",
+            RESOURCE_IDS.join(", ")
+        ))
+        .into());
+    }
+    let skipped = |id: &'static str, reason: String| -> Box<dyn Managed + 'p> {
+        Box::new(Skipped { id, reason })
+    };
+    Ok(RESOURCE_IDS
+        .iter()
+        .zip(resource::all(profile))
+        .filter(|(id, _)| only.is_empty() || only.iter().any(|o| o == *id))
+        .map(|(id, slot)| match slot {
+            Slot::Managed(r) => r,
+            Slot::Absent => skipped(
+                id,
+                format!("not managed: the profile has no [{id}] section"),
+            ),
+            Slot::NotYet => skipped(id, "not managed yet".into()),
+        })
+        .collect())
+}
+
+/// Observes every resource concurrently (they are independent when nothing changes).
+pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = resources
+            .iter()
+            .map(|r| s.spawn(|| r.check(host)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(resources)
+            .map(|(h, r)| {
+                h.join().unwrap_or_else(|_| {
+                    ResourceReport::not_observed(
+                        r.id(),
+                        Status::Unknown,
+                        &anyhow::anyhow!("observation panicked"),
+                    )
+                })
+            })
+            .collect()
+    })
+}
+
+/// Converges resources one after another, in dependency order.
+pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
+    resources.iter().map(|r| r.converge(host)).collect()
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Summary {
+    pub ok: usize,
+    pub changed: usize,
+    pub drift: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    pub fn of(resources: &[ResourceReport]) -> Summary {
+        let mut s = Summary::default();
+        for f in resources.iter().flat_map(|r| &r.findings) {
+            *match f.status {
+                Status::Ok => &mut s.ok,
+                Status::Changed => &mut s.changed,
+                Status::Drift => &mut s.drift,
+                Status::Failed => &mut s.failed,
+                Status::Unknown => &mut s.unknown,
+                Status::Skipped => &mut s.skipped,
+            } += 1;
+        }
+        s
+    }
+
+    /// 1 for drift or failure, else 3 when something could not be verified, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.drift + self.failed > 0 {
+            exit::DRIFT
+        } else if self.unknown > 0 {
+            exit::UNKNOWN
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// Everything one `check` or `apply` run found, ready for any output format.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Version of this JSON schema; bumped on any incompatible change.
+    pub schema: u32,
+    pub command: &'static str,
+    pub dry_run: bool,
+    pub profile: String,
+    pub machine: crate::resource::host::Machine,
+    pub resources: Vec<ResourceReport>,
+    pub summary: Summary,
+    pub elapsed_ms: u128,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+}
+
+impl Report {
+    pub fn new(
+        command: &'static str,
+        dry_run: bool,
+        profile: &Profile,
+        host: &Host,
+        resources: Vec<ResourceReport>,
+        started: Instant,
+    ) -> Report {
+        Report {
+            schema: 1,
+            command,
+            dry_run,
+            profile: profile.source.clone(),
+            machine: crate::resource::host::Machine::read(host),
+            summary: Summary::of(&resources),
+            resources,
+            elapsed_ms: started.elapsed().as_millis(),
+            commands: host.runner.commands(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! File writes that are atomic and keep the previous version, and the apply lock.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::host::Host;
+
+/// Replaces `path` with `content` atomically: a temp file in the same directory, fsync,
+/// rename, fsync the directory. The new file takes the mode and owner of the one it replaces
+/// (0644 for a new file). With `keep_previous`, the old content is first kept, just as
+/// atomically, as `<path>.vakt-prev`.
+pub fn write_atomic(path: &Path, content: &[u8], keep_previous: bool) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    let old = fs::metadata(path).ok();
+    if keep_previous && old.is_some() {
+        let previous =
+            fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+        let backup = backup_path(path);
+        replace(dir, &backup, &previous, old.as_ref())?;
+    }
+    replace(dir, path, content, old.as_ref())
+}
+
+pub fn backup_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".vakt-prev");
+    path.with_file_name(name)
+}
+
+fn replace(
+    dir: &Path,
+    path: &Path,
+    content: &[u8],
+    like: Option<&fs::Metadata>,
+) -> anyhow::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".vakt-")
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
+    let written = tmp
+        .write_all(content)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| {
+            format!(
+                "failed to write a temporary file in {} (disk full or read-only?)",
+                dir.display()
+            )
+        });
+    written?;
+    let mode = like.map_or(0o644, |m| m.mode() & 0o7777);
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+        .with_context(|| format!("failed to set the mode of {}", tmp.path().display()))?;
+    if let Some(m) = like {
+        // Only root can give a file away; as another user the file stays ours.
+        let _ = std::os::unix::fs::chown(tmp.path(), Some(m.uid()), Some(m.gid()));
+    }
+    tmp.persist(path)
+        .with_context(|| format!("failed to rename a temporary file onto {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to sync directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// Held for the whole of `vakt apply`, so that two runs never interleave; released on drop.
+#[derive(Debug)]
+pub struct ApplyLock {
+    _guard: nix::fcntl::Flock<File>,
+}
+
+const LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Takes `/run/vakt.lock` (under the root); waits for another apply, with a message, up to a bound.
+pub fn lock_apply(host: &Host) -> anyhow::Result<ApplyLock> {
+    lock_with_bound(&host.path("/run/vakt.lock"), LOCK_WAIT)
+}
+
+fn lock_with_bound(path: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {
+    use nix::fcntl::{Flock, FlockArg};
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    let started = Instant::now();
+    let mut told = false;
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("failed to open the apply lock {}", path.display()))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(guard) => return Ok(ApplyLock { _guard: guard }),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                if !told {
+                    eprintln!(
+                        "vakt: another `vakt apply` holds {}; waiting up to {}s",
+                        path.display(),
+                        bound.as_secs()
+                    );
+                    told = true;
+                }
+                if started.elapsed() > bound {
+                    bail!(
+                        "another `vakt apply` still holds {} after {}s; try again later",
+                        path.display(),
+                        bound.as_secs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                file = f;
+            }
+            Err((_, e)) => bail!("failed to lock {}: {e}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_keeps_previous_and_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("daemon.json");
+        write_atomic(&path, b"old", true).expect("first write");
+        assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o644);
+        assert!(
+            !backup_path(&path).exists(),
+            "nothing to keep on the first write"
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        write_atomic(&path, b"new", true).expect("second write");
+        assert_eq!(fs::read(&path).expect("read"), b"new");
+        assert_eq!(fs::read(backup_path(&path)).expect("backup"), b"old");
+        assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
+        let leftovers = fs::read_dir(dir.path())
+            .expect("ls")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".vakt-"))
+            })
+            .count();
+        assert_eq!(leftovers, 0, "no temporary file left behind");
+    }
+
+    #[test]
+    fn second_lock_waits_then_gives_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run/vakt.lock");
+        let first = lock_with_bound(&path, Duration::from_secs(1)).expect("first lock");
+        let e = lock_with_bound(&path, Duration::from_millis(300))
+            .expect_err("second waits then fails");
+        assert!(e.to_string().contains("still holds"), "{e}");
+        drop(first);
+        lock_with_bound(&path, Duration::from_millis(300)).expect("free again");
+    }
+}

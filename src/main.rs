@@ -1,0 +1,44 @@
+//! vakt: provision, audit and watch a self-hosted KVM server from one TOML profile.
+
+mod cli;
+mod cmd;
+mod engine;
+mod error;
+mod fsutil;
+mod host;
+mod logging;
+mod profile;
+mod report;
+mod resource;
+mod runner;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Invalid, exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity =
+        i8::try_from(cli.verbose).unwrap_or(i8::MAX) - i8::try_from(cli.quiet).unwrap_or(i8::MAX);
+    logging::init(verbosity, matches!(cli.command, Command::Watch(_)));
+    let result = match &cli.command {
+        Command::Apply(args) => cmd::apply::run(&cli, args),
+        Command::Check(args) => cmd::check::run(&cli, args),
+        Command::Watch(args) => cmd::watch::run(&cli, args),
+        Command::Profile(p) => cmd::profile::run(&cli, p),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vakt: error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<Invalid>().is_some() {
+                exit::INVALID
+            } else {
+                exit::DRIFT
+            })
+        }
+    }
+}

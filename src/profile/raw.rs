@@ -1,0 +1,254 @@
+//! The profile as written: serde structs that reject unknown keys and fill in defaults.
+//! Nothing here is validated beyond its TOML type; `super::validate` turns it into a `Profile`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub host: Option<RawHost>,
+    pub packages: Option<RawPackages>,
+    pub firewall: Option<RawFirewall>,
+    pub docker: Option<RawDocker>,
+    pub swarm: Option<RawSwarm>,
+    pub nginx: Option<RawNginx>,
+    pub tuning: Option<RawTuning>,
+    pub watch: Option<RawWatch>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHost {
+    pub hypervisor: String,
+    pub container: String,
+    pub storage: String,
+    pub storage_paths: Vec<String>,
+}
+
+impl Default for RawHost {
+    fn default() -> Self {
+        RawHost {
+            hypervisor: "kvm".into(),
+            container: "forbid".into(),
+            storage: "nvme".into(),
+            storage_paths: vec!["/".into(), "/var/lib/docker".into()],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPackages {
+    pub install: Vec<String>,
+    pub update: bool,
+    pub lock_timeout: String,
+}
+
+impl Default for RawPackages {
+    fn default() -> Self {
+        RawPackages {
+            install: Vec::new(),
+            update: true,
+            lock_timeout: "120s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFirewall {
+    pub enabled: bool,
+    pub incoming: String,
+    pub outgoing: String,
+    pub routed: String,
+    pub prune: bool,
+    pub allow: Vec<RawRule>,
+}
+
+impl Default for RawFirewall {
+    fn default() -> Self {
+        RawFirewall {
+            enabled: true,
+            incoming: "deny".into(),
+            outgoing: "allow".into(),
+            routed: "disabled".into(),
+            prune: false,
+            allow: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    Number(u16),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub port: RawPort,
+    #[serde(default = "default_proto")]
+    pub proto: String,
+    #[serde(default = "default_from")]
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+fn default_proto() -> String {
+    "tcp".into()
+}
+
+fn default_from() -> String {
+    "any".into()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDocker {
+    pub storage_driver: String,
+    pub restart: bool,
+    pub allow_driver_switch: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub restart_timeout: String,
+    pub daemon: toml::Table,
+}
+
+impl Default for RawDocker {
+    fn default() -> Self {
+        RawDocker {
+            storage_driver: "overlay2".into(),
+            restart: true,
+            allow_driver_switch: false,
+            host: None,
+            restart_timeout: "60s".into(),
+            daemon: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSwarm {
+    pub init: bool,
+    pub advertise_addr: String,
+    pub listen_addr: String,
+}
+
+impl Default for RawSwarm {
+    fn default() -> Self {
+        RawSwarm {
+            init: true,
+            advertise_addr: "auto".into(),
+            listen_addr: "0.0.0.0:2377".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNginx {
+    pub config: String,
+    pub user: String,
+    pub worker_processes: String,
+    pub pid: String,
+    pub error_log: String,
+    pub access_log: String,
+    pub mime_types: String,
+    pub listen: String,
+    pub server_name: String,
+    pub upstream: Vec<String>,
+    pub upstream_keepalive: u32,
+    pub keepalive_timeout: String,
+    pub keepalive_requests: u32,
+    pub sendfile: bool,
+    pub tcp_nopush: bool,
+    pub tcp_nodelay: bool,
+    pub client_body_buffer_size: String,
+    pub client_max_body_size: String,
+    pub proxy_http_version: String,
+    pub proxy_clear_connection: bool,
+    pub proxy_read_timeout: String,
+    pub proxy_send_timeout: String,
+    pub longest_invocation: String,
+}
+
+impl Default for RawNginx {
+    fn default() -> Self {
+        RawNginx {
+            config: "/etc/nginx/nginx.conf".into(),
+            user: "www-data".into(),
+            worker_processes: "auto".into(),
+            pid: "/run/nginx.pid".into(),
+            error_log: "/var/log/nginx/error.log".into(),
+            access_log: "/var/log/nginx/access.log".into(),
+            mime_types: "mime.types".into(),
+            listen: "80".into(),
+            server_name: "_".into(),
+            upstream: vec!["127.0.0.1:8080".into()],
+            upstream_keepalive: 16,
+            keepalive_timeout: "65s".into(),
+            keepalive_requests: 10_000,
+            sendfile: true,
+            tcp_nopush: true,
+            tcp_nodelay: true,
+            client_body_buffer_size: "128k".into(),
+            client_max_body_size: "50m".into(),
+            proxy_http_version: "1.1".into(),
+            proxy_clear_connection: true,
+            proxy_read_timeout: "300s".into(),
+            proxy_send_timeout: "300s".into(),
+            longest_invocation: "300s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTuning {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_scheduler: Option<String>,
+    pub sysctl: toml::Table,
+}
+
+impl Default for RawTuning {
+    fn default() -> Self {
+        RawTuning {
+            io_scheduler: Some("none".into()),
+            sysctl: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWatch {
+    pub interval: String,
+    pub window: String,
+    pub steal_warn: f64,
+    pub steal_clear: f64,
+    pub iowait_warn: f64,
+    pub iowait_clear: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_every: Option<String>,
+}
+
+impl Default for RawWatch {
+    fn default() -> Self {
+        RawWatch {
+            interval: "5s".into(),
+            window: "1m".into(),
+            steal_warn: 10.0,
+            steal_clear: 5.0,
+            iowait_warn: 20.0,
+            iowait_clear: 10.0,
+            metrics: None,
+            check_every: None,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Prometheus text for node_exporter's textfile collector.
+
+use std::fmt::Write;
+
+use crate::engine::{Report, Status};
+
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP vakt_check_ok Whether an audited item complies (1) or not (0); skipped items are absent.\n");
+    out.push_str("# TYPE vakt_check_ok gauge\n");
+    for r in &report.resources {
+        for f in r.findings.iter().filter(|f| f.status != Status::Skipped) {
+            let ok = u8::from(matches!(f.status, Status::Ok | Status::Changed));
+            let _ = writeln!(
+                out,
+                "vakt_check_ok{{resource=\"{}\",id=\"{}\",status=\"{}\"}} {ok}",
+                r.id,
+                label(&f.id),
+                f.status.as_str()
+            );
+        }
+    }
+    let s = &report.summary;
+    out.push_str(
+        "# HELP vakt_check_findings Audited items by status.\n# TYPE vakt_check_findings gauge\n",
+    );
+    for (status, n) in [
+        ("ok", s.ok),
+        ("changed", s.changed),
+        ("drift", s.drift),
+        ("failed", s.failed),
+        ("unknown", s.unknown),
+        ("skipped", s.skipped),
+    ] {
+        let _ = writeln!(out, "vakt_check_findings{{status=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP vakt_check_duration_seconds Wall time of the audit.\n# TYPE vakt_check_duration_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "vakt_check_duration_seconds {:.3}",
+        report.elapsed_ms as f64 / 1000.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out.push_str("# HELP vakt_check_timestamp_seconds When the audit ran, in seconds since the epoch.\n# TYPE vakt_check_timestamp_seconds gauge\n");
+    let _ = writeln!(out, "vakt_check_timestamp_seconds {now}");
+    out
+}

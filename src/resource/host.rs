@@ -1,0 +1,601 @@
+//! The `host` resource (read-only): hypervisor, container and storage verdicts from several
+//! signals each, with the evidence, judged against the profile's `[host]` requirements.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::engine::{Finding, Plan, Resource, Status};
+use crate::host::Host;
+use crate::profile::{HostReq, Requirement};
+
+/// The report header: what machine this is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    pub kernel: Option<String>,
+    pub cpus: usize,
+    pub memory_mib: Option<u64>,
+}
+
+impl Machine {
+    pub fn read(host: &Host) -> Machine {
+        let os = host.read_opt("/etc/os-release").and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        });
+        let cpus = host.read_opt("/proc/cpuinfo").map_or(0, |t| {
+            t.lines().filter(|l| l.starts_with("processor")).count()
+        });
+        let memory_mib = host.read_opt("/proc/meminfo").and_then(|t| {
+            let kb = t.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+            kb.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|k| k / 1024)
+        });
+        Machine {
+            hostname: host.read_opt("/proc/sys/kernel/hostname"),
+            os,
+            kernel: host.read_opt("/proc/sys/kernel/osrelease"),
+            cpus,
+            memory_mib,
+        }
+    }
+}
+
+/// A verdict with the signals that led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub verdict: String,
+    pub evidence: Vec<String>,
+}
+
+/// What one storage path sits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageVerdict {
+    pub path: PathBuf,
+    pub verdict: String,
+    pub evidence: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Observed {
+    hypervisor: Detection,
+    container: Detection,
+    storage: Vec<StorageVerdict>,
+}
+
+pub struct HostVerdicts<'p> {
+    req: &'p HostReq,
+}
+
+impl<'p> HostVerdicts<'p> {
+    pub fn new(req: &'p HostReq) -> Self {
+        HostVerdicts { req }
+    }
+}
+
+impl Resource for HostVerdicts<'_> {
+    type Observed = Observed;
+    type Action = ();
+
+    fn id(&self) -> &'static str {
+        "host"
+    }
+
+    fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
+        Ok(Observed {
+            hypervisor: hypervisor(host),
+            container: container(host),
+            storage: self
+                .req
+                .storage_paths
+                .iter()
+                .map(|p| storage(host, p))
+                .collect(),
+        })
+    }
+
+    fn plan(&self, o: &Observed) -> Plan<()> {
+        let mut plan = Plan::default();
+        let hv = &o.hypervisor;
+        let status = match &self.req.hypervisor {
+            Requirement::Any => Status::Ok,
+            Requirement::Exactly(want) if *want == hv.verdict => Status::Ok,
+            Requirement::Exactly(_) if hv.verdict == "vm" => Status::Unknown,
+            Requirement::Exactly(_) => Status::Drift,
+        };
+        let want = match &self.req.hypervisor {
+            Requirement::Any => "any".to_string(),
+            Requirement::Exactly(w) => w.clone(),
+        };
+        let mut f = Finding::new(
+            "host.hypervisor",
+            format!("hypervisor is {} (required: {want})", hv.verdict),
+            status,
+        );
+        f.evidence = hv.evidence.clone();
+        plan.pass(f);
+
+        let ct = &o.container;
+        let status = if self.req.forbid_container && ct.verdict != "none" {
+            Status::Drift
+        } else {
+            Status::Ok
+        };
+        let rule = if self.req.forbid_container {
+            "forbidden"
+        } else {
+            "allowed"
+        };
+        let mut f = Finding::new(
+            "host.container",
+            format!("container: {} (containers {rule})", ct.verdict),
+            status,
+        );
+        f.evidence = ct.evidence.clone();
+        plan.pass(f);
+
+        for s in &o.storage {
+            let status = match (&self.req.storage, s.verdict.as_str()) {
+                (Requirement::Any, _) => Status::Ok,
+                (Requirement::Exactly(want), got) if want == got => Status::Ok,
+                (Requirement::Exactly(want), "nvme") if want == "ssd" => Status::Ok,
+                // The disk's backing is invisible from inside a guest: could not verify.
+                (Requirement::Exactly(_), "virtio" | "xen" | "unknown") => Status::Unknown,
+                _ => Status::Drift,
+            };
+            let want = match &self.req.storage {
+                Requirement::Any => "any",
+                Requirement::Exactly(w) => w.as_str(),
+            };
+            let mut f = Finding::new(
+                format!("host.storage:{}", s.path.display()),
+                format!(
+                    "{} is on {} storage (required: {want})",
+                    s.path.display(),
+                    s.verdict
+                ),
+                status,
+            );
+            f.evidence = s.evidence.clone();
+            plan.pass(f);
+        }
+        plan
+    }
+
+    fn apply(&self, _host: &Host, _observed: &Observed, _actions: Vec<()>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hypervisor from CPUID (live host only), `/sys/hypervisor/type`, DMI and the cpuinfo flag.
+/// Names follow `systemd-detect-virt --vm`.
+pub fn hypervisor(host: &Host) -> Detection {
+    let mut evidence = Vec::new();
+    let mut votes: Vec<&'static str> = Vec::new();
+    if host.is_live()
+        && let Some(vendor) = cpuid_vendor()
+    {
+        let name = match vendor.as_str() {
+            "KVMKVMKVM" => "kvm",
+            "TCGTCGTCGTCG" => "qemu",
+            "Microsoft Hv" => "microsoft",
+            "VMwareVMware" => "vmware",
+            "XenVMMXenVMM" => "xen",
+            "bhyve bhyve " => "bhyve",
+            _ => "vm",
+        };
+        evidence.push(format!("CPUID 0x40000000 vendor {vendor:?} → {name}"));
+        votes.push(name);
+    }
+    if let Some(t) = host.read_opt("/sys/hypervisor/type") {
+        evidence.push(format!("/sys/hypervisor/type = {t}"));
+        if t == "xen" {
+            votes.push("xen");
+        }
+    }
+    let dmi = ["sys_vendor", "product_name", "bios_vendor"]
+        .iter()
+        .filter_map(|f| {
+            host.read_opt(format!("/sys/class/dmi/id/{f}"))
+                .map(|v| (*f, v))
+        })
+        .collect::<Vec<_>>();
+    for (field, value) in &dmi {
+        evidence.push(format!("DMI {field} = {value}"));
+    }
+    if let Some(name) = dmi.iter().find_map(|(_, v)| dmi_vendor(v)) {
+        votes.push(name);
+    }
+    let flag = host.read_opt("/proc/cpuinfo").is_some_and(|t| {
+        t.lines()
+            .any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "hypervisor"))
+    });
+    evidence.push(format!(
+        "/proc/cpuinfo hypervisor flag {}",
+        if flag { "set" } else { "not set" }
+    ));
+
+    let verdict = match votes.first() {
+        Some(first) => *first,
+        None if flag => "vm",
+        None => "none",
+    };
+    if votes.iter().any(|v| *v != verdict) {
+        evidence.push(format!(
+            "signals disagree ({}); CPUID, then /sys/hypervisor, then DMI decide",
+            votes.join(", ")
+        ));
+    }
+    Detection {
+        verdict: verdict.into(),
+        evidence,
+    }
+}
+
+fn dmi_vendor(value: &str) -> Option<&'static str> {
+    const TABLE: &[(&str, &str)] = &[
+        ("KVM", "kvm"),
+        ("OpenStack", "kvm"),
+        ("KubeVirt", "kvm"),
+        ("Amazon EC2", "amazon"),
+        ("QEMU", "qemu"),
+        ("VMware", "vmware"),
+        ("VMW", "vmware"),
+        ("innotek GmbH", "oracle"),
+        ("VirtualBox", "oracle"),
+        ("Xen", "xen"),
+        ("Bochs", "bochs"),
+        ("Parallels", "parallels"),
+        ("BHYVE", "bhyve"),
+        ("Hyper-V", "microsoft"),
+        ("Virtual Machine", "microsoft"),
+    ];
+    TABLE
+        .iter()
+        .find(|(prefix, _)| value.starts_with(prefix))
+        .map(|(_, name)| *name)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpuid_vendor() -> Option<String> {
+    use std::arch::x86_64::__cpuid;
+    // Leaf 1 ECX bit 31 is set by every hypervisor; leaf 0x40000000 then names it.
+    if __cpuid(1).ecx & (1 << 31) == 0 {
+        return None;
+    }
+    let leaf = __cpuid(0x4000_0000);
+    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    let text = String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\0')
+        .to_string();
+    Some(text)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpuid_vendor() -> Option<String> {
+    None
+}
+
+/// Container from the OpenVZ files, systemd's marker, PID 1's environment, runtime marker
+/// files and cgroup paths. Names follow `systemd-detect-virt --container`.
+pub fn container(host: &Host) -> Detection {
+    let mut evidence = Vec::new();
+    let found = |verdict: &str, evidence: Vec<String>| Detection {
+        verdict: verdict.into(),
+        evidence,
+    };
+    if host.path("/proc/vz").exists() && !host.path("/proc/bc").exists() {
+        evidence.push("/proc/vz exists and /proc/bc does not (OpenVZ guest)".into());
+        if host.path("/proc/user_beancounters").exists() {
+            evidence.push("/proc/user_beancounters exists".into());
+        }
+        return found("openvz", evidence);
+    }
+    if let Some(name) = host
+        .read_opt("/run/systemd/container")
+        .filter(|n| !n.is_empty())
+    {
+        evidence.push(format!("/run/systemd/container = {name}"));
+        return found(&name, evidence);
+    }
+    if let Some(env) = host.read_opt("/proc/1/environ")
+        && let Some(name) = env.split('\0').find_map(|kv| kv.strip_prefix("container="))
+    {
+        evidence.push(format!("container={name} in PID 1's environment"));
+        return found(name, evidence);
+    }
+    for (marker, name) in [("/run/.containerenv", "podman"), ("/.dockerenv", "docker")] {
+        if host.path(marker).exists() {
+            evidence.push(format!("{marker} exists"));
+            return found(name, evidence);
+        }
+    }
+    if let Some(cgroup) = host.read_opt("/proc/1/cgroup") {
+        for (needle, name) in [
+            ("/docker/", "docker"),
+            ("/lxc/", "lxc"),
+            ("/kubepods", "container-other"),
+        ] {
+            if let Some(line) = cgroup.lines().find(|l| l.contains(needle)) {
+                evidence.push(format!("/proc/1/cgroup: {line}"));
+                return found(name, evidence);
+            }
+        }
+    }
+    evidence.push("no container marker found (OpenVZ files, /run/systemd/container, PID 1 environment, runtime markers, cgroups)".into());
+    found("none", evidence)
+}
+
+/// The storage under `path`: its mount from mountinfo, then `/sys/dev/block` through
+/// partitions, device-mapper and md down to the disks.
+pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
+    let mut evidence = Vec::new();
+    let verdict = |verdict: &str, evidence: Vec<String>| StorageVerdict {
+        path: path.into(),
+        verdict: verdict.into(),
+        evidence,
+    };
+    let Some(mountinfo) = host.read_opt("/proc/self/mountinfo") else {
+        return verdict(
+            "unknown",
+            vec!["/proc/self/mountinfo is not readable".into()],
+        );
+    };
+    if !host.path(path).exists() {
+        evidence.push(format!(
+            "{} does not exist yet: judged by the filesystem that would hold it",
+            path.display()
+        ));
+    }
+    let Some(mount) = mount_of(&mountinfo, path) else {
+        return verdict(
+            "unknown",
+            vec![format!("no mount holds {}", path.display())],
+        );
+    };
+    evidence.push(format!(
+        "mounted at {} from {} ({}, device {})",
+        mount.point, mount.source, mount.fstype, mount.dev
+    ));
+    let mut dev_dir = resolve_link(&host.path(format!("/sys/dev/block/{}", mount.dev)));
+    if dev_dir.is_none() && mount.source.starts_with("/dev/") {
+        // Filesystems with anonymous device numbers (btrfs) still name their block device.
+        let name = mount.source.trim_start_matches("/dev/").replace('/', "!");
+        dev_dir = resolve_link(&host.path(format!("/sys/class/block/{name}")));
+    }
+    let Some(dev_dir) = dev_dir else {
+        evidence.push(format!("{} is not a block device filesystem", mount.fstype));
+        return verdict("virtual", evidence);
+    };
+    let mut disks = Vec::new();
+    walk_to_disks(&dev_dir, &mut disks, &mut evidence, 0);
+    if disks.is_empty() {
+        return verdict("unknown", evidence);
+    }
+    let mut kinds = Vec::new();
+    for disk in &disks {
+        let info = disk_info(disk);
+        evidence.push(info.describe());
+        kinds.push(info.kind());
+    }
+    kinds.sort();
+    kinds.dedup();
+    let overall = if kinds.len() == 1 {
+        kinds[0]
+    } else if kinds.contains(&"rotational") {
+        "rotational"
+    } else {
+        "mixed"
+    };
+    verdict(overall, evidence)
+}
+
+struct Mount {
+    point: String,
+    dev: String,
+    fstype: String,
+    source: String,
+}
+
+fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
+    let mut best: Option<Mount> = None;
+    for line in mountinfo.lines() {
+        let (left, right) = line.split_once(" - ")?;
+        let f: Vec<&str> = left.split_whitespace().collect();
+        let r: Vec<&str> = right.split_whitespace().collect();
+        let (Some(dev), Some(point), Some(fstype), Some(source)) =
+            (f.get(2), f.get(4), r.first(), r.get(1))
+        else {
+            continue;
+        };
+        let point = point.replace("\\040", " ");
+        if path.starts_with(&point) && best.as_ref().is_none_or(|b| point.len() >= b.point.len()) {
+            best = Some(Mount {
+                point,
+                dev: dev.to_string(),
+                fstype: fstype.to_string(),
+                source: source.to_string(),
+            });
+        }
+    }
+    best
+}
+
+/// Follows a sysfs symlink lexically, so that fixture trees under `--root` resolve too.
+fn resolve_link(link: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(link).ok()?;
+    let joined = link.parent()?.join(target);
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out.exists().then_some(out)
+}
+
+fn walk_to_disks(dir: &Path, disks: &mut Vec<PathBuf>, evidence: &mut Vec<String>, depth: u8) {
+    let name = file_name(dir);
+    if depth > 8 {
+        evidence.push(format!("stopped at {name}: device stack too deep"));
+        return;
+    }
+    let slaves: Vec<PathBuf> = std::fs::read_dir(dir.join("slaves"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| resolve_link(&e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !slaves.is_empty() {
+        let layer = if let Ok(dm) = std::fs::read_to_string(dir.join("dm/name")) {
+            format!("device-mapper {}", dm.trim())
+        } else if let Ok(level) = std::fs::read_to_string(dir.join("md/level")) {
+            format!("md {}", level.trim())
+        } else {
+            "stacked device".into()
+        };
+        let names: Vec<String> = slaves.iter().map(|s| file_name(s)).collect();
+        evidence.push(format!("{name} is {layer} over {}", names.join(", ")));
+        for slave in slaves {
+            walk_to_disks(&slave, disks, evidence, depth + 1);
+        }
+    } else if dir.join("partition").exists() {
+        let Some(parent) = dir.parent() else { return };
+        evidence.push(format!("{name} is a partition of {}", file_name(parent)));
+        walk_to_disks(parent, disks, evidence, depth + 1);
+    } else if !disks.contains(&dir.to_path_buf()) {
+        disks.push(dir.to_path_buf());
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+struct DiskInfo {
+    name: String,
+    transport: &'static str,
+    model: Option<String>,
+    rotational: Option<bool>,
+    scheduler: Option<String>,
+}
+
+impl DiskInfo {
+    fn kind(&self) -> &'static str {
+        match self.transport {
+            "nvme" => "nvme",
+            // virtio reports rotational=1 whatever backs it; the flag means nothing there.
+            "virtio" | "virtio-scsi" => "virtio",
+            "xen" => "xen",
+            _ if self.rotational == Some(true) => "rotational",
+            "sata" | "scsi" | "mmc" | "usb" => "ssd",
+            _ => "unknown",
+        }
+    }
+
+    fn describe(&self) -> String {
+        let rot = match self.rotational {
+            Some(true) => "rotational",
+            Some(false) => "non-rotational",
+            None => "rotational unknown",
+        };
+        format!(
+            "disk {}: transport {}, model {}, {rot}, scheduler {}",
+            self.name,
+            self.transport,
+            self.model.as_deref().unwrap_or("unknown"),
+            self.scheduler.as_deref().unwrap_or("unknown"),
+        )
+    }
+}
+
+fn disk_info(dir: &Path) -> DiskInfo {
+    let read = |rel: &str| {
+        std::fs::read_to_string(dir.join(rel))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let name = file_name(dir);
+    let path = dir.to_string_lossy();
+    let transport = if name.starts_with("nvme") {
+        "nvme"
+    } else if name.starts_with("vd") {
+        "virtio"
+    } else if name.starts_with("xvd") {
+        "xen"
+    } else if name.starts_with("mmcblk") {
+        "mmc"
+    } else if name.starts_with("sd") && path.contains("/virtio") {
+        "virtio-scsi"
+    } else if name.starts_with("sd") && path.contains("/usb") {
+        "usb"
+    } else if name.starts_with("sd") && path.contains("/ata") {
+        "sata"
+    } else if name.starts_with("sd") {
+        "scsi"
+    } else {
+        "other"
+    };
+    let scheduler = read("queue/scheduler").map(|s| {
+        s.split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map_or(s.clone(), |w| w.trim_matches(['[', ']']).to_string())
+    });
+    DiskInfo {
+        name,
+        transport,
+        model: read("device/model").filter(|m| !m.is_empty()),
+        rotational: read("queue/rotational").map(|r| r == "1"),
+        scheduler,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "22 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n\
+        30 22 0:40 / /var/lib/docker rw - btrfs /dev/vdb rw\n\
+        31 22 0:41 / /var/lib/docker/tmp rw - tmpfs tmpfs rw\n";
+
+    #[test]
+    fn longest_mount_prefix_wins() {
+        assert_eq!(
+            mount_of(MOUNTINFO, Path::new("/etc")).map(|m| m.dev),
+            Some("259:2".into())
+        );
+        assert_eq!(
+            mount_of(MOUNTINFO, Path::new("/var/lib/docker/overlay2")).map(|m| m.source),
+            Some("/dev/vdb".into())
+        );
+        assert_eq!(
+            mount_of(MOUNTINFO, Path::new("/var/lib/dockerx")).map(|m| m.point),
+            Some("/".into())
+        );
+    }
+
+    #[test]
+    fn dmi_names_follow_systemd() {
+        assert_eq!(dmi_vendor("QEMU"), Some("qemu"));
+        assert_eq!(dmi_vendor("KVM"), Some("kvm"));
+        assert_eq!(dmi_vendor("Dell Inc."), None);
+    }
+}

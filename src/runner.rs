@@ -1,0 +1,175 @@
+//! The one way vakt runs commands: argv logged, output captured, a timeout enforced, and a
+//! record kept so that a report can list exactly what ran.
+
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Default)]
+pub struct Runner {
+    log: Mutex<Vec<String>>,
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A command that could not be started because it is not installed.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` was not found on PATH; install it (Debian package `{1}`) or fix PATH")]
+pub struct Missing(pub String, pub &'static str);
+
+impl Runner {
+    /// Runs `argv` with `env` added, killing it after `timeout`. A non-zero exit is not an
+    /// error here; see [`Runner::run_ok`].
+    pub fn run(
+        &self,
+        argv: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
+        let line = argv.join(" ");
+        tracing::debug!(target: "vakt::run", "run: {line}");
+        if let Ok(mut log) = self.log.lock() {
+            log.push(line.clone());
+        }
+        let (program, args) = argv.split_first().context("empty command")?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Missing(program.to_string(), package_of(program)).into());
+            }
+            Err(e) => return Err(e).with_context(|| format!("failed to start `{line}`")),
+        };
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        let out = match rx.recv_timeout(timeout) {
+            Ok(out) => out.with_context(|| format!("failed to wait for `{line}`"))?,
+            Err(_) => {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                bail!(
+                    "`{line}` did not finish within {}s and was killed",
+                    timeout.as_secs()
+                );
+            }
+        };
+        Ok(Output {
+            success: out.status.success(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs `argv` and fails, with the command's own error output, unless it exits 0.
+    pub fn run_ok(&self, argv: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+        let out = self.run(argv, &[], timeout)?;
+        if !out.success {
+            let said = if out.stderr.trim().is_empty() {
+                out.stdout.trim()
+            } else {
+                out.stderr.trim()
+            };
+            bail!(
+                "`{}` failed ({}): {said}",
+                argv.join(" "),
+                exit_text(out.code)
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every command run so far, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed by a signal".into(), |c| format!("exit {c}"))
+}
+
+fn package_of(program: &str) -> &'static str {
+    match program {
+        "ufw" => "ufw",
+        "nginx" => "nginx",
+        "dpkg-query" => "dpkg",
+        "apt-get" => "apt",
+        "systemctl" | "journalctl" => "systemd",
+        "iptables" | "ip6tables" => "iptables",
+        _ => "providing it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_logs_argv() {
+        let runner = Runner::default();
+        let out = runner
+            .run(
+                &["sh", "-c", "echo hi; echo err >&2; exit 3"],
+                &[],
+                Duration::from_secs(5),
+            )
+            .expect("runs");
+        assert_eq!(
+            (
+                out.success,
+                out.code,
+                out.stdout.as_str(),
+                out.stderr.as_str()
+            ),
+            (false, Some(3), "hi\n", "err\n")
+        );
+        assert_eq!(
+            runner.commands(),
+            vec!["sh -c echo hi; echo err >&2; exit 3"]
+        );
+        let e = runner
+            .run_ok(
+                &["sh", "-c", "echo broken >&2; exit 1"],
+                Duration::from_secs(5),
+            )
+            .expect_err("fails");
+        assert!(
+            e.to_string().contains("broken") && e.to_string().contains("exit 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kills_on_timeout_and_names_missing_programs() {
+        let runner = Runner::default();
+        let e = runner
+            .run(&["sleep", "5"], &[], Duration::from_millis(100))
+            .expect_err("times out");
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        let e = runner
+            .run(&["ufw-not-here"], &[], Duration::from_secs(1))
+            .expect_err("missing");
+        assert!(e.to_string().contains("was not found on PATH"), "{e}");
+    }
+}
