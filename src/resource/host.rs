@@ -513,6 +513,7 @@ impl DiskInfo {
 
     fn describe(&self) -> String {
         let rot = match self.rotational {
+            _ if self.kind() == "virtio" => "backing not visible from inside the guest",
             Some(true) => "rotational",
             Some(false) => "non-rotational",
             None => "rotational unknown",

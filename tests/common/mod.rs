@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests: running the built binary and reading its output.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn vakt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vakt"));
+    c.env_remove("DOCKER_HOST").env("NO_COLOR", "1");
+    c
+}
+
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let Output { status, stdout, stderr } = cmd.output().expect("vakt runs");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+pub fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+}
+
+/// Every finding of a JSON report as (id, status).
+pub fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
+        .map(|f| (f["id"].as_str().unwrap_or("").to_string(), f["status"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+pub fn status_of(report: &serde_json::Value, id: &str) -> String {
+    statuses(report).into_iter().find(|(i, _)| i == id).map(|(_, s)| s).unwrap_or_else(|| panic!("no finding {id}"))
+}
+
+/// Whether system tests must run: under CI a missing prerequisite is a failure, not a skip.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required under CI=true; run the tests through ./tests/run.sh, which installs it");
+    }
+    eprintln!("skipping: {what} is not available (allowed only outside CI)");
+    false
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn has(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+}
