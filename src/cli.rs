@@ -123,15 +123,11 @@ mod tests {
 
     #[test]
     fn global_flags_work_before_and_after_the_subcommand() {
-        let a = Cli::try_parse_from(["vakt", "--root", "/tmp/r", "check", "--only", "host,docker"])
-            .expect("parses");
-        let b = Cli::try_parse_from(["vakt", "check", "--only", "host,docker", "--root", "/tmp/r"])
-            .expect("parses");
+        let a = Cli::try_parse_from(["vakt", "--root", "/tmp/r", "check", "--only", "host,docker"]).expect("parses");
+        let b = Cli::try_parse_from(["vakt", "check", "--only", "host,docker", "--root", "/tmp/r"]).expect("parses");
         for cli in [a, b] {
             assert_eq!(cli.root, PathBuf::from("/tmp/r"));
-            let Command::Check(args) = cli.command else {
-                panic!("not check")
-            };
+            let Command::Check(args) = cli.command else { panic!("not check") };
             assert_eq!(args.select.only, vec!["host", "docker"]);
         }
     }

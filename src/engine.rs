@@ -11,9 +11,7 @@ use crate::profile::Profile;
 use crate::resource::{self, Slot};
 
 /// Resource ids in dependency order; `--only` takes these.
-pub const RESOURCE_IDS: &[&str] = &[
-    "host", "packages", "firewall", "docker", "swarm", "nginx", "tuning",
-];
+pub const RESOURCE_IDS: &[&str] = &["host", "packages", "firewall", "docker", "swarm", "nginx", "tuning"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,40 +54,19 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(id: impl Into<String>, title: impl Into<String>, status: Status) -> Finding {
-        Finding {
-            id: id.into(),
-            title: title.into(),
-            status,
-            evidence: Vec::new(),
-            change: None,
-            diff: None,
-        }
+        Finding { id: id.into(), title: title.into(), status, evidence: Vec::new(), change: None, diff: None }
     }
 
     pub fn ok(id: impl Into<String>, title: impl Into<String>) -> Finding {
         Finding::new(id, title, Status::Ok)
     }
 
-    pub fn drift(
-        id: impl Into<String>,
-        title: impl Into<String>,
-        change: impl Into<String>,
-    ) -> Finding {
-        Finding {
-            change: Some(change.into()),
-            ..Finding::new(id, title, Status::Drift)
-        }
+    pub fn drift(id: impl Into<String>, title: impl Into<String>, change: impl Into<String>) -> Finding {
+        Finding { change: Some(change.into()), ..Finding::new(id, title, Status::Drift) }
     }
 
-    pub fn unknown(
-        id: impl Into<String>,
-        title: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Finding {
-        Finding {
-            evidence: vec![reason.into()],
-            ..Finding::new(id, title, Status::Unknown)
-        }
+    pub fn unknown(id: impl Into<String>, title: impl Into<String>, reason: impl Into<String>) -> Finding {
+        Finding { evidence: vec![reason.into()], ..Finding::new(id, title, Status::Unknown) }
     }
 
     pub fn with_evidence(mut self, line: impl Into<String>) -> Finding {
@@ -109,11 +86,7 @@ pub struct Plan<A> {
 
 impl<A> Default for Plan<A> {
     fn default() -> Self {
-        Plan {
-            findings: Vec::new(),
-            actions: Vec::new(),
-            warnings: Vec::new(),
-        }
+        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new() }
     }
 }
 
@@ -141,12 +114,7 @@ pub trait Resource: Sync {
     fn id(&self) -> &'static str;
     fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
     fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
-    fn apply(
-        &self,
-        host: &Host,
-        observed: &Self::Observed,
-        actions: Vec<Self::Action>,
-    ) -> anyhow::Result<()>;
+    fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,24 +129,14 @@ pub struct ResourceReport {
 
 impl ResourceReport {
     fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
-        ResourceReport {
-            id,
-            findings,
-            warnings,
-            error: None,
-        }
+        ResourceReport { id, findings, warnings, error: None }
     }
 
     fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
         let reason = format!("{error:#}");
         let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
         finding.evidence.push(reason.clone());
-        ResourceReport {
-            id,
-            findings: vec![finding],
-            warnings: Vec::new(),
-            error: Some(reason),
-        }
+        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason) }
     }
 }
 
@@ -221,17 +179,11 @@ impl<R: Resource> Managed for R {
         let after = match self.observe(host) {
             Ok(o) => self.plan(&o).findings,
             Err(e) => {
-                report
-                    .error
-                    .get_or_insert_with(|| format!("could not verify after apply: {e:#}"));
+                report.error.get_or_insert_with(|| format!("could not verify after apply: {e:#}"));
                 Vec::new()
             }
         };
-        for finding in report
-            .findings
-            .iter_mut()
-            .filter(|f| f.status == Status::Drift && f.change.is_some())
-        {
+        for finding in report.findings.iter_mut().filter(|f| f.status == Status::Drift && f.change.is_some()) {
             let now = after.iter().find(|a| a.id == finding.id).map(|a| a.status);
             finding.status = match now {
                 Some(Status::Ok) => Status::Changed,
@@ -267,30 +219,20 @@ impl Managed for Skipped {
 }
 
 /// The profile's resources in dependency order, limited to `only` when given.
-pub fn registry<'p>(
-    profile: &'p Profile,
-    only: &[String],
-) -> anyhow::Result<Vec<Box<dyn Managed + 'p>>> {
+pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec<Box<dyn Managed + 'p>>> {
     if let Some(bad) = only.iter().find(|id| !RESOURCE_IDS.contains(&id.as_str())) {
-        return Err(Invalid(format!(
-            "--only: unknown resource `{bad}`; resources are {}",
-            RESOURCE_IDS.join(", ")
-        ))
-        .into());
+        return Err(
+            Invalid(format!("--only: unknown resource `{bad}`; resources are {}", RESOURCE_IDS.join(", "))).into()
+        );
     }
-    let skipped = |id: &'static str, reason: String| -> Box<dyn Managed + 'p> {
-        Box::new(Skipped { id, reason })
-    };
+    let skipped = |id: &'static str, reason: String| -> Box<dyn Managed + 'p> { Box::new(Skipped { id, reason }) };
     Ok(RESOURCE_IDS
         .iter()
         .zip(resource::all(profile))
         .filter(|(id, _)| only.is_empty() || only.iter().any(|o| o == *id))
         .map(|(id, slot)| match slot {
             Slot::Managed(r) => r,
-            Slot::Absent => skipped(
-                id,
-                format!("not managed: the profile has no [{id}] section"),
-            ),
+            Slot::Absent => skipped(id, format!("not managed: the profile has no [{id}] section")),
             Slot::NotYet => skipped(id, "not managed yet".into()),
         })
         .collect())
@@ -299,20 +241,13 @@ pub fn registry<'p>(
 /// Observes every resource concurrently (they are independent when nothing changes).
 pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = resources
-            .iter()
-            .map(|r| s.spawn(|| r.check(host)))
-            .collect();
+        let handles: Vec<_> = resources.iter().map(|r| s.spawn(|| r.check(host))).collect();
         handles
             .into_iter()
             .zip(resources)
             .map(|(h, r)| {
                 h.join().unwrap_or_else(|_| {
-                    ResourceReport::not_observed(
-                        r.id(),
-                        Status::Unknown,
-                        &anyhow::anyhow!("observation panicked"),
-                    )
+                    ResourceReport::not_observed(r.id(), Status::Unknown, &anyhow::anyhow!("observation panicked"))
                 })
             })
             .collect()

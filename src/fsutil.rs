@@ -15,13 +15,10 @@ use crate::host::Host;
 /// (0644 for a new file). With `keep_previous`, the old content is first kept, just as
 /// atomically, as `<path>.vakt-prev`.
 pub fn write_atomic(path: &Path, content: &[u8], keep_previous: bool) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    let dir = path.parent().with_context(|| format!("{} has no parent directory", path.display()))?;
     let old = fs::metadata(path).ok();
     if keep_previous && old.is_some() {
-        let previous =
-            fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+        let previous = fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
         let backup = backup_path(path);
         replace(dir, &backup, &previous, old.as_ref())?;
     }
@@ -34,12 +31,7 @@ pub fn backup_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
-fn replace(
-    dir: &Path,
-    path: &Path,
-    content: &[u8],
-    like: Option<&fs::Metadata>,
-) -> anyhow::Result<()> {
+fn replace(dir: &Path, path: &Path, content: &[u8], like: Option<&fs::Metadata>) -> anyhow::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".vakt-")
         .tempfile_in(dir)
@@ -47,12 +39,7 @@ fn replace(
     let written = tmp
         .write_all(content)
         .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| {
-            format!(
-                "failed to write a temporary file in {} (disk full or read-only?)",
-                dir.display()
-            )
-        });
+        .with_context(|| format!("failed to write a temporary file in {} (disk full or read-only?)", dir.display()));
     written?;
     let mode = like.map_or(0o644, |m| m.mode() & 0o7777);
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
@@ -61,8 +48,7 @@ fn replace(
         // Only root can give a file away; as another user the file stays ours.
         let _ = std::os::unix::fs::chown(tmp.path(), Some(m.uid()), Some(m.gid()));
     }
-    tmp.persist(path)
-        .with_context(|| format!("failed to rename a temporary file onto {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("failed to rename a temporary file onto {}", path.display()))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("failed to sync directory {}", dir.display()))?;
@@ -132,10 +118,7 @@ mod tests {
         let path = dir.path().join("daemon.json");
         write_atomic(&path, b"old", true).expect("first write");
         assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o644);
-        assert!(
-            !backup_path(&path).exists(),
-            "nothing to keep on the first write"
-        );
+        assert!(!backup_path(&path).exists(), "nothing to keep on the first write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         write_atomic(&path, b"new", true).expect("second write");
         assert_eq!(fs::read(&path).expect("read"), b"new");
@@ -143,10 +126,7 @@ mod tests {
         assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
         let leftovers = fs::read_dir(dir.path())
             .expect("ls")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".vakt-"))
-            })
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".vakt-")))
             .count();
         assert_eq!(leftovers, 0, "no temporary file left behind");
     }
@@ -156,8 +136,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("run/vakt.lock");
         let first = lock_with_bound(&path, Duration::from_secs(1)).expect("first lock");
-        let e = lock_with_bound(&path, Duration::from_millis(300))
-            .expect_err("second waits then fails");
+        let e = lock_with_bound(&path, Duration::from_millis(300)).expect_err("second waits then fails");
         assert!(e.to_string().contains("still holds"), "{e}");
         drop(first);
         lock_with_bound(&path, Duration::from_millis(300)).expect("free again");

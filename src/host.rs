@@ -23,11 +23,7 @@ pub fn under(root: &Path, path: impl AsRef<Path>) -> PathBuf {
 
 impl Host {
     pub fn new(root: impl Into<PathBuf>) -> Host {
-        Host {
-            root: root.into(),
-            runner: Runner::default(),
-            docker_host_env: std::env::var("DOCKER_HOST").ok(),
-        }
+        Host { root: root.into(), runner: Runner::default(), docker_host_env: std::env::var("DOCKER_HOST").ok() }
     }
 
     pub fn root(&self) -> &Path {
@@ -47,16 +43,13 @@ impl Host {
     /// Reads a host file; the error names the resolved path.
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<String> {
         let full = self.path(path);
-        std::fs::read_to_string(&full).map_err(|e| {
-            io::Error::new(e.kind(), format!("failed to read {}: {e}", full.display()))
-        })
+        std::fs::read_to_string(&full)
+            .map_err(|e| io::Error::new(e.kind(), format!("failed to read {}: {e}", full.display())))
     }
 
     /// Reads a host file if it exists, trimmed; absent or unreadable is `None`.
     pub fn read_opt(&self, path: impl AsRef<Path>) -> Option<String> {
-        std::fs::read_to_string(self.path(path))
-            .ok()
-            .map(|s| s.trim().to_string())
+        std::fs::read_to_string(self.path(path)).ok().map(|s| s.trim().to_string())
     }
 
     /// The Engine API socket: the profile's `[docker] host`, else `DOCKER_HOST`, else the
@@ -80,13 +73,7 @@ mod tests {
 
     #[test]
     fn paths_resolve_under_the_root() {
-        assert_eq!(
-            under(Path::new("/tmp/r"), "/etc/ufw/user.rules"),
-            PathBuf::from("/tmp/r/etc/ufw/user.rules")
-        );
-        assert_eq!(
-            under(Path::new("/"), "/proc/stat"),
-            PathBuf::from("/proc/stat")
-        );
+        assert_eq!(under(Path::new("/tmp/r"), "/etc/ufw/user.rules"), PathBuf::from("/tmp/r/etc/ufw/user.rules"));
+        assert_eq!(under(Path::new("/"), "/proc/stat"), PathBuf::from("/proc/stat"));
     }
 }

@@ -13,32 +13,14 @@ pub fn init(verbosity: i8, journald: bool) -> bool {
         1 => "info,vakt=debug",
         _ => "debug,vakt=trace",
     };
-    let watch_level = if verbosity > 0 {
-        level
-    } else {
-        "warn,vakt=info"
-    };
+    let watch_level = if verbosity > 0 { level } else { "warn,vakt=info" };
     let filter = EnvFilter::try_from_env("VAKT_LOG")
         .unwrap_or_else(|_| EnvFilter::new(if journald { watch_level } else { level }));
-    let journal = if journald {
-        tracing_journald::layer()
-            .ok()
-            .map(|l| l.with_field_prefix(None))
-    } else {
-        None
-    };
+    let journal = if journald { tracing_journald::layer().ok().map(|l| l.with_field_prefix(None)) } else { None };
     let has_journal = journal.is_some();
     let stderr = (!has_journal).then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .without_time()
-            .compact()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).without_time().compact()
     });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(journal)
-        .with(stderr)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(journal).with(stderr).try_init();
     has_journal
 }

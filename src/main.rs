@@ -21,8 +21,7 @@ use crate::error::{Invalid, exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbosity =
-        i8::try_from(cli.verbose).unwrap_or(i8::MAX) - i8::try_from(cli.quiet).unwrap_or(i8::MAX);
+    let verbosity = i8::try_from(cli.verbose).unwrap_or(i8::MAX) - i8::try_from(cli.quiet).unwrap_or(i8::MAX);
     logging::init(verbosity, matches!(cli.command, Command::Watch(_)));
     let result = match &cli.command {
         Command::Apply(args) => cmd::apply::run(&cli, args),
@@ -34,11 +33,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vakt: error: {e:#}");
-            ExitCode::from(if e.downcast_ref::<Invalid>().is_some() {
-                exit::INVALID
-            } else {
-                exit::DRIFT
-            })
+            ExitCode::from(if e.downcast_ref::<Invalid>().is_some() { exit::INVALID } else { exit::DRIFT })
         }
     }
 }

@@ -29,12 +29,7 @@ pub struct Missing(pub String, pub &'static str);
 impl Runner {
     /// Runs `argv` with `env` added, killing it after `timeout`. A non-zero exit is not an
     /// error here; see [`Runner::run_ok`].
-    pub fn run(
-        &self,
-        argv: &[&str],
-        env: &[(&str, &str)],
-        timeout: Duration,
-    ) -> anyhow::Result<Output> {
+    pub fn run(&self, argv: &[&str], env: &[(&str, &str)], timeout: Duration) -> anyhow::Result<Output> {
         let line = argv.join(" ");
         tracing::debug!(target: "vakt::run", "run: {line}");
         if let Ok(mut log) = self.log.lock() {
@@ -62,15 +57,9 @@ impl Runner {
             Ok(out) => out.with_context(|| format!("failed to wait for `{line}`"))?,
             Err(_) => {
                 if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
-                bail!(
-                    "`{line}` did not finish within {}s and was killed",
-                    timeout.as_secs()
-                );
+                bail!("`{line}` did not finish within {}s and was killed", timeout.as_secs());
             }
         };
         Ok(Output {
@@ -85,16 +74,8 @@ impl Runner {
     pub fn run_ok(&self, argv: &[&str], timeout: Duration) -> anyhow::Result<Output> {
         let out = self.run(argv, &[], timeout)?;
         if !out.success {
-            let said = if out.stderr.trim().is_empty() {
-                out.stdout.trim()
-            } else {
-                out.stderr.trim()
-            };
-            bail!(
-                "`{}` failed ({}): {said}",
-                argv.join(" "),
-                exit_text(out.code)
-            );
+            let said = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
+            bail!("`{}` failed ({}): {said}", argv.join(" "), exit_text(out.code));
         }
         Ok(out)
     }
@@ -128,48 +109,23 @@ mod tests {
     #[test]
     fn captures_output_and_logs_argv() {
         let runner = Runner::default();
-        let out = runner
-            .run(
-                &["sh", "-c", "echo hi; echo err >&2; exit 3"],
-                &[],
-                Duration::from_secs(5),
-            )
-            .expect("runs");
+        let out =
+            runner.run(&["sh", "-c", "echo hi; echo err >&2; exit 3"], &[], Duration::from_secs(5)).expect("runs");
         assert_eq!(
-            (
-                out.success,
-                out.code,
-                out.stdout.as_str(),
-                out.stderr.as_str()
-            ),
+            (out.success, out.code, out.stdout.as_str(), out.stderr.as_str()),
             (false, Some(3), "hi\n", "err\n")
         );
-        assert_eq!(
-            runner.commands(),
-            vec!["sh -c echo hi; echo err >&2; exit 3"]
-        );
-        let e = runner
-            .run_ok(
-                &["sh", "-c", "echo broken >&2; exit 1"],
-                Duration::from_secs(5),
-            )
-            .expect_err("fails");
-        assert!(
-            e.to_string().contains("broken") && e.to_string().contains("exit 1"),
-            "{e}"
-        );
+        assert_eq!(runner.commands(), vec!["sh -c echo hi; echo err >&2; exit 3"]);
+        let e = runner.run_ok(&["sh", "-c", "echo broken >&2; exit 1"], Duration::from_secs(5)).expect_err("fails");
+        assert!(e.to_string().contains("broken") && e.to_string().contains("exit 1"), "{e}");
     }
 
     #[test]
     fn kills_on_timeout_and_names_missing_programs() {
         let runner = Runner::default();
-        let e = runner
-            .run(&["sleep", "5"], &[], Duration::from_millis(100))
-            .expect_err("times out");
+        let e = runner.run(&["sleep", "5"], &[], Duration::from_millis(100)).expect_err("times out");
         assert!(e.to_string().contains("did not finish"), "{e}");
-        let e = runner
-            .run(&["ufw-not-here"], &[], Duration::from_secs(1))
-            .expect_err("missing");
+        let e = runner.run(&["ufw-not-here"], &[], Duration::from_secs(1)).expect_err("missing");
         assert!(e.to_string().contains("was not found on PATH"), "{e}");
     }
 }

@@ -4,17 +4,8 @@ mod common;
 
 use common::*;
 
-const HOSTS: &[&str] = &[
-    "kvm-nvme",
-    "kvm-virtio",
-    "lvm-nvme",
-    "openvz",
-    "lxc",
-    "xen",
-    "qemu-tcg",
-    "docker-container",
-    "bare-metal-hdd",
-];
+const HOSTS: &[&str] =
+    &["kvm-nvme", "kvm-virtio", "lvm-nvme", "openvz", "lxc", "xen", "qemu-tcg", "docker-container", "bare-metal-hdd"];
 
 fn normalize(text: &str) -> String {
     text.lines()
@@ -32,7 +23,8 @@ fn fixture_hosts_match_golden_reports() {
     let mut mismatches = Vec::new();
     for name in HOSTS {
         let root = repo(&format!("tests/fixtures/hosts/{name}"));
-        let out = run(vakt().args(["-v", "check", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"]).arg(&root));
+        let out =
+            run(vakt().args(["-v", "check", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"]).arg(&root));
         let got = normalize(&out.stdout);
         let golden = repo(&format!("tests/golden/hosts/{name}.txt"));
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -62,24 +54,44 @@ fn fixture_verdicts() {
     ];
     for (name, hv, ct, storage, code) in cases {
         let root = repo(&format!("tests/fixtures/hosts/{name}"));
-        let out = run(vakt().args(["check", "-p", "builtin:openfaas-swarm", "--only", "host", "--format", "json", "--root"]).arg(&root));
+        let out = run(vakt()
+            .args(["check", "-p", "builtin:openfaas-swarm", "--only", "host", "--format", "json", "--root"])
+            .arg(&root));
         assert_eq!(out.code, code, "{name}: exit code\n{}", out.stdout);
         let report = json(&out);
         let findings = report["resources"][0]["findings"].as_array().expect("findings").clone();
-        let title = |id: &str| findings.iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string();
-        assert!(title("host.hypervisor").starts_with(&format!("hypervisor is {hv} ")), "{name}: {}", title("host.hypervisor"));
-        assert!(title("host.container").starts_with(&format!("container: {ct} ")), "{name}: {}", title("host.container"));
-        assert!(title("host.storage:/").contains(&format!("on {storage} storage")), "{name}: {}", title("host.storage:/"));
+        let title = |id: &str| {
+            findings.iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string()
+        };
+        assert!(
+            title("host.hypervisor").starts_with(&format!("hypervisor is {hv} ")),
+            "{name}: {}",
+            title("host.hypervisor")
+        );
+        assert!(
+            title("host.container").starts_with(&format!("container: {ct} ")),
+            "{name}: {}",
+            title("host.container")
+        );
+        assert!(
+            title("host.storage:/").contains(&format!("on {storage} storage")),
+            "{name}: {}",
+            title("host.storage:/")
+        );
     }
 }
 
 #[test]
 fn lvm_and_md_are_walked_to_their_disks() {
-    let out = run(vakt().args(["-v", "check", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"]).arg(repo("tests/fixtures/hosts/bare-metal-hdd")));
+    let out = run(vakt()
+        .args(["-v", "check", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"])
+        .arg(repo("tests/fixtures/hosts/bare-metal-hdd")));
     assert!(out.stdout.contains("md0 is md raid1 over"), "{}", out.stdout);
     assert!(out.stdout.contains("disk sda: transport sata, model ST2000NM0033, rotational"), "{}", out.stdout);
     assert!(out.stdout.contains("disk sdb:"), "{}", out.stdout);
-    let out = run(vakt().args(["-v", "check", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"]).arg(repo("tests/fixtures/hosts/lvm-nvme")));
+    let out = run(vakt()
+        .args(["-v", "check", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"])
+        .arg(repo("tests/fixtures/hosts/lvm-nvme")));
     assert!(out.stdout.contains("dm-0 is device-mapper ubuntu--vg-ubuntu--lv over nvme0n1p3"), "{}", out.stdout);
     assert!(out.stdout.contains("nvme0n1p3 is a partition of nvme0n1"), "{}", out.stdout);
 }
@@ -97,15 +109,25 @@ fn this_machine_matches_systemd_detect_virt() {
     let out = run(vakt().args(["check", "-p", "builtin:openfaas-swarm", "--only", "host", "--format", "json"]));
     let report = json(&out);
     let findings = report["resources"][0]["findings"].as_array().expect("findings").clone();
-    let title = |id: &str| findings.iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string();
+    let title =
+        |id: &str| findings.iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string();
     let vm = detect_virt("--vm");
     let ct = detect_virt("--container");
-    assert!(title("host.hypervisor").starts_with(&format!("hypervisor is {vm} ")), "systemd says {vm}: {}", title("host.hypervisor"));
-    assert!(title("host.container").starts_with(&format!("container: {ct} ")), "systemd says {ct}: {}", title("host.container"));
+    assert!(
+        title("host.hypervisor").starts_with(&format!("hypervisor is {vm} ")),
+        "systemd says {vm}: {}",
+        title("host.hypervisor")
+    );
+    assert!(
+        title("host.container").starts_with(&format!("container: {ct} ")),
+        "systemd says {ct}: {}",
+        title("host.container")
+    );
 
     // The root disk: the device findmnt names for / must appear in the evidence.
     let src = std::process::Command::new("findmnt").args(["-n", "-o", "SOURCE", "/"]).output().expect("findmnt");
     let src = String::from_utf8_lossy(&src.stdout).trim().to_string();
-    let evidence = findings.iter().find(|f| f["id"] == "host.storage:/").map(|f| f["evidence"].to_string()).unwrap_or_default();
+    let evidence =
+        findings.iter().find(|f| f["id"] == "host.storage:/").map(|f| f["evidence"].to_string()).unwrap_or_default();
     assert!(evidence.contains(&src), "root is on {src}: {evidence}");
 }

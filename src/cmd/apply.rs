@@ -10,10 +10,7 @@ use crate::profile;
 
 pub fn run(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
     if matches!(args.format, Format::Junit | Format::Prometheus) {
-        return Err(Invalid(
-            "apply reports as text or json; junit and prometheus are for check".into(),
-        )
-        .into());
+        return Err(Invalid("apply reports as text or json; junit and prometheus are for check".into()).into());
     }
     let started = Instant::now();
     let profile = profile::load(args.select.profile.as_deref(), &cli.root, false)?;
@@ -26,13 +23,6 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
         engine::apply_all(&host, &resources)
     };
     let report = Report::new("apply", args.dry_run, &profile, &host, results, started);
-    print!(
-        "{}",
-        crate::report::render(
-            &report,
-            args.format,
-            super::text_style(cli, args.select.diff)
-        )
-    );
+    print!("{}", crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)));
     Ok(report.summary.exit_code())
 }

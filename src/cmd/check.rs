@@ -19,13 +19,6 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> anyhow::Result<u8> {
     let profile = profile::load(args.select.profile.as_deref(), &cli.root, true)?;
     let host = Host::new(&cli.root);
     let report = audit(&host, &profile, &args.select.only)?;
-    print!(
-        "{}",
-        crate::report::render(
-            &report,
-            args.format,
-            super::text_style(cli, args.select.diff)
-        )
-    );
+    print!("{}", crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)));
     Ok(report.summary.exit_code())
 }

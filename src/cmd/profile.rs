@@ -24,11 +24,7 @@ pub fn run(cli: &Cli, command: &ProfileCommand) -> anyhow::Result<u8> {
             println!(
                 "{}: valid; manages {}",
                 p.source,
-                if sections.is_empty() {
-                    "nothing".into()
-                } else {
-                    sections.join(", ")
-                }
+                if sections.is_empty() { "nothing".into() } else { sections.join(", ") }
             );
         }
         ProfileCommand::Show { profile } => {

@@ -4,32 +4,19 @@
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
+    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
     (line, col)
 }
 
 /// Line and column of `key` inside `[section]` (or the `nth` `[[section]]`), by a textual scan.
 /// Good enough for hand-written profiles; `None` when the key is only a default.
-pub fn key_position(
-    source: &str,
-    section: &str,
-    nth: Option<usize>,
-    key: &str,
-) -> Option<(usize, usize)> {
+pub fn key_position(source: &str, section: &str, nth: Option<usize>, key: &str) -> Option<(usize, usize)> {
     let mut in_section = false;
     let mut seen = 0usize;
     for (index, line) in source.lines().enumerate() {
         let t = line.trim();
         if t.starts_with('[') {
-            let name = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim();
+            let name = t.trim_start_matches('[').split(']').next().unwrap_or("").trim();
             in_section = name == section
                 && match nth {
                     None => true,
@@ -67,9 +54,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
         let mut diag = row[0];
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diag + usize::from(ca != *cb));
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diag + usize::from(ca != *cb));
             diag = row[j + 1];
             row[j + 1] = next;
         }
@@ -85,10 +70,7 @@ mod tests {
     fn finds_keys_in_sections_and_array_tables() {
         let src = "[watch]\nsteal_warn = 5\n\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\n  port = 80\n";
         assert_eq!(key_position(src, "watch", None, "steal_warn"), Some((2, 1)));
-        assert_eq!(
-            key_position(src, "firewall.allow", Some(1), "port"),
-            Some((7, 3))
-        );
+        assert_eq!(key_position(src, "firewall.allow", Some(1), "port"), Some((7, 3)));
         assert_eq!(key_position(src, "watch", None, "window"), None);
         assert_eq!(line_col(src, 8), (2, 1));
     }

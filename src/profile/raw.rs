@@ -46,11 +46,7 @@ pub struct RawPackages {
 
 impl Default for RawPackages {
     fn default() -> Self {
-        RawPackages {
-            install: Vec::new(),
-            update: true,
-            lock_timeout: "120s".into(),
-        }
+        RawPackages { install: Vec::new(), update: true, lock_timeout: "120s".into() }
     }
 }
 
@@ -140,11 +136,7 @@ pub struct RawSwarm {
 
 impl Default for RawSwarm {
     fn default() -> Self {
-        RawSwarm {
-            init: true,
-            advertise_addr: "auto".into(),
-            listen_addr: "0.0.0.0:2377".into(),
-        }
+        RawSwarm { init: true, advertise_addr: "auto".into(), listen_addr: "0.0.0.0:2377".into() }
     }
 }
 
@@ -216,10 +208,7 @@ pub struct RawTuning {
 
 impl Default for RawTuning {
     fn default() -> Self {
-        RawTuning {
-            io_scheduler: Some("none".into()),
-            sysctl: toml::Table::new(),
-        }
+        RawTuning { io_scheduler: Some("none".into()), sysctl: toml::Table::new() }
     }
 }
 

@@ -8,9 +8,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("`{text}` is not a duration; write it like \"300s\", \"5m\" or \"500ms\"")
-    })?;
+    let n: u64 =
+        num.parse().map_err(|_| format!("`{text}` is not a duration; write it like \"300s\", \"5m\" or \"500ms\""))?;
     let millis = match unit {
         "ms" => n,
         "" | "s" => n * 1000,
@@ -18,9 +17,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
         _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d"
-            ));
+            return Err(format!("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d"));
         }
     };
     Ok(Duration::from_millis(millis))
@@ -29,12 +26,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way nginx and the profile write it: the largest unit that divides it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -86,16 +78,8 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(300)), "5m");
         assert_eq!(format_duration(Duration::from_secs(65)), "65s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-        assert!(
-            parse_duration("5 minutes")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("not a duration")
-        );
+        assert!(parse_duration("5 minutes").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
     }
 
     #[test]

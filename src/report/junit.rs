@@ -45,23 +45,12 @@ pub fn render(report: &Report) -> String {
             count(&[Status::Skipped])
         );
         for f in &r.findings {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                r.id,
-                escape(&f.id)
-            );
-            let body = [
-                f.evidence.join("\n"),
-                f.change
-                    .clone()
-                    .map(|c| format!("fix: {c}"))
-                    .unwrap_or_default(),
-            ]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n");
+            let _ = write!(out, "    <testcase classname=\"{}\" name=\"{}\"", r.id, escape(&f.id));
+            let body = [f.evidence.join("\n"), f.change.clone().map(|c| format!("fix: {c}")).unwrap_or_default()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n");
             let tag = match f.status {
                 Status::Drift | Status::Failed => Some("failure"),
                 Status::Unknown => Some("error"),

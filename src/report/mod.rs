@@ -18,9 +18,7 @@ pub struct TextStyle {
 pub fn render(report: &Report, format: Format, style: TextStyle) -> String {
     match format {
         Format::Text => text::render(report, style),
-        Format::Json => serde_json::to_string_pretty(report)
-            .map(|s| s + "\n")
-            .unwrap_or_default(),
+        Format::Json => serde_json::to_string_pretty(report).map(|s| s + "\n").unwrap_or_default(),
         Format::Junit => junit::render(report),
         Format::Prometheus => prometheus::render(report),
     }

@@ -5,9 +5,7 @@ use std::fmt::Write;
 use crate::engine::{Report, Status};
 
 fn label(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 pub fn render(report: &Report) -> String {
@@ -27,9 +25,7 @@ pub fn render(report: &Report) -> String {
         }
     }
     let s = &report.summary;
-    out.push_str(
-        "# HELP vakt_check_findings Audited items by status.\n# TYPE vakt_check_findings gauge\n",
-    );
+    out.push_str("# HELP vakt_check_findings Audited items by status.\n# TYPE vakt_check_findings gauge\n");
     for (status, n) in [
         ("ok", s.ok),
         ("changed", s.changed),
@@ -40,15 +36,11 @@ pub fn render(report: &Report) -> String {
     ] {
         let _ = writeln!(out, "vakt_check_findings{{status=\"{status}\"}} {n}");
     }
-    out.push_str("# HELP vakt_check_duration_seconds Wall time of the audit.\n# TYPE vakt_check_duration_seconds gauge\n");
-    let _ = writeln!(
-        out,
-        "vakt_check_duration_seconds {:.3}",
-        report.elapsed_ms as f64 / 1000.0
+    out.push_str(
+        "# HELP vakt_check_duration_seconds Wall time of the audit.\n# TYPE vakt_check_duration_seconds gauge\n",
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let _ = writeln!(out, "vakt_check_duration_seconds {:.3}", report.elapsed_ms as f64 / 1000.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     out.push_str("# HELP vakt_check_timestamp_seconds When the audit ran, in seconds since the epoch.\n# TYPE vakt_check_timestamp_seconds gauge\n");
     let _ = writeln!(out, "vakt_check_timestamp_seconds {now}");
     out

@@ -25,11 +25,7 @@ pub fn render(report: &Report, style: TextStyle) -> String {
     let mut out = String::new();
     let m = &report.machine;
     if !style.quiet {
-        let verb = if report.dry_run {
-            "apply --dry-run"
-        } else {
-            report.command
-        };
+        let verb = if report.dry_run { "apply --dry-run" } else { report.command };
         let _ = writeln!(
             out,
             "vakt {verb}: {} on {} ({}, kernel {}, {} CPUs, {} MiB)",
@@ -57,11 +53,7 @@ pub fn render(report: &Report, style: TextStyle) -> String {
             if let Some(change) = &f.change
                 && matches!(f.status, Status::Drift | Status::Changed | Status::Failed)
             {
-                let arrow = if would && f.status == Status::Drift {
-                    "would run"
-                } else {
-                    "ran"
-                };
+                let arrow = if would && f.status == Status::Drift { "would run" } else { "ran" };
                 let _ = writeln!(out, "           {arrow}: {change}");
             }
             if style.diff

@@ -22,21 +22,13 @@ pub struct Machine {
 impl Machine {
     pub fn read(host: &Host) -> Machine {
         let os = host.read_opt("/etc/os-release").and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
+            t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
         });
-        let cpus = host.read_opt("/proc/cpuinfo").map_or(0, |t| {
-            t.lines().filter(|l| l.starts_with("processor")).count()
-        });
+        let cpus =
+            host.read_opt("/proc/cpuinfo").map_or(0, |t| t.lines().filter(|l| l.starts_with("processor")).count());
         let memory_mib = host.read_opt("/proc/meminfo").and_then(|t| {
             let kb = t.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
-            kb.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|k| k / 1024)
+            kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k / 1024)
         });
         Machine {
             hostname: host.read_opt("/proc/sys/kernel/hostname"),
@@ -92,12 +84,7 @@ impl Resource for HostVerdicts<'_> {
         Ok(Observed {
             hypervisor: hypervisor(host),
             container: container(host),
-            storage: self
-                .req
-                .storage_paths
-                .iter()
-                .map(|p| storage(host, p))
-                .collect(),
+            storage: self.req.storage_paths.iter().map(|p| storage(host, p)).collect(),
         })
     }
 
@@ -114,30 +101,14 @@ impl Resource for HostVerdicts<'_> {
             Requirement::Any => "any".to_string(),
             Requirement::Exactly(w) => w.clone(),
         };
-        let mut f = Finding::new(
-            "host.hypervisor",
-            format!("hypervisor is {} (required: {want})", hv.verdict),
-            status,
-        );
+        let mut f = Finding::new("host.hypervisor", format!("hypervisor is {} (required: {want})", hv.verdict), status);
         f.evidence = hv.evidence.clone();
         plan.pass(f);
 
         let ct = &o.container;
-        let status = if self.req.forbid_container && ct.verdict != "none" {
-            Status::Drift
-        } else {
-            Status::Ok
-        };
-        let rule = if self.req.forbid_container {
-            "forbidden"
-        } else {
-            "allowed"
-        };
-        let mut f = Finding::new(
-            "host.container",
-            format!("container: {} (containers {rule})", ct.verdict),
-            status,
-        );
+        let status = if self.req.forbid_container && ct.verdict != "none" { Status::Drift } else { Status::Ok };
+        let rule = if self.req.forbid_container { "forbidden" } else { "allowed" };
+        let mut f = Finding::new("host.container", format!("container: {} (containers {rule})", ct.verdict), status);
         f.evidence = ct.evidence.clone();
         plan.pass(f);
 
@@ -156,11 +127,7 @@ impl Resource for HostVerdicts<'_> {
             };
             let mut f = Finding::new(
                 format!("host.storage:{}", s.path.display()),
-                format!(
-                    "{} is on {} storage (required: {want})",
-                    s.path.display(),
-                    s.verdict
-                ),
+                format!("{} is on {} storage (required: {want})", s.path.display(), s.verdict),
                 status,
             );
             f.evidence = s.evidence.clone();
@@ -202,10 +169,7 @@ pub fn hypervisor(host: &Host) -> Detection {
     }
     let dmi = ["sys_vendor", "product_name", "bios_vendor"]
         .iter()
-        .filter_map(|f| {
-            host.read_opt(format!("/sys/class/dmi/id/{f}"))
-                .map(|v| (*f, v))
-        })
+        .filter_map(|f| host.read_opt(format!("/sys/class/dmi/id/{f}")).map(|v| (*f, v)))
         .collect::<Vec<_>>();
     for (field, value) in &dmi {
         evidence.push(format!("DMI {field} = {value}"));
@@ -213,14 +177,10 @@ pub fn hypervisor(host: &Host) -> Detection {
     if let Some(name) = dmi.iter().find_map(|(_, v)| dmi_vendor(v)) {
         votes.push(name);
     }
-    let flag = host.read_opt("/proc/cpuinfo").is_some_and(|t| {
-        t.lines()
-            .any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "hypervisor"))
-    });
-    evidence.push(format!(
-        "/proc/cpuinfo hypervisor flag {}",
-        if flag { "set" } else { "not set" }
-    ));
+    let flag = host
+        .read_opt("/proc/cpuinfo")
+        .is_some_and(|t| t.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "hypervisor")));
+    evidence.push(format!("/proc/cpuinfo hypervisor flag {}", if flag { "set" } else { "not set" }));
 
     let verdict = match votes.first() {
         Some(first) => *first,
@@ -228,15 +188,9 @@ pub fn hypervisor(host: &Host) -> Detection {
         None => "none",
     };
     if votes.iter().any(|v| *v != verdict) {
-        evidence.push(format!(
-            "signals disagree ({}); CPUID, then /sys/hypervisor, then DMI decide",
-            votes.join(", ")
-        ));
+        evidence.push(format!("signals disagree ({}); CPUID, then /sys/hypervisor, then DMI decide", votes.join(", ")));
     }
-    Detection {
-        verdict: verdict.into(),
-        evidence,
-    }
+    Detection { verdict: verdict.into(), evidence }
 }
 
 fn dmi_vendor(value: &str) -> Option<&'static str> {
@@ -257,10 +211,7 @@ fn dmi_vendor(value: &str) -> Option<&'static str> {
         ("Hyper-V", "microsoft"),
         ("Virtual Machine", "microsoft"),
     ];
-    TABLE
-        .iter()
-        .find(|(prefix, _)| value.starts_with(prefix))
-        .map(|(_, name)| *name)
+    TABLE.iter().find(|(prefix, _)| value.starts_with(prefix)).map(|(_, name)| *name)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -271,13 +222,8 @@ fn cpuid_vendor() -> Option<String> {
         return None;
     }
     let leaf = __cpuid(0x4000_0000);
-    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx]
-        .iter()
-        .flat_map(|r| r.to_le_bytes())
-        .collect();
-    let text = String::from_utf8_lossy(&bytes)
-        .trim_end_matches('\0')
-        .to_string();
+    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    let text = String::from_utf8_lossy(&bytes).trim_end_matches('\0').to_string();
     Some(text)
 }
 
@@ -290,10 +236,7 @@ fn cpuid_vendor() -> Option<String> {
 /// files and cgroup paths. Names follow `systemd-detect-virt --container`.
 pub fn container(host: &Host) -> Detection {
     let mut evidence = Vec::new();
-    let found = |verdict: &str, evidence: Vec<String>| Detection {
-        verdict: verdict.into(),
-        evidence,
-    };
+    let found = |verdict: &str, evidence: Vec<String>| Detection { verdict: verdict.into(), evidence };
     if host.path("/proc/vz").exists() && !host.path("/proc/bc").exists() {
         evidence.push("/proc/vz exists and /proc/bc does not (OpenVZ guest)".into());
         if host.path("/proc/user_beancounters").exists() {
@@ -301,10 +244,7 @@ pub fn container(host: &Host) -> Detection {
         }
         return found("openvz", evidence);
     }
-    if let Some(name) = host
-        .read_opt("/run/systemd/container")
-        .filter(|n| !n.is_empty())
-    {
+    if let Some(name) = host.read_opt("/run/systemd/container").filter(|n| !n.is_empty()) {
         evidence.push(format!("/run/systemd/container = {name}"));
         return found(&name, evidence);
     }
@@ -321,18 +261,17 @@ pub fn container(host: &Host) -> Detection {
         }
     }
     if let Some(cgroup) = host.read_opt("/proc/1/cgroup") {
-        for (needle, name) in [
-            ("/docker/", "docker"),
-            ("/lxc/", "lxc"),
-            ("/kubepods", "container-other"),
-        ] {
+        for (needle, name) in [("/docker/", "docker"), ("/lxc/", "lxc"), ("/kubepods", "container-other")] {
             if let Some(line) = cgroup.lines().find(|l| l.contains(needle)) {
                 evidence.push(format!("/proc/1/cgroup: {line}"));
                 return found(name, evidence);
             }
         }
     }
-    evidence.push("no container marker found (OpenVZ files, /run/systemd/container, PID 1 environment, runtime markers, cgroups)".into());
+    evidence.push(
+        "no container marker found (OpenVZ files, /run/systemd/container, PID 1 environment, runtime markers, cgroups)"
+            .into(),
+    );
     found("none", evidence)
 }
 
@@ -340,33 +279,18 @@ pub fn container(host: &Host) -> Detection {
 /// partitions, device-mapper and md down to the disks.
 pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
     let mut evidence = Vec::new();
-    let verdict = |verdict: &str, evidence: Vec<String>| StorageVerdict {
-        path: path.into(),
-        verdict: verdict.into(),
-        evidence,
-    };
+    let verdict =
+        |verdict: &str, evidence: Vec<String>| StorageVerdict { path: path.into(), verdict: verdict.into(), evidence };
     let Some(mountinfo) = host.read_opt("/proc/self/mountinfo") else {
-        return verdict(
-            "unknown",
-            vec!["/proc/self/mountinfo is not readable".into()],
-        );
+        return verdict("unknown", vec!["/proc/self/mountinfo is not readable".into()]);
     };
     if !host.path(path).exists() {
-        evidence.push(format!(
-            "{} does not exist yet: judged by the filesystem that would hold it",
-            path.display()
-        ));
+        evidence.push(format!("{} does not exist yet: judged by the filesystem that would hold it", path.display()));
     }
     let Some(mount) = mount_of(&mountinfo, path) else {
-        return verdict(
-            "unknown",
-            vec![format!("no mount holds {}", path.display())],
-        );
+        return verdict("unknown", vec![format!("no mount holds {}", path.display())]);
     };
-    evidence.push(format!(
-        "mounted at {} from {} ({}, device {})",
-        mount.point, mount.source, mount.fstype, mount.dev
-    ));
+    evidence.push(format!("mounted at {} from {} ({}, device {})", mount.point, mount.source, mount.fstype, mount.dev));
     let mut dev_dir = resolve_link(&host.path(format!("/sys/dev/block/{}", mount.dev)));
     if dev_dir.is_none() && mount.source.starts_with("/dev/") {
         // Filesystems with anonymous device numbers (btrfs) still name their block device.
@@ -413,19 +337,12 @@ fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
         let (left, right) = line.split_once(" - ")?;
         let f: Vec<&str> = left.split_whitespace().collect();
         let r: Vec<&str> = right.split_whitespace().collect();
-        let (Some(dev), Some(point), Some(fstype), Some(source)) =
-            (f.get(2), f.get(4), r.first(), r.get(1))
-        else {
+        let (Some(dev), Some(point), Some(fstype), Some(source)) = (f.get(2), f.get(4), r.first(), r.get(1)) else {
             continue;
         };
         let point = point.replace("\\040", " ");
         if path.starts_with(&point) && best.as_ref().is_none_or(|b| point.len() >= b.point.len()) {
-            best = Some(Mount {
-                point,
-                dev: dev.to_string(),
-                fstype: fstype.to_string(),
-                source: source.to_string(),
-            });
+            best = Some(Mount { point, dev: dev.to_string(), fstype: fstype.to_string(), source: source.to_string() });
         }
     }
     best
@@ -455,12 +372,7 @@ fn walk_to_disks(dir: &Path, disks: &mut Vec<PathBuf>, evidence: &mut Vec<String
         return;
     }
     let slaves: Vec<PathBuf> = std::fs::read_dir(dir.join("slaves"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| resolve_link(&e.path()))
-                .collect()
-        })
+        .map(|entries| entries.filter_map(|e| e.ok()).filter_map(|e| resolve_link(&e.path())).collect())
         .unwrap_or_default();
     if !slaves.is_empty() {
         let layer = if let Ok(dm) = std::fs::read_to_string(dir.join("dm/name")) {
@@ -485,9 +397,7 @@ fn walk_to_disks(dir: &Path, disks: &mut Vec<PathBuf>, evidence: &mut Vec<String
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 struct DiskInfo {
@@ -529,11 +439,7 @@ impl DiskInfo {
 }
 
 fn disk_info(dir: &Path) -> DiskInfo {
-    let read = |rel: &str| {
-        std::fs::read_to_string(dir.join(rel))
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
+    let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).ok().map(|s| s.trim().to_string());
     let name = file_name(dir);
     let path = dir.to_string_lossy();
     let transport = if name.starts_with("nvme") {
@@ -556,9 +462,7 @@ fn disk_info(dir: &Path) -> DiskInfo {
         "other"
     };
     let scheduler = read("queue/scheduler").map(|s| {
-        s.split_whitespace()
-            .find(|w| w.starts_with('['))
-            .map_or(s.clone(), |w| w.trim_matches(['[', ']']).to_string())
+        s.split_whitespace().find(|w| w.starts_with('[')).map_or(s.clone(), |w| w.trim_matches(['[', ']']).to_string())
     });
     DiskInfo {
         name,
@@ -579,18 +483,12 @@ mod tests {
 
     #[test]
     fn longest_mount_prefix_wins() {
-        assert_eq!(
-            mount_of(MOUNTINFO, Path::new("/etc")).map(|m| m.dev),
-            Some("259:2".into())
-        );
+        assert_eq!(mount_of(MOUNTINFO, Path::new("/etc")).map(|m| m.dev), Some("259:2".into()));
         assert_eq!(
             mount_of(MOUNTINFO, Path::new("/var/lib/docker/overlay2")).map(|m| m.source),
             Some("/dev/vdb".into())
         );
-        assert_eq!(
-            mount_of(MOUNTINFO, Path::new("/var/lib/dockerx")).map(|m| m.point),
-            Some("/".into())
-        );
+        assert_eq!(mount_of(MOUNTINFO, Path::new("/var/lib/dockerx")).map(|m| m.point), Some("/".into()));
     }
 
     #[test]
