@@ -1,6 +1,8 @@
 //! The managed resources, one module each, listed in dependency order.
 
+pub mod firewall;
 pub mod host;
+mod ssh;
 
 use crate::engine::Managed;
 use crate::profile::Profile;
@@ -26,10 +28,27 @@ pub fn all(p: &Profile) -> Vec<Slot<'_>> {
     vec![
         slot(p.host.as_ref(), host::HostVerdicts::new),
         Slot::NotYet,
-        Slot::NotYet,
+        slot(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
         Slot::NotYet,
         Slot::NotYet,
         Slot::NotYet,
         Slot::NotYet,
     ]
+}
+
+/// Ports that should not be open to the world on this host: swarm management and the
+/// gateway behind nginx.
+fn sensitive_ports(p: &Profile) -> Vec<(u16, String)> {
+    let mut ports = Vec::new();
+    if let Some(s) = &p.swarm {
+        ports.push((s.listen_addr.port(), "swarm management".to_string()));
+    }
+    if let Some(n) = &p.nginx {
+        for u in &n.upstream {
+            if let Some(port) = u.rsplit(':').next().and_then(|x| x.parse().ok()) {
+                ports.push((port, "the gateway behind nginx; open, it bypasses the proxy".to_string()));
+            }
+        }
+    }
+    ports
 }

@@ -1,0 +1,432 @@
+//! The `firewall` resource: ufw's state observed from its own files, converged through the
+//! `ufw` command only, with the SSH lockout guard.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ipnet::IpNet;
+
+use super::ssh::{self, SshFacts};
+use crate::engine::{Finding, Plan, Resource, Status};
+use crate::host::Host;
+use crate::profile::{Firewall as Wanted, Policy, Proto, Rule};
+
+const UFW_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One rule as ufw records it in `user.rules`/`user6.rules`:
+/// `### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple {
+    pub action: String,
+    pub proto: String,
+    pub dport: String,
+    pub dst: String,
+    pub sport: String,
+    pub src: String,
+    pub direction: String,
+    pub v6: bool,
+    /// Application-profile rules and other forms vakt does not write; never pruned.
+    pub foreign: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub enabled: bool,
+    pub ipv6: bool,
+    pub incoming: Option<Policy>,
+    pub outgoing: Option<Policy>,
+    pub routed: Option<Policy>,
+    pub rules: Vec<Tuple>,
+    pub ssh: SshFacts,
+    pub docker_present: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Run(Vec<String>),
+}
+
+pub struct Firewall<'p> {
+    want: &'p Wanted,
+    /// Ports that should not be open to the world, with the reason (swarm, the gateway).
+    sensitive: Vec<(u16, String)>,
+}
+
+impl<'p> Firewall<'p> {
+    pub fn new(want: &'p Wanted, sensitive: Vec<(u16, String)>) -> Self {
+        Firewall { want, sensitive }
+    }
+}
+
+/// Parses the tuple comments of a ufw rules file.
+pub fn parse_rules(text: &str, v6: bool) -> Vec<Tuple> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("### tuple ### "))
+        .map(|t| {
+            let f: Vec<&str> = t.split_whitespace().filter(|w| !w.starts_with("comment=")).collect();
+            let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+            Tuple {
+                action: get(0),
+                proto: get(1),
+                dport: get(2),
+                dst: get(3),
+                sport: get(4),
+                src: get(5),
+                direction: f.last().copied().unwrap_or("").to_string(),
+                v6,
+                foreign: f.len() != 7 || get(0).contains(':'),
+            }
+        })
+        .collect()
+}
+
+/// `KEY=value` (quotes stripped) from ufw.conf or /etc/default/ufw.
+fn setting(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .next_back()
+        .map(|v| v.trim().trim_matches('"').to_string())
+}
+
+fn any_net(v6: bool) -> &'static str {
+    if v6 { "::/0" } else { "0.0.0.0/0" }
+}
+
+impl Tuple {
+    fn matches(&self, rule: &Rule) -> bool {
+        let src = rule.from.map_or_else(|| any_net(self.v6).to_string(), |n| n.to_string());
+        !self.foreign
+            && self.action == "allow"
+            && self.direction == "in"
+            && self.proto == rule.proto.as_str()
+            && self.dport == rule.port_text()
+            && self.dst == any_net(self.v6)
+            && self.sport == "any"
+            && self.src == src
+    }
+
+    fn describe(&self) -> String {
+        let family = if self.v6 { " (v6)" } else { "" };
+        format!("{} {} {}/{} from {}{family}", self.direction, self.action, self.dport, self.proto, self.src)
+    }
+
+    /// The `ufw delete` command for this rule, when vakt can express it.
+    fn delete_command(&self) -> Option<Vec<String>> {
+        if self.foreign || self.direction != "in" {
+            return None;
+        }
+        let mut argv = vec!["ufw".to_string(), "delete".into(), self.action.clone()];
+        if self.proto != "any" {
+            argv.extend(["proto".into(), self.proto.clone()]);
+        }
+        let src = if self.src == any_net(self.v6) { "any".to_string() } else { self.src.clone() };
+        argv.extend(["from".into(), src]);
+        if self.sport != "any" {
+            argv.extend(["port".into(), self.sport.clone()]);
+        }
+        let dst = if self.dst == any_net(self.v6) { "any".to_string() } else { self.dst.clone() };
+        argv.extend(["to".into(), dst]);
+        if self.dport != "any" {
+            argv.extend(["port".into(), self.dport.clone()]);
+        }
+        Some(argv)
+    }
+}
+
+fn rule_id(rule: &Rule) -> String {
+    let from = rule.from.map(|n| format!("@{n}")).unwrap_or_default();
+    format!("firewall.rule.{}/{}{from}", rule.port_text(), rule.proto.as_str())
+}
+
+fn rule_title(rule: &Rule) -> String {
+    let from = rule.from.map_or_else(|| "anywhere".to_string(), |n| n.to_string());
+    let comment = rule.comment.as_ref().map(|c| format!(" ({c})")).unwrap_or_default();
+    format!("allow {}/{} from {from}{comment}", rule.port_text(), rule.proto.as_str())
+}
+
+fn allow_command(rule: &Rule) -> Vec<String> {
+    let mut argv = vec!["ufw".to_string(), "allow".into()];
+    if rule.proto != Proto::Both {
+        argv.extend(["proto".into(), rule.proto.as_str().into()]);
+    }
+    argv.extend(["from".into(), rule.from.map_or_else(|| "any".into(), |n| n.to_string())]);
+    argv.extend(["to".into(), "any".into(), "port".into(), rule.port_text()]);
+    if let Some(c) = &rule.comment {
+        argv.extend(["comment".into(), c.clone()]);
+    }
+    argv
+}
+
+/// A command as the operator would type it.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn families(rule: &Rule, ipv6: bool) -> Vec<bool> {
+    match rule.from {
+        None if ipv6 => vec![false, true],
+        None => vec![false],
+        Some(IpNet::V4(_)) => vec![false],
+        Some(IpNet::V6(_)) => vec![true],
+    }
+}
+
+impl Firewall<'_> {
+    /// Refuses a plan that would leave incoming SSH denied: returns what to add, if anything.
+    fn lockout(&self, o: &Observed) -> Option<String> {
+        let mut missing = Vec::new();
+        for port in &o.ssh.ports {
+            for v6 in [false, true] {
+                if v6 && !o.ipv6 {
+                    continue;
+                }
+                // A rule limited to a network counts when it holds this session's client
+                // (or when there is no session to judge by).
+                let covered = self.want.allow.iter().any(|r| {
+                    r.covers(*port, Proto::Tcp)
+                        && r.from.is_none_or(|net| {
+                            matches!(net, IpNet::V6(_)) == v6 && o.ssh.client.is_none_or(|c| net.contains(&c))
+                        })
+                });
+                if !covered {
+                    missing.push(format!("{port}/tcp ({})", if v6 { "IPv6" } else { "IPv4" }));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        let port = o.ssh.ports.iter().next().copied().unwrap_or(22);
+        Some(format!(
+            "refusing to change the firewall: with incoming {} SSH would be blocked on {}; add to the profile:\n  [[firewall.allow]]\n  port = {port}\n  proto = \"tcp\"\n  comment = \"ssh\"",
+            self.want.incoming.as_str(),
+            missing.join(", ")
+        ))
+    }
+}
+
+impl Resource for Firewall<'_> {
+    type Observed = Observed;
+    type Action = Action;
+
+    fn id(&self) -> &'static str {
+        "firewall"
+    }
+
+    fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
+        let conf = host
+            .read("/etc/ufw/ufw.conf")
+            .context("ufw is not installed or not set up; add `ufw` to [packages] install")?;
+        let defaults = host.read("/etc/default/ufw")?;
+        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
+        let mut rules = parse_rules(&host.read("/etc/ufw/user.rules")?, false);
+        if ipv6 {
+            rules.extend(parse_rules(&host.read_opt("/etc/ufw/user6.rules").unwrap_or_default(), true));
+        }
+        let policy = |key| setting(&defaults, key).and_then(|v| Policy::parse(&v));
+        Ok(Observed {
+            enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
+            ipv6,
+            incoming: policy("DEFAULT_INPUT_POLICY"),
+            outgoing: policy("DEFAULT_OUTPUT_POLICY"),
+            routed: policy("DEFAULT_FORWARD_POLICY"),
+            rules,
+            ssh: ssh::discover(host),
+            docker_present: host.path("/sys/class/net/docker0").exists() || host.docker_socket(None).exists(),
+        })
+    }
+
+    fn plan(&self, o: &Observed) -> Plan<Action> {
+        let mut plan = Plan::default();
+        let want = self.want;
+        let run = |argv: Vec<String>| (shell_words(&argv), Action::Run(argv));
+
+        for rule in &want.allow {
+            let missing: Vec<bool> = families(rule, o.ipv6)
+                .into_iter()
+                .filter(|v6| !o.rules.iter().any(|t| t.v6 == *v6 && t.matches(rule)))
+                .collect();
+            if missing.is_empty() {
+                plan.pass(Finding::ok(rule_id(rule), rule_title(rule)));
+            } else {
+                let (text, action) = run(allow_command(rule));
+                let fams: Vec<&str> = missing.iter().map(|v6| if *v6 { "IPv6" } else { "IPv4" }).collect();
+                plan.fix(
+                    Finding::drift(rule_id(rule), rule_title(rule), text)
+                        .with_evidence(format!("missing for {}", fams.join(" and "))),
+                    action,
+                );
+            }
+            if rule.from.is_none() {
+                for (port, why) in &self.sensitive {
+                    if rule.covers(*port, Proto::Tcp) {
+                        plan.warn(format!("port {port} ({why}) is open to the world; limit it with `from = \"CIDR\"`"));
+                    }
+                }
+            }
+            if rule.from.is_some_and(|n| n.addr().is_ipv6()) && !o.ipv6 {
+                plan.warn(format!("{}: IPv6 is disabled in /etc/default/ufw, the rule cannot apply", rule_id(rule)));
+            }
+        }
+        let wanted = |t: &Tuple| want.allow.iter().any(|r| t.matches(r) && families(r, o.ipv6).contains(&t.v6));
+        for extra in o.rules.iter().filter(|t| !wanted(t)) {
+            let id = format!("firewall.extra.{}", extra.describe().replace(' ', "_"));
+            match extra.delete_command() {
+                Some(argv) if want.prune => {
+                    // `ufw delete ... from any` removes both families at once: plan it once.
+                    let (text, action) = run(argv);
+                    if plan.actions.contains(&action) {
+                        plan.pass(Finding::drift(id, format!("extra rule {}", extra.describe()), text));
+                    } else {
+                        plan.fix(Finding::drift(id, format!("extra rule {}", extra.describe()), text), action);
+                    }
+                }
+                Some(_) => plan
+                    .warn(format!("extra rule not in the profile, left alone (prune = false): {}", extra.describe())),
+                None => plan.warn(format!("rule vakt does not manage, left alone: {}", extra.describe())),
+            }
+        }
+        for (name, wanted, got) in [
+            ("incoming", want.incoming, o.incoming),
+            ("outgoing", want.outgoing, o.outgoing),
+            ("routed", want.routed, o.routed),
+        ] {
+            // ufw shows "disabled" for routed while the kernel does not forward; its file says DROP.
+            let wanted = if wanted == Policy::Disabled { Policy::Deny } else { wanted };
+            let id = format!("firewall.policy.{name}");
+            let title = format!("default {name} policy {}", wanted.as_str());
+            if got == Some(wanted) {
+                plan.pass(Finding::ok(id, title));
+            } else {
+                let (text, action) = run(vec!["ufw".into(), "default".into(), wanted.as_str().into(), name.into()]);
+                let was = got.map_or("unset", |p| p.as_str());
+                plan.fix(Finding::drift(id, title, text).with_evidence(format!("now {was}")), action);
+            }
+        }
+        let title = if want.enabled { "ufw enabled" } else { "ufw disabled" };
+        if o.enabled == want.enabled {
+            plan.pass(Finding::ok("firewall.enabled", title));
+        } else {
+            let argv = if want.enabled { vec!["ufw", "--force", "enable"] } else { vec!["ufw", "disable"] };
+            let (text, action) = run(argv.into_iter().map(String::from).collect());
+            plan.fix(Finding::drift("firewall.enabled", title, text), action);
+        }
+        if o.docker_present {
+            plan.warn("Docker is present: ports it publishes bypass ufw (container traffic goes through the FORWARD and DOCKER chains, not INPUT)");
+        }
+        let locks_out = want.enabled && want.incoming != Policy::Allow;
+        if locks_out
+            && !plan.actions.is_empty()
+            && let Some(refusal) = self.lockout(o)
+        {
+            let mut guard = Finding::new("firewall.ssh-guard", refusal, Status::Failed);
+            guard.evidence = o.ssh.evidence.clone();
+            plan.actions.clear();
+            plan.findings.push(guard);
+        }
+        plan
+    }
+
+    fn apply(&self, host: &Host, _o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
+        for Action::Run(argv) in actions {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            host.runner.run_ok(&argv, UFW_TIMEOUT)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER_RULES: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368\n\
+        -A ufw-user-input -p tcp --dport 22 -j ACCEPT\n\
+        ### tuple ### allow tcp 2377 0.0.0.0/0 any 10.0.0.0/8 in comment=737761726d\n\
+        ### tuple ### allow udp 6000:6007 0.0.0.0/0 any 0.0.0.0/0 in\n\
+        ### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n";
+
+    fn profile(text: &str) -> Wanted {
+        crate::profile::parse("t", text).expect("valid").firewall.expect("firewall")
+    }
+
+    fn observed(rules: Vec<Tuple>) -> Observed {
+        Observed {
+            enabled: true,
+            ipv6: false,
+            incoming: Some(Policy::Deny),
+            outgoing: Some(Policy::Allow),
+            routed: Some(Policy::Deny),
+            rules,
+            ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
+            docker_present: false,
+        }
+    }
+
+    #[test]
+    fn parses_tuples_and_marks_app_rules_foreign() {
+        let rules = parse_rules(USER_RULES, false);
+        assert_eq!(rules.len(), 4);
+        assert_eq!((rules[1].dport.as_str(), rules[1].src.as_str()), ("2377", "10.0.0.0/8"));
+        assert!(!rules[0].foreign && rules[3].foreign);
+    }
+
+    #[test]
+    fn converged_state_plans_nothing() {
+        let want = profile(
+            "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\nfrom = \"10.0.0.0/8\"\n[[firewall.allow]]\nport = \"6000:6007\"\nproto = \"udp\"\n",
+        );
+        let plan = Firewall::new(&want, vec![]).plan(&observed(parse_rules(USER_RULES, false)));
+        assert!(plan.actions.is_empty(), "{:?}", plan.findings);
+        assert!(plan.warnings.iter().any(|w| w.contains("does not manage")), "the app rule is reported, not pruned");
+    }
+
+    #[test]
+    fn missing_rules_and_prune_plan_exact_commands() {
+        let want = profile(
+            "[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 80\ncomment = \"web server\"\n",
+        );
+        let plan = Firewall::new(&want, vec![]).plan(&observed(parse_rules(USER_RULES, false)));
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                "ufw allow proto tcp from any to any port 80 comment 'web server'",
+                "ufw delete allow proto tcp from 10.0.0.0/8 to any port 2377",
+                "ufw delete allow proto udp from any to any port 6000:6007",
+            ]
+        );
+    }
+
+    #[test]
+    fn guard_refuses_when_ssh_port_is_not_allowed() {
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 80\n");
+        let mut o = observed(vec![]);
+        o.enabled = false;
+        o.ssh.ports = [2222].into();
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        assert!(plan.actions.is_empty(), "nothing may run");
+        let guard = plan.findings.iter().find(|f| f.id == "firewall.ssh-guard").expect("guard finding");
+        assert!(guard.title.contains("2222/tcp") && guard.title.contains("port = 2222"), "{}", guard.title);
+    }
+
+    #[test]
+    fn sensitive_ports_open_to_the_world_warn() {
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\n");
+        let plan = Firewall::new(&want, vec![(2377, "swarm management".into())]).plan(&observed(vec![]));
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("2377 (swarm management) is open to the world")),
+            "{:?}",
+            plan.warnings
+        );
+    }
+}
