@@ -1,5 +1,7 @@
 //! Logging setup: compact stderr for the commands, journald (when running) for the watchdog.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: running the built binary and reading its output.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,233 @@
+//! The firewall resource against the real ufw and netfilter, in private namespaces.
+
+mod common;
+
+use common::netns::UfwSandbox;
+use common::*;
+
+fn ready() -> bool {
+    require("root", is_root()) && require("ufw and iptables", has("ufw") && has("iptables-save") && has("ip"))
+}
+
+fn profile(sandbox: &UfwSandbox, body: &str) -> String {
+    let path = sandbox.file("profile.toml");
+    std::fs::write(&path, body).expect("write profile");
+    path.display().to_string()
+}
+
+const ARTICLE: &str = "[firewall]
+[[firewall.allow]]
+port = 22
+comment = \"ssh\"
+[[firewall.allow]]
+port = 80
+[[firewall.allow]]
+port = 8080
+[[firewall.allow]]
+port = 2377
+";
+
+/// check (drift) → apply (changed) → apply (nothing run) → check (pass); returns apply's changes.
+fn quartet(sb: &UfwSandbox, profile: &str) -> Vec<String> {
+    let check = sb.vakt(&["check", "-p", profile, "--only", "firewall", "--format", "json"]);
+    assert_eq!(check.code, 1, "first check finds drift:\n{}{}", check.stdout, check.stderr);
+    let planned = changes(&json(&check), "drift");
+
+    let apply = sb.vakt(&["apply", "-p", profile, "--only", "firewall", "--format", "json"]);
+    assert_eq!(apply.code, 0, "apply converges:\n{}{}", apply.stdout, apply.stderr);
+    let done = changes(&json(&apply), "changed");
+    assert_eq!(planned, done, "check cannot lie: its plan is what apply did");
+
+    let again = sb.vakt(&["apply", "-p", profile, "--only", "firewall", "--format", "json"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    let report = json(&again);
+    assert!(changes(&report, "changed").is_empty(), "second apply changes nothing");
+    let ran: Vec<String> =
+        report["commands"].as_array().cloned().unwrap_or_default().iter().map(|c| c.to_string()).collect();
+    assert!(ran.is_empty(), "no ufw command runs on a converged host: {ran:?}");
+
+    let last = sb.vakt(&["check", "-p", profile, "--only", "firewall"]);
+    assert_eq!(last.code, 0, "final check passes:\n{}", last.stdout);
+    done
+}
+
+fn changes(report: &serde_json::Value, status: &str) -> Vec<String> {
+    report["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["status"] == status)
+        .filter_map(|f| f["change"].as_str().map(String::from))
+        .collect()
+}
+
+fn ufw_status(sb: &UfwSandbox) -> String {
+    run(&mut sb.command(&["ufw", "status", "verbose"])).stdout
+}
+
+#[test]
+fn fresh_ufw_gets_the_articles_rules() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(&sb, ARTICLE);
+    let done = quartet(&sb, &p);
+    assert!(done.contains(&"ufw --force enable".to_string()), "{done:?}");
+    let status = ufw_status(&sb);
+    assert!(status.contains("Status: active"), "{status}");
+    for port in ["22/tcp", "80/tcp", "8080/tcp", "2377/tcp", "22/tcp (v6)"] {
+        assert!(status.contains(port), "{port} missing from:\n{status}");
+    }
+    let rules = sb.iptables_save();
+    assert!(
+        rules.contains("-A ufw-user-input -p tcp -m tcp --dport 2377 -j ACCEPT")
+            || rules.contains("--dport 2377 -j ACCEPT"),
+        "{rules}"
+    );
+}
+
+#[test]
+fn one_rule_missing_and_a_policy_changed() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(&sb, ARTICLE);
+    for cmd in [
+        &["ufw", "allow", "22/tcp"][..],
+        &["ufw", "allow", "80/tcp"],
+        &["ufw", "allow", "8080/tcp"],
+        &["ufw", "default", "allow", "outgoing"],
+        &["ufw", "default", "reject", "incoming"],
+        &["ufw", "--force", "enable"],
+    ] {
+        assert_eq!(run(&mut sb.command(cmd)).code, 0, "{cmd:?}");
+    }
+    // Outgoing was already allow: only the missing rule and the incoming policy change.
+    let done = quartet(&sb, &p);
+    assert_eq!(done, vec!["ufw allow proto tcp from any to any port 2377", "ufw default deny incoming"]);
+}
+
+#[test]
+fn extra_rules_pruned_or_left_alone() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let kept = profile(&sb, ARTICLE);
+    sb.vakt(&["apply", "-p", &kept]);
+    assert_eq!(
+        run(&mut sb.command(&["ufw", "allow", "from", "192.0.2.0/24", "to", "any", "port", "5432", "proto", "tcp"]))
+            .code,
+        0
+    );
+
+    let check = sb.vakt(&["check", "-p", &kept, "--only", "firewall", "--format", "json"]);
+    assert_eq!(check.code, 0, "prune = false: an extra rule is not drift\n{}", check.stdout);
+    let warnings = json(&check)["resources"][0]["warnings"].to_string();
+    assert!(warnings.contains("5432/tcp from 192.0.2.0/24") && warnings.contains("prune = false"), "{warnings}");
+
+    let pruned = profile(&sb, &ARTICLE.replace("[firewall]", "[firewall]\nprune = true"));
+    let done = quartet(&sb, &pruned);
+    assert_eq!(done, vec!["ufw delete allow proto tcp from 192.0.2.0/24 to any port 5432"]);
+    assert!(!ufw_status(&sb).contains("5432"));
+}
+
+#[test]
+fn disabled_ufw_is_enabled_without_touching_rules() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(&sb, ARTICLE);
+    sb.vakt(&["apply", "-p", &p]);
+    assert_eq!(run(&mut sb.command(&["ufw", "disable"])).code, 0);
+    let done = quartet(&sb, &p);
+    assert_eq!(done, vec!["ufw --force enable"]);
+}
+
+#[test]
+fn ipv6_disabled_manages_ipv4_only() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let defaults = sb.file("/etc/default/ufw");
+    let text = std::fs::read_to_string(&defaults).expect("read").replace("IPV6=yes", "IPV6=no");
+    std::fs::write(&defaults, text).expect("write");
+    let p = profile(&sb, ARTICLE);
+    quartet(&sb, &p);
+    let v6 = std::fs::read_to_string(sb.file("/etc/ufw/user6.rules")).expect("user6.rules");
+    assert!(!v6.contains("### tuple ###"), "no IPv6 rules written:\n{v6}");
+    assert!(ufw_status(&sb).contains("8080/tcp"));
+}
+
+#[test]
+fn lockout_guard_refuses_and_changes_nothing() {
+    if !ready() {
+        return;
+    }
+    // A profile without 22, and a host whose sshd listens on 2222 with a profile that opens 22.
+    let cases = [
+        (ARTICLE.replace("port = 22\n", "port = 443\n"), "Port 22\n", "22/tcp"),
+        (ARTICLE.to_string(), "Port 2222\n", "2222/tcp"),
+    ];
+    for (body, sshd, blocked) in cases {
+        let sb = UfwSandbox::new();
+        std::fs::write(sb.file("/etc/ssh/sshd_config"), sshd).expect("sshd_config");
+        let p = profile(&sb, &body);
+        let before = (sb.iptables_save(), std::fs::read(sb.file("/etc/ufw/user.rules")).expect("rules"));
+
+        let check = sb.vakt(&["check", "-p", &p, "--only", "firewall"]);
+        let apply = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+        for out in [&check, &apply] {
+            assert_eq!(out.code, 1, "{}", out.stdout);
+            assert!(
+                out.stdout.contains("refusing to change the firewall") && out.stdout.contains(blocked),
+                "{}",
+                out.stdout
+            );
+            assert!(out.stdout.contains("[[firewall.allow]]"), "the message says what to add:\n{}", out.stdout);
+        }
+        let after = (sb.iptables_save(), std::fs::read(sb.file("/etc/ufw/user.rules")).expect("rules"));
+        assert!(before == after, "nothing changed");
+        assert!(ufw_status(&sb).contains("inactive"));
+    }
+}
+
+#[test]
+fn real_packets_reach_allowed_ports_only() {
+    if !ready() || !require("python3", has("python3")) {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let client = format!("{}-c", sb.netns);
+    let setup = format!(
+        "ip netns add {client}
+         ip link add vkfw0 netns {ns} type veth peer name vkfw1 netns {client}
+         ip -n {ns} addr add 10.213.0.1/24 dev vkfw0; ip -n {ns} link set vkfw0 up
+         ip -n {client} addr add 10.213.0.2/24 dev vkfw1; ip -n {client} link set vkfw1 up; ip -n {client} link set lo up",
+        ns = sb.netns
+    );
+    assert!(std::process::Command::new("sh").args(["-ec", &setup]).status().expect("sh").success());
+    let p = profile(&sb, ARTICLE);
+    assert_eq!(sb.vakt(&["apply", "-p", &p]).code, 0);
+
+    let server = "import socket,time\nss=[]\nfor p in (80,9000):\n s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0',p)); s.listen(); ss.append(s)\ntime.sleep(20)\n";
+    let mut listener = sb.command(&["python3", "-c", server]).spawn().expect("listener");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let probe = |port: u16| {
+        let code = format!(
+            "import socket\ns=socket.socket(); s.settimeout(2)\ntry:\n s.connect(('10.213.0.1',{port})); print('open')\nexcept Exception as e: print('closed', e)\n"
+        );
+        run(std::process::Command::new("ip").args(["netns", "exec", &client, "python3", "-c", &code])).stdout
+    };
+    let allowed = probe(80);
+    let denied = probe(9000);
+    let _ = listener.kill();
+    let _ = std::process::Command::new("ip").args(["netns", "del", &client]).status();
+    assert!(allowed.starts_with("open"), "port 80 is allowed: {allowed}");
+    assert!(denied.starts_with("closed"), "port 9000 is denied: {denied}");
+}
