@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod engine;
+mod engine_api;
 mod error;
 mod fsutil;
 mod host;

@@ -1,8 +1,11 @@
 //! The managed resources, one module each, listed in dependency order.
 
+pub mod docker;
 pub mod firewall;
 pub mod host;
+mod netaddr;
 mod ssh;
+pub mod swarm;
 
 use crate::engine::Managed;
 use crate::profile::Profile;
@@ -29,8 +32,8 @@ pub fn all(p: &Profile) -> Vec<Slot<'_>> {
         slot(p.host.as_ref(), host::HostVerdicts::new),
         Slot::NotYet,
         slot(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
-        Slot::NotYet,
-        Slot::NotYet,
+        slot(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init))),
+        slot(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()))),
         Slot::NotYet,
         Slot::NotYet,
     ]

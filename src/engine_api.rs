@@ -1,0 +1,137 @@
+//! The Docker Engine API through bollard, with every call bounded in time so that a dead or
+//! slow socket is a clear "could not verify", never a hang.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bollard::Docker;
+use bollard::models::{LocalNodeState, SwarmInitRequest};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What vakt needs to know about a running engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineFacts {
+    pub version: String,
+    pub driver: String,
+    pub images: i64,
+    pub containers: i64,
+    pub swarm: SwarmFacts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmFacts {
+    /// `inactive`, `pending`, `active`, `error`, `locked`.
+    pub state: String,
+    pub manager: bool,
+    pub node_addr: Option<String>,
+    pub cluster_id: Option<String>,
+}
+
+pub struct Engine {
+    docker: Docker,
+    socket: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Engine {
+    pub fn connect(socket: &Path) -> anyhow::Result<Engine> {
+        let socket = socket.display().to_string();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start an async runtime")?;
+        if !Path::new(&socket).exists() {
+            return Err(anyhow!(
+                "Docker is not reachable: {socket} does not exist (is dockerd running? set [docker] host or DOCKER_HOST)"
+            ));
+        }
+        let docker = Docker::connect_with_unix(&socket, CALL_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+            .map_err(|e| anyhow!("Docker is not reachable at {socket}: {e}"))?;
+        Ok(Engine { docker, socket, runtime })
+    }
+
+    fn call<T>(&self, what: &str, fut: impl Future<Output = Result<T, bollard::errors::Error>>) -> anyhow::Result<T> {
+        match self.runtime.block_on(async { tokio::time::timeout(CALL_TIMEOUT, fut).await }) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(anyhow!("Docker at {} failed to answer {what}: {}", self.socket, explain(&e))),
+            Err(_) => {
+                Err(anyhow!("Docker at {} did not answer {what} within {}s", self.socket, CALL_TIMEOUT.as_secs()))
+            }
+        }
+    }
+
+    pub fn facts(&self) -> anyhow::Result<EngineFacts> {
+        let info = self.call("/info", self.docker.info())?;
+        let swarm = info.swarm.unwrap_or_default();
+        let state = match swarm.local_node_state {
+            Some(LocalNodeState::ACTIVE) => "active",
+            Some(LocalNodeState::PENDING) => "pending",
+            Some(LocalNodeState::ERROR) => "error",
+            Some(LocalNodeState::LOCKED) => "locked",
+            _ => "inactive",
+        };
+        Ok(EngineFacts {
+            version: info.server_version.unwrap_or_default(),
+            driver: info.driver.unwrap_or_default(),
+            images: info.images.unwrap_or(0),
+            containers: info.containers.unwrap_or(0),
+            swarm: SwarmFacts {
+                state: state.into(),
+                manager: swarm.control_available.unwrap_or(false),
+                node_addr: swarm.node_addr.filter(|a| !a.is_empty()),
+                cluster_id: swarm.cluster.and_then(|c| c.id),
+            },
+        })
+    }
+
+    /// Waits until the engine answers, up to `bound`; `progress` is called about once a second.
+    pub fn wait_ready(socket: &Path, bound: Duration, mut progress: impl FnMut()) -> anyhow::Result<Engine> {
+        let started = std::time::Instant::now();
+        let mut last_tick = started;
+        loop {
+            let attempt = Engine::connect(socket).and_then(|e| e.facts().map(|_| e));
+            match attempt {
+                Ok(engine) => return Ok(engine),
+                Err(e) if started.elapsed() >= bound => {
+                    return Err(e.context(format!("Docker did not come back within {}s", bound.as_secs())));
+                }
+                Err(_) => {
+                    if last_tick.elapsed() >= Duration::from_secs(1) {
+                        progress();
+                        last_tick = std::time::Instant::now();
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// `docker swarm init`; the join tokens are never requested, so they cannot leak.
+    pub fn init_swarm(&self, advertise: &str, listen: &str) -> anyhow::Result<()> {
+        let request = SwarmInitRequest {
+            advertise_addr: Some(advertise.into()),
+            listen_addr: Some(listen.into()),
+            ..Default::default()
+        };
+        self.call("swarm init", self.docker.init_swarm(request)).map(|_node_id| ())
+    }
+}
+
+fn explain(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            format!("HTTP {status_code}: {message}")
+        }
+        other => {
+            let text = other.to_string();
+            if text.contains("Permission denied") {
+                format!("{text} (run as root or as a member of the docker group)")
+            } else {
+                text
+            }
+        }
+    }
+}
