@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: running the built binary and reading its output.
 #![allow(dead_code)]
 
+pub mod dockerd;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,232 @@
+//! The docker and swarm resources against a real, private dockerd.
+
+mod common;
+
+use common::dockerd::DockerSandbox;
+use common::*;
+
+fn ready() -> bool {
+    require("root", is_root()) && require("dockerd, docker and curl", has("dockerd") && has("docker") && has("curl"))
+}
+
+fn profile(sb: &DockerSandbox, body: &str) -> String {
+    let path = sb.file("profile.toml");
+    std::fs::write(&path, body).expect("write profile");
+    path.display().to_string()
+}
+
+const DOCKER_ONLY: &str = "[docker]\nstorage_driver = \"overlay2\"\nrestart_timeout = \"40s\"\n";
+
+fn changes(report: &serde_json::Value, status: &str) -> Vec<String> {
+    report["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["status"] == status)
+        .map(|f| format!("{} {}", f["id"].as_str().unwrap_or(""), f["change"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// check → apply → apply → check for the given resources.
+fn quartet(sb: &DockerSandbox, p: &str, only: &str) {
+    let check = sb.vakt(&["check", "-p", p, "--only", only, "--format", "json"]);
+    assert_eq!(check.code, 1, "first check finds drift:\n{}{}", check.stdout, check.stderr);
+    let apply = sb.vakt(&["apply", "-p", p, "--only", only, "--format", "json"]);
+    assert_eq!(apply.code, 0, "apply converges:\n{}{}", apply.stdout, apply.stderr);
+    assert_eq!(changes(&json(&check), "drift"), changes(&json(&apply), "changed"), "check cannot lie");
+    let again = sb.vakt(&["apply", "-p", p, "--only", only, "--format", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stdout);
+    let again = json(&again);
+    assert!(changes(&again, "changed").is_empty(), "second apply changes nothing");
+    assert!(
+        again["commands"].as_array().is_none_or(|c| c.is_empty()),
+        "no restart on a converged host: {}",
+        again["commands"]
+    );
+    let last = sb.vakt(&["check", "-p", p, "--only", only]);
+    assert_eq!(last.code, 0, "final check passes:\n{}", last.stdout);
+}
+
+#[test]
+fn fresh_host_gets_overlay2_without_a_needless_restart_later() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(None);
+    let p = profile(&sb, DOCKER_ONLY);
+    quartet(&sb, &p, "docker");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file")).expect("json");
+    assert_eq!(written, serde_json::json!({"storage-driver": "overlay2"}));
+    assert_eq!(sb.driver(), "overlay2");
+}
+
+#[test]
+fn unrelated_keys_survive_and_another_driver_is_switched_when_empty() {
+    if !ready() {
+        return;
+    }
+    let original = "{\n  \"storage-driver\": \"vfs\",\n  \"log-level\": \"warn\",\n  \"default-address-pools\": [{\"base\": \"10.201.0.0/16\", \"size\": 24}]\n}\n";
+    let sb = DockerSandbox::start(Some(original));
+    assert_eq!(sb.driver(), "vfs");
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\nmax-concurrent-downloads = 4\n"));
+    quartet(&sb, &p, "docker");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file")).expect("json");
+    let before: serde_json::Value = serde_json::from_str(original).expect("json");
+    assert_eq!(written["log-level"], before["log-level"]);
+    assert_eq!(written["default-address-pools"], before["default-address-pools"]);
+    assert_eq!(written["max-concurrent-downloads"], 4);
+    assert_eq!(sb.driver(), "overlay2");
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json.vakt-prev")).expect("backup"), original);
+}
+
+#[test]
+fn corrupt_json_is_an_error_that_touches_nothing() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(None);
+    let broken = "{\n  \"log-level\": \"warn\",\n  \"storage-driver\": \n}\n";
+    std::fs::write(sb.file("etc/docker/daemon.json"), broken).expect("write");
+    let p = profile(&sb, DOCKER_ONLY);
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(
+        apply.stdout.contains("invalid JSON at line 4 column 1") && apply.stdout.contains("vakt will not overwrite it"),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), broken);
+    assert!(!sb.file("etc/docker/daemon.json.vakt-prev").exists());
+}
+
+#[test]
+fn a_key_that_is_also_an_execstart_flag_is_refused() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(None);
+    let unit = sb.file("lib/systemd/system/docker.service");
+    std::fs::create_dir_all(unit.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&unit, "[Service]\nExecStart=/usr/sbin/dockerd -H fd:// --storage-driver=vfs\n").expect("unit");
+    let p = profile(&sb, DOCKER_ONLY);
+    let check = sb.vakt(&["check", "-p", &p, "--only", "docker"]);
+    assert_eq!(check.code, 1);
+    assert!(
+        check.stdout.contains("`storage-driver` is also given as --storage-driver in docker.service's ExecStart"),
+        "{}",
+        check.stdout
+    );
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(apply.code, 1);
+    assert!(!sb.file("etc/docker/daemon.json").exists(), "nothing written");
+}
+
+#[test]
+fn live_restore_with_swarm_is_refused() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(None);
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\nlive-restore = true\n[swarm]\ninit = true\n"));
+    let out = sb.vakt(&["apply", "-p", &p]);
+    assert_eq!(out.code, 2, "an invalid profile: {}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("live-restore") && out.stderr.contains("swarm"), "{}", out.stderr);
+    // An existing file with live-restore is refused at plan time, and left alone.
+    std::fs::write(sb.file("etc/docker/daemon.json"), "{\"live-restore\": true}\n").expect("write");
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[swarm]\ninit = true\n"));
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("live-restore = true and the profile inits a swarm"), "{}", out.stdout);
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), "{\"live-restore\": true}\n");
+}
+
+#[test]
+fn driver_switch_under_existing_images_is_refused() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"vfs\"}\n"));
+    let import = run(&mut sb.command(&["sh", "-c", "tar -cf - -T /dev/null | docker import - vakt-test/empty:1"]));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    let p = profile(&sb, DOCKER_ONLY);
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("would hide them") && out.stdout.contains("allow_driver_switch"), "{}", out.stdout);
+    assert_eq!(sb.driver(), "vfs");
+}
+
+#[test]
+fn docker_that_does_not_come_back_is_rolled_back() {
+    if !ready() {
+        return;
+    }
+    let original = "{\"storage-driver\": \"overlay2\"}\n";
+    let sb = DockerSandbox::start(Some(original));
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\ndefault-runtime = \"no-such-runtime\"\n"));
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("specified default runtime 'no-such-runtime' does not exist"),
+        "the daemon's own error is shown:\n{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("previous daemon.json was restored"), "{}", out.stdout);
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), original);
+    assert!(sb.wait_running(), "Docker runs again");
+    assert_eq!(sb.driver(), "overlay2");
+}
+
+#[test]
+fn unreachable_docker_is_unknown_in_check_and_a_failure_in_apply() {
+    if !require("root", is_root()) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, format!("{DOCKER_ONLY}[swarm]\n")).expect("profile");
+    std::fs::create_dir_all(dir.path().join("etc/docker")).expect("mkdir");
+    std::fs::write(dir.path().join("etc/docker/daemon.json"), "{\"storage-driver\": \"overlay2\"}").expect("file");
+    let check = run(vakt().arg("--root").arg(dir.path()).args(["check", "--only", "docker,swarm", "-p"]).arg(&p));
+    assert_eq!(check.code, 3, "could not verify, nothing else wrong:\n{}", check.stdout);
+    assert!(check.stdout.contains("docker.sock does not exist"), "{}", check.stdout);
+}
+
+#[test]
+fn swarm_init_then_no_op_then_drift_is_never_reinitialised() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    // The swarm needs the namespace's own /proc and interfaces: no --root.
+    let p = profile(&sb, "[swarm]\ninit = true\nadvertise_addr = \"auto\"\n");
+    let check = sb.vakt_live(&["check", "-p", &p, "--only", "swarm"]);
+    assert!(
+        check.stdout.contains(&format!("docker swarm init --advertise-addr {}", sb.advertise_ip())),
+        "{}",
+        check.stdout
+    );
+    assert!(check.stdout.contains("vkup0, the default-route interface"), "the plan says why:\n{}", check.stdout);
+    let apply = sb.vakt_live(&["apply", "-p", &p, "--only", "swarm", "--format", "json"]);
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert_eq!(status_of(&json(&apply), "swarm.node"), "changed");
+    let again = sb.vakt_live(&["apply", "-p", &p, "--only", "swarm", "--format", "json"]);
+    assert_eq!(status_of(&json(&again), "swarm.node"), "ok", "re-apply is a no-op");
+    assert_eq!(sb.vakt_live(&["check", "-p", &p, "--only", "swarm"]).code, 0);
+    let node = sb.docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}"]).stdout;
+    assert_eq!(node.trim(), format!("active {}", sb.advertise_ip()));
+
+    // The profile now names another address: drift, reported, never re-initialised.
+    let other = profile(&sb, "[swarm]\ninit = true\nadvertise_addr = \"10.9.9.9\"\n");
+    let apply = sb.vakt_live(&["apply", "-p", &other, "--only", "swarm"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(apply.stdout.contains("re-initialising a swarm is destructive"), "{}", apply.stdout);
+    let cluster_before = sb.docker(&["info", "--format", "{{.Swarm.Cluster.ID}}"]).stdout;
+    assert_eq!(sb.docker(&["info", "--format", "{{.Swarm.NodeAddr}}"]).stdout.trim(), sb.advertise_ip());
+    assert_eq!(sb.docker(&["info", "--format", "{{.Swarm.Cluster.ID}}"]).stdout, cluster_before);
+    for out in [&check, &again, &apply] {
+        assert!(!out.stdout.contains("SWMTKN") && !out.stderr.contains("SWMTKN"), "join tokens are never printed");
+    }
+}
