@@ -21,7 +21,12 @@ pub fn init(verbosity: i8, journald: bool) -> bool {
     let journal = if journald { tracing_journald::layer().ok().map(|l| l.with_field_prefix(None)) } else { None };
     let has_journal = journal.is_some();
     let stderr = (!has_journal).then(|| {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).without_time().compact()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
+            .with_target(false)
+            .without_time()
+            .compact()
     });
     let _ = tracing_subscriber::registry().with(filter).with(journal).with(stderr).try_init();
     has_journal

@@ -4,6 +4,7 @@ pub mod docker;
 pub mod firewall;
 pub mod host;
 mod netaddr;
+pub mod nginx;
 mod ssh;
 pub mod swarm;
 
@@ -34,7 +35,7 @@ pub fn all(p: &Profile) -> Vec<Slot<'_>> {
         slot(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
         slot(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init))),
         slot(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()))),
-        Slot::NotYet,
+        slot(p.nginx.as_ref(), |n| nginx::Nginx::new(n, &p.source, world_open_ports(p))),
         Slot::NotYet,
     ]
 }
@@ -54,4 +55,10 @@ fn sensitive_ports(p: &Profile) -> Vec<(u16, String)> {
         }
     }
     ports
+}
+
+/// Ports the firewall profile opens to anyone.
+fn world_open_ports(p: &Profile) -> Vec<u16> {
+    let Some(f) = &p.firewall else { return Vec::new() };
+    f.allow.iter().filter(|r| r.from.is_none()).flat_map(|r| r.ports.0..=r.ports.1).take(4096).collect()
 }

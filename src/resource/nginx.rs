@@ -1,0 +1,322 @@
+//! The `nginx` resource: the whole nginx.conf rendered from the profile, validated by the real
+//! `nginx -t` before it goes live, swapped atomically, reloaded, and rolled back on failure.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::engine::{Finding, Plan, Resource, Status};
+use crate::fsutil;
+use crate::host::Host;
+use crate::profile::Nginx as Wanted;
+use crate::profile::units::format_duration;
+
+const NGINX_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Observed {
+    path: PathBuf,
+    current: Option<String>,
+    rendered: String,
+    /// `nginx -t` on the rendered file, staged beside copies of the live config directory.
+    validation: Result<(), String>,
+    master: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct WriteConfig(String);
+
+pub struct Nginx<'p> {
+    want: &'p Wanted,
+    source: &'p str,
+    /// Ports the firewall profile opens to the world, to spot a bypassed proxy.
+    open_ports: Vec<u16>,
+}
+
+impl<'p> Nginx<'p> {
+    pub fn new(want: &'p Wanted, source: &'p str, open_ports: Vec<u16>) -> Self {
+        Nginx { want, source, open_ports }
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The whole nginx.conf. Defaults are the article's values.
+pub fn render(n: &Wanted, source: &str) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "# Managed by vakt from {source}; edit the profile, not this file:");
+    let _ = writeln!(c, "# `vakt apply` replaces it (the previous one is kept as nginx.conf.vakt-prev).");
+    let _ = writeln!(c, "user {};\nworker_processes {};\npid {};", n.user, n.worker_processes, n.pid.display());
+    let _ = writeln!(c, "error_log {};\n\nevents {{\n    worker_connections 768;\n}}\n", n.error_log);
+    let _ = writeln!(c, "http {{\n    include {};\n    default_type application/octet-stream;", n.mime_types);
+    let _ = writeln!(c, "    access_log {};\n    server_tokens off;\n", n.access_log);
+    let _ = writeln!(c, "    keepalive_timeout {};", format_duration(n.keepalive_timeout));
+    let _ = writeln!(c, "    keepalive_requests {};", n.keepalive_requests);
+    let _ = writeln!(
+        c,
+        "    sendfile {};\n    tcp_nopush {};\n    tcp_nodelay {};\n",
+        on_off(n.sendfile),
+        on_off(n.tcp_nopush),
+        on_off(n.tcp_nodelay)
+    );
+    let _ = writeln!(c, "    # Buffer size handling for large payloads");
+    let _ = writeln!(c, "    client_body_buffer_size {};", n.client_body_buffer_size);
+    let _ = writeln!(c, "    client_max_body_size {};\n", n.client_max_body_size);
+    let _ = writeln!(c, "    upstream faas_gateway {{");
+    for server in &n.upstream {
+        let _ = writeln!(c, "        server {server};");
+    }
+    if n.upstream_keepalive > 0 {
+        let _ = writeln!(c, "        keepalive {};", n.upstream_keepalive);
+    }
+    let _ =
+        writeln!(c, "    }}\n\n    server {{\n        listen {};\n        server_name {};\n", n.listen, n.server_name);
+    let _ = writeln!(c, "        location / {{\n            proxy_pass http://faas_gateway;");
+    let _ = writeln!(c, "            proxy_http_version {};", n.proxy_http_version);
+    if n.proxy_clear_connection {
+        let _ = writeln!(c, "            proxy_set_header Connection \"\";");
+    }
+    let _ = writeln!(c, "            proxy_set_header X-Real-IP $remote_addr;");
+    let _ = writeln!(c, "            # Critical for FaaS: long synchronous invocations");
+    let _ = writeln!(c, "            proxy_read_timeout {};", format_duration(n.proxy_read_timeout));
+    let _ = writeln!(c, "            proxy_send_timeout {};", format_duration(n.proxy_send_timeout));
+    let _ = writeln!(c, "        }}\n    }}\n}}");
+    c
+}
+
+/// Plan-time warnings about settings that defeat themselves.
+pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
+    let mut w = Vec::new();
+    if n.upstream_keepalive > 0 && (n.proxy_http_version != "1.1" || !n.proxy_clear_connection) {
+        w.push("upstream keepalive is inert: it needs proxy_http_version 1.1 and an empty Connection header (proxy_clear_connection = true)".into());
+    }
+    if n.proxy_read_timeout < n.longest_invocation {
+        w.push(format!(
+            "proxy_read_timeout {} is shorter than longest_invocation {}: long invocations end in 504 Gateway Time-out",
+            format_duration(n.proxy_read_timeout),
+            format_duration(n.longest_invocation)
+        ));
+    }
+    if n.client_max_body_size < n.client_body_buffer_size {
+        w.push(format!(
+            "client_max_body_size {} is smaller than client_body_buffer_size {}: the buffer can never fill",
+            n.client_max_body_size, n.client_body_buffer_size
+        ));
+    }
+    for u in &n.upstream {
+        if let Some(port) = u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+            && open_ports.contains(&port)
+        {
+            w.push(format!("the gateway port {port} is also open in the firewall profile: clients can bypass nginx"));
+        }
+    }
+    w
+}
+
+/// Runs `nginx -t` on `content` staged in a fresh directory beside symlinks to everything
+/// else in the live config directory, so relative includes resolve exactly as they would
+/// live, and the live directory is not touched.
+fn validate(host: &Host, live: &Path, content: &str) -> Result<(), String> {
+    let dir = live.parent().ok_or("the nginx config has no directory")?;
+    let stage = tempfile::Builder::new()
+        .prefix("vakt-nginx-")
+        .tempdir()
+        .map_err(|e| format!("failed to create a staging directory: {e}"))?;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name() != live.file_name().unwrap_or_default() {
+                let _ = std::os::unix::fs::symlink(e.path(), stage.path().join(e.file_name()));
+            }
+        }
+    }
+    let staged = stage.path().join("nginx.conf");
+    std::fs::write(&staged, content).map_err(|e| format!("failed to stage {}: {e}", staged.display()))?;
+    let staged = staged.display().to_string();
+    match host.runner.run(&["nginx", "-t", "-q", "-c", &staged], &[], NGINX_TIMEOUT) {
+        Ok(out) if out.success => Ok(()),
+        Ok(out) => Err(out.stderr.trim().replace(&staged, &live.display().to_string())),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// The nginx master, from the pid file, if it runs.
+fn master_pid(host: &Host, pid_file: &Path) -> Option<u32> {
+    let pid: u32 = host.read_opt(pid_file)?.parse().ok()?;
+    host.path(format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn workers(host: &Host, master: u32) -> BTreeSet<u32> {
+    let Ok(procs) = std::fs::read_dir(host.path("/proc")) else { return BTreeSet::new() };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            host.read_opt(format!("/proc/{pid}/stat"))
+                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(master)
+        })
+        .collect()
+}
+
+impl Nginx<'_> {
+    fn reload(&self, host: &Host, path: &Path, master: u32) -> anyhow::Result<()> {
+        let before = workers(host, master);
+        let config = path.display().to_string();
+        if host.has_systemd() {
+            host.runner.run_ok(&["systemctl", "reload", "nginx"], NGINX_TIMEOUT)?;
+        } else {
+            host.runner.run_ok(&["nginx", "-s", "reload", "-c", &config], NGINX_TIMEOUT)?;
+        }
+        // The reload took when the master has started a new generation of workers; idle old
+        // workers then quit at once, busy ones finish their requests (not waited for long).
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let now = workers(host, master);
+            if now.iter().any(|w| !before.contains(w)) {
+                let grace = Instant::now();
+                while grace.elapsed() < Duration::from_secs(3)
+                    && workers(host, master).iter().any(|w| before.contains(w))
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("nginx (master {master}) started no new workers within 10s of the reload; see its error log")
+    }
+}
+
+impl Resource for Nginx<'_> {
+    type Observed = Observed;
+    type Action = WriteConfig;
+
+    fn id(&self) -> &'static str {
+        "nginx"
+    }
+
+    fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
+        let path = host.path(&self.want.config);
+        let current = match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => bail!("failed to read {}: {e}", path.display()),
+        };
+        let rendered = render(self.want, self.source);
+        let validation = validate(host, &path, &rendered);
+        Ok(Observed { path, current, rendered, validation, master: master_pid(host, &self.want.pid) })
+    }
+
+    fn plan(&self, o: &Observed) -> Plan<WriteConfig> {
+        let mut plan = Plan::default();
+        for w in lint(self.want, &self.open_ports) {
+            plan.warn(w);
+        }
+        let shown = o.path.display();
+        let id = "nginx.config";
+        let title = format!("{shown} is the gateway proxy rendered from the profile");
+        if let Err(e) = &o.validation {
+            let mut f = Finding::new(
+                id,
+                format!("nginx -t rejects the config rendered from the profile; {shown} is left as it is"),
+                Status::Failed,
+            );
+            f.evidence.push(e.clone());
+            plan.pass(f);
+        } else if o.current.as_deref() == Some(o.rendered.as_str()) {
+            plan.pass(Finding::ok(id, title).with_evidence("nginx -t passes"));
+        } else {
+            let change =
+                if o.master.is_some() { format!("write {shown} and reload nginx") } else { format!("write {shown}") };
+            let old = o.current.clone().unwrap_or_default();
+            let mut f = Finding::drift(id, title, change).with_evidence(match &o.current {
+                None => "the file does not exist".to_string(),
+                Some(_) => "the file differs from the rendered config".to_string(),
+            });
+            f.diff = Some(
+                similar::TextDiff::from_lines(&old, &o.rendered)
+                    .unified_diff()
+                    .header(&format!("{shown}"), &format!("{shown} (vakt)"))
+                    .to_string(),
+            );
+            plan.fix(f, WriteConfig(o.rendered.clone()));
+        }
+        if o.master.is_none() {
+            plan.warn(format!(
+                "nginx is not running (no live process in {}); a new config takes effect when it starts",
+                self.want.pid.display()
+            ));
+        }
+        plan
+    }
+
+    fn apply(&self, host: &Host, o: &Observed, actions: Vec<WriteConfig>) -> anyhow::Result<()> {
+        for WriteConfig(content) in actions {
+            if let Some(dir) = o.path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+            }
+            fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
+            let Some(master) = o.master else { continue };
+            if let Err(e) = self.reload(host, &o.path, master) {
+                let undo = match &o.current {
+                    Some(old) => fsutil::write_atomic(&o.path, old.as_bytes(), false),
+                    None => {
+                        std::fs::remove_file(&o.path).with_context(|| format!("failed to remove {}", o.path.display()))
+                    }
+                }
+                .and_then(|()| self.reload(host, &o.path, master));
+                match undo {
+                    Ok(()) => bail!("{e:#}; the previous {} was restored and nginx reloaded", o.path.display()),
+                    Err(u) => bail!("{e:#}; restoring the previous {} failed too: {u:#}", o.path.display()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nginx(extra: &str) -> Wanted {
+        crate::profile::parse("t", &format!("[nginx]\n{extra}")).expect("valid").nginx.expect("nginx")
+    }
+
+    #[test]
+    fn default_render_has_the_articles_settings() {
+        let conf = render(&nginx(""), "builtin:openfaas-swarm");
+        for line in [
+            "keepalive_timeout 65s;",
+            "keepalive_requests 10000;",
+            "client_body_buffer_size 128k;",
+            "client_max_body_size 50m;",
+            "server 127.0.0.1:8080;",
+            "keepalive 16;",
+            "proxy_http_version 1.1;",
+            "proxy_set_header Connection \"\";",
+            "proxy_set_header X-Real-IP $remote_addr;",
+            "proxy_read_timeout 5m;",
+        ] {
+            assert!(conf.contains(line), "missing {line}:\n{conf}");
+        }
+    }
+
+    #[test]
+    fn lints_explain_self_defeating_settings() {
+        let w = lint(
+            &nginx("proxy_http_version = \"1.0\"\nproxy_read_timeout = \"30s\"\nclient_max_body_size = \"64k\"\n"),
+            &[8080],
+        );
+        let all = w.join("\n");
+        assert!(all.contains("keepalive is inert"), "{all}");
+        assert!(all.contains("504"), "{all}");
+        assert!(all.contains("buffer can never fill"), "{all}");
+        assert!(all.contains("bypass nginx"), "{all}");
+        assert!(lint(&nginx(""), &[22, 80]).is_empty());
+    }
+}
