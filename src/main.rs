@@ -12,6 +12,7 @@ mod profile;
 mod report;
 mod resource;
 mod runner;
+mod watch;
 
 use std::process::ExitCode;
 
