@@ -26,10 +26,6 @@ impl Host {
         Host { root: root.into(), runner: Runner::default(), docker_host_env: std::env::var("DOCKER_HOST").ok() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Whether this is the running system (`--root /`): only then do CPUID, service restarts
     /// and the kernel's own view apply.
     pub fn is_live(&self) -> bool {

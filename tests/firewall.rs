@@ -227,6 +227,7 @@ fn real_packets_reach_allowed_ports_only() {
     let allowed = probe(80);
     let denied = probe(9000);
     let _ = listener.kill();
+    let _ = listener.wait();
     let _ = std::process::Command::new("ip").args(["netns", "del", &client]).status();
     assert!(allowed.starts_with("open"), "port 80 is allowed: {allowed}");
     assert!(denied.starts_with("closed"), "port 9000 is denied: {denied}");

@@ -6,7 +6,7 @@ mod metrics;
 mod psi;
 mod window;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ fn status_line(r: &Reading, pressure: &[Option<Pressure>; 3], window: Duration) 
     line
 }
 
-fn read_sample(stat: &PathBuf, pressure_dir: &PathBuf) -> anyhow::Result<(CpuSample, [Option<Pressure>; 3])> {
+fn read_sample(stat: &Path, pressure_dir: &Path) -> anyhow::Result<(CpuSample, [Option<Pressure>; 3])> {
     let text = std::fs::read_to_string(stat).with_context(|| format!("failed to read {}", stat.display()))?;
     let psi = psi::RESOURCES.map(|r| std::fs::read_to_string(pressure_dir.join(r)).ok().and_then(|t| psi::parse(&t)));
     Ok((cpu::parse_stat(&text), psi))
@@ -186,13 +186,12 @@ fn watch_settings(p: &Profile) -> anyhow::Result<Settings> {
 async fn serve(spec: Option<String>, root: PathBuf, mut profile: Profile, settings: Settings) -> anyhow::Result<u8> {
     let host = Host::new(&root);
     let mut monitor = Monitor::new(settings.clone());
-    let metrics = metrics::Metrics::default();
-    let registry = Arc::new(Mutex::new(metrics.registry()));
+    let metrics = Arc::new(Mutex::new(metrics::Metrics::default()));
     if let Some(addr) = settings.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("failed to listen on {addr} for metrics"))?;
-        tokio::spawn(metrics::serve(listener, registry.clone()));
+        tokio::spawn(metrics::serve(listener, metrics.clone()));
     }
     let (tx, mut rx) = mpsc::channel(4);
     let mut sampler_task =
@@ -333,33 +332,30 @@ fn report_sample(r: &Reading, s: &Sample, line: &str, interval: Duration) {
     }
 }
 
-fn update_metrics(m: &metrics::Metrics, r: &Reading, s: &Sample) {
+fn update_metrics(m: &Mutex<metrics::Metrics>, r: &Reading, s: &Sample) {
+    let Ok(mut m) = m.lock() else { return };
     let u = &r.usage;
-    m.steal.set(u.system.steal_pct() / 100.0);
-    m.iowait.set(u.system.iowait_pct() / 100.0);
-    m.steal_window.set(r.window_steal / 100.0);
-    m.iowait_window.set(r.window_iowait / 100.0);
-    m.worst.get_or_create(&vec![("mode", "steal".into())]).set(u.worst_steal.map_or(0.0, |w| w.1 / 100.0));
-    m.worst.get_or_create(&vec![("mode", "iowait".into())]).set(u.worst_iowait.map_or(0.0, |w| w.1 / 100.0));
-    for (i, name) in psi::RESOURCES.iter().enumerate() {
-        if let Some(p) = s.pressure[i] {
-            m.pressure
-                .get_or_create(&vec![("resource", (*name).into()), ("kind", "some".into())])
-                .set(p.some.avg10 / 100.0);
+    m.steal = u.system.steal_pct() / 100.0;
+    m.iowait = u.system.iowait_pct() / 100.0;
+    m.steal_window = r.window_steal / 100.0;
+    m.iowait_window = r.window_iowait / 100.0;
+    m.worst_steal = u.worst_steal.map_or(0.0, |w| w.1 / 100.0);
+    m.worst_iowait = u.worst_iowait.map_or(0.0, |w| w.1 / 100.0);
+    m.pressure.clear();
+    for (name, p) in psi::RESOURCES.iter().zip(&s.pressure) {
+        if let Some(p) = p {
+            m.pressure.push((name, "some", p.some.avg10 / 100.0));
             if let Some(full) = p.full {
-                m.pressure
-                    .get_or_create(&vec![("resource", (*name).into()), ("kind", "full".into())])
-                    .set(full.avg10 / 100.0);
+                m.pressure.push((name, "full", full.avg10 / 100.0));
             }
         }
     }
-    m.samples.inc();
-    for (kind, active) in [("steal", r.steal_alarm), ("iowait", r.iowait_alarm)] {
-        m.alarm.get_or_create(&vec![("kind", kind.into())]).set(i64::from(active));
-    }
+    m.steal_alarm = r.steal_alarm;
+    m.iowait_alarm = r.iowait_alarm;
+    m.samples += 1;
 }
 
-async fn run_audit(root: &std::path::Path, profile: &Profile, m: &metrics::Metrics) {
+async fn run_audit(root: &std::path::Path, profile: &Profile, m: &Mutex<metrics::Metrics>) {
     let root = root.to_path_buf();
     let profile = profile.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -372,13 +368,17 @@ async fn run_audit(root: &std::path::Path, profile: &Profile, m: &metrics::Metri
         return;
     };
     let s = report.summary;
-    for (state, n) in
-        [("ok", s.ok), ("drift", s.drift), ("failed", s.failed), ("unknown", s.unknown), ("skipped", s.skipped)]
-    {
-        m.findings.get_or_create(&vec![("state", state.into())]).set(n as i64);
+    if let Ok(mut m) = m.lock() {
+        m.findings = vec![
+            ("ok", s.ok),
+            ("drift", s.drift),
+            ("failed", s.failed),
+            ("unknown", s.unknown),
+            ("skipped", s.skipped),
+        ];
+        m.last_audit =
+            Some(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    m.last_audit.set(now);
     for f in report
         .resources
         .iter()
