@@ -233,7 +233,6 @@ pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec
         .map(|(id, slot)| match slot {
             Slot::Managed(r) => r,
             Slot::Absent => skipped(id, format!("not managed: the profile has no [{id}] section")),
-            Slot::NotYet => skipped(id, "not managed yet".into()),
         })
         .collect())
 }

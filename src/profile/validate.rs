@@ -315,9 +315,10 @@ fn validate_tuning(t: raw::RawTuning) -> Result<Tuning, KeyError> {
         sysctl.insert(key, text);
     }
     if let Some(s) = &t.io_scheduler {
-        one_of("tuning", "io_scheduler", s, &["none", "mq-deadline", "kyber", "bfq"])?;
+        one_of("tuning", "io_scheduler", s, &["none", "mq-deadline", "kyber", "bfq", "keep"])?;
     }
-    Ok(Tuning { io_scheduler: t.io_scheduler, sysctl })
+    // "keep" leaves the schedulers as they are.
+    Ok(Tuning { io_scheduler: t.io_scheduler.filter(|s| s != "keep"), sysctl })
 }
 
 fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {

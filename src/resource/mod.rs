@@ -5,8 +5,10 @@ pub mod firewall;
 pub mod host;
 mod netaddr;
 pub mod nginx;
+pub mod packages;
 mod ssh;
 pub mod swarm;
+pub mod tuning;
 
 use crate::engine::Managed;
 use crate::profile::Profile;
@@ -16,8 +18,6 @@ pub enum Slot<'p> {
     Managed(Box<dyn Managed + 'p>),
     /// The profile has no section for it.
     Absent,
-    /// vakt does not manage it yet.
-    NotYet,
 }
 
 fn slot<'p, S, R: Managed + 'p>(section: Option<&'p S>, make: impl FnOnce(&'p S) -> R) -> Slot<'p> {
@@ -31,12 +31,12 @@ fn slot<'p, S, R: Managed + 'p>(section: Option<&'p S>, make: impl FnOnce(&'p S)
 pub fn all(p: &Profile) -> Vec<Slot<'_>> {
     vec![
         slot(p.host.as_ref(), host::HostVerdicts::new),
-        Slot::NotYet,
+        slot(p.packages.as_ref(), packages::Packages::new),
         slot(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
         slot(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init))),
         slot(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()))),
         slot(p.nginx.as_ref(), |n| nginx::Nginx::new(n, &p.source, world_open_ports(p))),
-        Slot::NotYet,
+        slot(p.tuning.as_ref(), tuning::Tuning::new),
     ]
 }
 
