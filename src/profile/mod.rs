@@ -443,6 +443,54 @@ mod tests {
         assert_eq!(rule.from, Some("10.0.0.0/8".parse().expect("cidr")));
     }
 
+    /// Every key of the schema, as (section, key), from the serialized defaults.
+    fn schema_keys() -> Vec<(String, String)> {
+        let mut docker = raw::RawDocker::default();
+        docker.host = Some("unix:///var/run/docker.sock".into());
+        let mut watch = raw::RawWatch::default();
+        watch.metrics = Some("127.0.0.1:9477".into());
+        watch.check_every = Some("15m".into());
+        let mut firewall = raw::RawFirewall::default();
+        firewall.allow.push(raw::RawRule { port: raw::RawPort::Number(22), proto: "tcp".into(), from: "any".into(), comment: Some("ssh".into()) });
+        let all = RawProfile {
+            host: Some(Default::default()),
+            packages: Some(Default::default()),
+            firewall: Some(firewall),
+            docker: Some(docker),
+            swarm: Some(Default::default()),
+            nginx: Some(Default::default()),
+            tuning: Some(Default::default()),
+            watch: Some(watch),
+        };
+        let value = toml::Value::try_from(&all).expect("serializes");
+        let mut keys = Vec::new();
+        for (section, table) in value.as_table().expect("table") {
+            for (key, v) in table.as_table().expect("section") {
+                keys.push((section.clone(), key.clone()));
+                if let Some(rules) = v.as_array() {
+                    for rule_key in rules.iter().filter_map(|r| r.as_table()).flat_map(|t| t.keys()) {
+                        keys.push((format!("{section}.{key}"), rule_key.clone()));
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_schema_key_is_documented() {
+        let docs = include_str!("../../docs/profile.md");
+        let keys = schema_keys();
+        assert!(keys.len() > 50, "the schema walk found {} keys", keys.len());
+        for (section, key) in keys {
+            let heading = if section.contains('.') { format!("### [[{section}]]") } else { format!("## [{section}]") };
+            let start = docs.find(&heading).unwrap_or_else(|| panic!("docs/profile.md has no {heading}"));
+            let block = &docs[start..];
+            let end = block[heading.len()..].find("\n## ").map_or(block.len(), |e| e + heading.len());
+            assert!(block[..end].contains(&format!("| `{key}` |")), "docs/profile.md does not document `{key}` under {heading}");
+        }
+    }
+
     #[test]
     fn dropins_override_per_key() {
         let docs = [
