@@ -28,7 +28,11 @@ fn apply_without_a_profile_says_how_to_pass_one() {
     let root = tempfile::tempdir().expect("tempdir");
     let out = run(vakt().arg("--root").arg(root.path()).arg("apply"));
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("-p builtin:openfaas-swarm") && out.stderr.contains("never falls back"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("-p builtin:openfaas-swarm") && out.stderr.contains("never falls back"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -87,7 +91,8 @@ fn dropins_layer_over_the_system_profile() {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(root.path().join("etc/vakt/profile.d")).expect("mkdir");
     std::fs::write(root.path().join("etc/vakt/profile.toml"), "[watch]\nsteal_warn = 20.0\n").expect("base");
-    std::fs::write(root.path().join("etc/vakt/profile.d/50-site.toml"), "[watch]\nsteal_warn = 30.0\n").expect("dropin");
+    std::fs::write(root.path().join("etc/vakt/profile.d/50-site.toml"), "[watch]\nsteal_warn = 30.0\n")
+        .expect("dropin");
     let out = run(vakt().arg("--root").arg(root.path()).args(["profile", "show"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("steal_warn = 30.0"), "{}", out.stdout);
@@ -109,20 +114,28 @@ fn a_profile_others_can_write_is_refused_as_root() {
 #[test]
 fn output_formats() {
     let fixture = repo("tests/fixtures/hosts/kvm-nvme");
-    let base = |fmt: &str| run(vakt().arg("--root").arg(&fixture).args(["check", "--only", "host,firewall", "--format", fmt]));
+    let base =
+        |fmt: &str| run(vakt().arg("--root").arg(&fixture).args(["check", "--only", "host,firewall", "--format", fmt]));
     let json = json(&base("json"));
     assert_eq!(json["schema"], 1);
     assert_eq!(json["summary"]["ok"], 4);
     assert_eq!(status_of(&json, "firewall"), "unknown", "no ufw in the fixture: could not verify");
     let junit = base("junit").stdout;
-    assert!(junit.starts_with("<?xml") && junit.contains("<testsuite name=\"host\" tests=\"4\" failures=\"0\""), "{junit}");
+    assert!(
+        junit.starts_with("<?xml") && junit.contains("<testsuite name=\"host\" tests=\"4\" failures=\"0\""),
+        "{junit}"
+    );
     assert!(junit.contains("<error message=\"firewall could not be observed\">"), "{junit}");
     let prom = base("prometheus").stdout;
     assert!(prom.contains("vakt_check_ok{resource=\"host\",id=\"host.hypervisor\",status=\"ok\"} 1"), "{prom}");
     assert!(prom.contains("vakt_check_findings{status=\"unknown\"} 1"), "{prom}");
     let text = run(vakt().arg("--root").arg(&fixture).args(["--color", "always", "check", "--only", "host"]));
     assert!(text.stdout.contains("\x1b[32mok"), "colour when asked");
-    assert!(text.stdout.lines().last().is_some_and(|l| l.starts_with("summary: 4 ok") && l.ends_with(" ms")), "{}", text.stdout);
+    assert!(
+        text.stdout.lines().last().is_some_and(|l| l.starts_with("summary: 4 ok") && l.ends_with(" ms")),
+        "{}",
+        text.stdout
+    );
     let plain = run(vakt().arg("--root").arg(&fixture).args(["check", "--only", "host"]));
     assert!(!plain.stdout.contains('\x1b'), "no colour on a pipe");
 }

@@ -445,13 +445,19 @@ mod tests {
 
     /// Every key of the schema, as (section, key), from the serialized defaults.
     fn schema_keys() -> Vec<(String, String)> {
-        let mut docker = raw::RawDocker::default();
-        docker.host = Some("unix:///var/run/docker.sock".into());
-        let mut watch = raw::RawWatch::default();
-        watch.metrics = Some("127.0.0.1:9477".into());
-        watch.check_every = Some("15m".into());
+        let docker = raw::RawDocker { host: Some("unix:///var/run/docker.sock".into()), ..Default::default() };
+        let watch = raw::RawWatch {
+            metrics: Some("127.0.0.1:9477".into()),
+            check_every: Some("15m".into()),
+            ..Default::default()
+        };
         let mut firewall = raw::RawFirewall::default();
-        firewall.allow.push(raw::RawRule { port: raw::RawPort::Number(22), proto: "tcp".into(), from: "any".into(), comment: Some("ssh".into()) });
+        firewall.allow.push(raw::RawRule {
+            port: raw::RawPort::Number(22),
+            proto: "tcp".into(),
+            from: "any".into(),
+            comment: Some("ssh".into()),
+        });
         let all = RawProfile {
             host: Some(Default::default()),
             packages: Some(Default::default()),
@@ -487,7 +493,10 @@ mod tests {
             let start = docs.find(&heading).unwrap_or_else(|| panic!("docs/profile.md has no {heading}"));
             let block = &docs[start..];
             let end = block[heading.len()..].find("\n## ").map_or(block.len(), |e| e + heading.len());
-            assert!(block[..end].contains(&format!("| `{key}` |")), "docs/profile.md does not document `{key}` under {heading}");
+            assert!(
+                block[..end].contains(&format!("| `{key}` |")),
+                "docs/profile.md does not document `{key}` under {heading}"
+            );
         }
     }
 

@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn normal_interval() {
         let a = stat(&["cpu0 100 0 50 800 10 0 0 0 0 0", "cpu1 100 0 50 800 10 0 0 0 0 0"]);
-        let b = stat(&["cpu0 150 0 70 920 20 0 0 0 0 0", "cpu1 120 0 60 1010 10 0 0 0 0 0"]);
+        let b = stat(&["cpu0 150 0 70 920 20 0 0 0 0 0", "cpu1 120 0 60 970 10 0 0 0 0 0"]);
         let u = usage(&a, &b, 2.0);
         assert_eq!(u.system.total, 400);
         assert_eq!(u.system.iowait, 10);
