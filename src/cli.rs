@@ -76,6 +76,9 @@ pub struct CheckArgs {
     pub select: Selection,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also write the result as Prometheus text to PATH, atomically (node_exporter's textfile collector)
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
+
 use crate::cli::{CheckArgs, Cli};
 use crate::engine::{self, Report};
 use crate::host::Host;
@@ -20,5 +22,10 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> anyhow::Result<u8> {
     let host = Host::new(&cli.root);
     let report = audit(&host, &profile, &args.select.only)?;
     print!("{}", crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)));
+    if let Some(path) = &args.textfile {
+        let text = crate::report::render(&report, crate::cli::Format::Prometheus, super::text_style(cli, false));
+        crate::fsutil::write_atomic(path, text.as_bytes(), false)
+            .with_context(|| format!("failed to write the textfile {}", path.display()))?;
+    }
     Ok(report.summary.exit_code())
 }
