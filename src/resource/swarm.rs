@@ -33,7 +33,8 @@ impl<'p> Swarm<'p> {
 }
 
 fn resolve(host: &Host, want: &Advertise) -> Result<(IpAddr, String), String> {
-    let addrs = if host.is_live() { netaddr::interface_addresses() } else { Vec::new() };
+    // Interfaces are the kernel's, whatever the root; only /proc/net/route is a path.
+    let addrs = netaddr::interface_addresses();
     match want {
         Advertise::Ip(ip) => Ok((*ip, "given in the profile".into())),
         Advertise::Interface(name) => netaddr::address_of(name, &addrs)

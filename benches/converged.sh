@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs inside a private network and mount namespace (started by benches/bench.sh): builds a
+# host tree T whose ufw state, Docker engine, nginx and /run are private, converges it with
+# `vakt apply`, and times check / no-op apply with hyperfine. Nothing of the real host changes.
+set -euo pipefail
+T=$1; VAKT=$2; RUNS=$3; OUT=$4
+mkdir -p "$T/etc/default" "$T/run" "$T/etc/nginx" "$T/etc/docker" "$T/etc/ssh" "$T/var/lib/dpkg"
+cp -a /etc/ufw "$T/etc/ufw"
+for f in user.rules user6.rules ufw.conf; do cp /usr/share/ufw/$f "$T/etc/ufw/$f"; done
+cp /etc/default/ufw "$T/etc/default/ufw"
+cp /etc/nginx/mime.types "$T/etc/nginx/"
+printf 'Port 22\n' > "$T/etc/ssh/sshd_config"
+ln -s /proc "$T/proc"; ln -s /sys "$T/sys"
+mount --bind "$T/etc/ufw" /etc/ufw
+mount --bind "$T/etc/default/ufw" /etc/default/ufw
+mount --bind "$T/run" /run
+mkdir -p /run/docker
+ip link set lo up
+ip link add vkb0 type veth peer name vkb1
+ip addr add 10.250.0.2/24 dev vkb0; ip link set vkb0 up; ip link set vkb1 up
+ip route add default via 10.250.0.1 dev vkb0
+
+cat > "$T/profile.toml" <<PROFILE
+[firewall]
+[[firewall.allow]]
+port = 22
+[[firewall.allow]]
+port = 80
+[[firewall.allow]]
+port = 8080
+[[firewall.allow]]
+port = 2377
+[docker]
+storage_driver = "overlay2"
+host = "unix://$T/docker.sock"
+restart = false
+[swarm]
+advertise_addr = "vkb0"
+[nginx]
+listen = "127.0.0.1:18080"
+error_log = "$T/nginx-error.log"
+access_log = "$T/nginx-access.log"
+PROFILE
+P="$T/profile.toml"
+
+echo '{"storage-driver": "overlay2"}' > "$T/etc/docker/daemon.json"
+dockerd --data-root "$T/data" --exec-root "$T/exec" --pidfile "$T/docker.pid" --host "unix://$T/docker.sock" \
+  --config-file "$T/etc/docker/daemon.json" --iptables=false >"$T/dockerd.log" 2>&1 &
+for i in $(seq 1 150); do curl -sf --unix-socket "$T/docker.sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.2; done
+
+# First apply, timed once, and the same firewall steps with plain ufw in a fresh copy.
+start=$(date +%s%N)
+"$VAKT" --root "$T" apply -p "$P" -q > "$T/first-apply.txt" || { cat "$T/first-apply.txt"; exit 1; }
+end=$(date +%s%N)
+echo "first apply (firewall, docker file, swarm init, nginx): $(( (end-start)/1000000 )) ms" >> "$OUT"
+nginx -c "$T/etc/nginx/nginx.conf"
+
+hyperfine -N --warmup 3 --runs "$RUNS" --style basic --export-json "$T/check.json" \
+  -n "check (firewall, docker, swarm, nginx)" "$VAKT --root $T check -p $P -q" \
+  -n "check --only firewall" "$VAKT --root $T check -p $P -q --only firewall" \
+  -n "check --only docker,swarm" "$VAKT --root $T check -p $P -q --only docker,swarm" \
+  -n "check --only nginx (with nginx -t)" "$VAKT --root $T check -p $P -q --only nginx" \
+  -n "apply, no-op" "$VAKT --root $T apply -p $P -q" > "$T/hyperfine.txt"
+python3 - "$T/check.json" >> "$OUT" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    t = sorted(r["times"])
+    print(f"{r['command']}: median {r['median']*1000:.1f} ms (min {t[0]*1000:.1f}, max {t[-1]*1000:.1f}, {len(t)} runs)")
+PY
+
+# The article's firewall with plain ufw commands, on a fresh ufw state, for comparison.
+cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules "$T/etc/ufw/"; cp /usr/share/ufw/ufw.conf "$T/etc/ufw/"
+start=$(date +%s%N)
+for p in 22 80 8080 2377; do ufw allow $p/tcp >/dev/null; done; ufw --force enable >/dev/null
+end=$(date +%s%N)
+echo "plain ufw: 4 allows + enable: $(( (end-start)/1000000 )) ms" >> "$OUT"
+cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules "$T/etc/ufw/"; cp /usr/share/ufw/ufw.conf "$T/etc/ufw/"
+start=$(date +%s%N)
+"$VAKT" --root "$T" apply -p "$P" -q --only firewall >/dev/null
+end=$(date +%s%N)
+echo "vakt apply --only firewall, same steps: $(( (end-start)/1000000 )) ms" >> "$OUT"
+
+nginx -s quit -c "$T/etc/nginx/nginx.conf" || true
+kill "$(cat "$T/docker.pid")"; sleep 2
