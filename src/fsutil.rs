@@ -21,6 +21,7 @@ pub fn write_atomic(path: &Path, content: &[u8], keep_previous: bool) -> anyhow:
         let previous = fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
         let backup = backup_path(path);
         replace(dir, &backup, &previous, old.as_ref())?;
+        crate::failpoint::hit("write-after-backup");
     }
     replace(dir, path, content, old.as_ref())
 }
@@ -36,6 +37,7 @@ fn replace(dir: &Path, path: &Path, content: &[u8], like: Option<&fs::Metadata>)
         .prefix(".vakt-")
         .tempfile_in(dir)
         .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
+    crate::failpoint::hit("write-before-temp");
     let written = tmp
         .write_all(content)
         .and_then(|()| tmp.as_file().sync_all())
@@ -48,7 +50,9 @@ fn replace(dir: &Path, path: &Path, content: &[u8], like: Option<&fs::Metadata>)
         // Only root can give a file away; as another user the file stays ours.
         let _ = std::os::unix::fs::chown(tmp.path(), Some(m.uid()), Some(m.gid()));
     }
+    crate::failpoint::hit("write-before-rename");
     tmp.persist(path).with_context(|| format!("failed to rename a temporary file onto {}", path.display()))?;
+    crate::failpoint::hit("write-after-rename");
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("failed to sync directory {}", dir.display()))?;
@@ -83,7 +87,10 @@ fn lock_with_bound(path: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {
         .with_context(|| format!("failed to open the apply lock {}", path.display()))?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(guard) => return Ok(ApplyLock { _guard: guard }),
+            Ok(guard) => {
+                crate::failpoint::hit("apply-locked");
+                return Ok(ApplyLock { _guard: guard });
+            }
             Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
                 if !told {
                     eprintln!(

@@ -1,25 +1,12 @@
 //! vakt: provision, audit and watch a self-hosted KVM server from one TOML profile.
 
-mod cli;
-mod cmd;
-mod engine;
-mod engine_api;
-mod error;
-mod fsutil;
-mod host;
-mod logging;
-mod profile;
-mod report;
-mod resource;
-mod runner;
-mod watch;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
-use crate::error::{Invalid, exit};
+use vakt::cli::{Cli, Command};
+use vakt::error::{Invalid, exit};
+use vakt::{cmd, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -285,6 +285,7 @@ impl Resource for Docker<'_> {
 }
 
 fn restart_docker(host: &Host) -> anyhow::Result<()> {
+    crate::failpoint::hit("docker-restart");
     let out = host.runner.run(&["systemctl", "restart", "docker"], &[], std::time::Duration::from_secs(120))?;
     if out.success {
         return Ok(());

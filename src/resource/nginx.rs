@@ -164,6 +164,7 @@ fn workers(host: &Host, master: u32) -> BTreeSet<u32> {
 
 impl Nginx<'_> {
     fn reload(&self, host: &Host, path: &Path, master: u32) -> anyhow::Result<()> {
+        crate::failpoint::hit("nginx-reload");
         let before = workers(host, master);
         let config = path.display().to_string();
         if host.has_systemd() {

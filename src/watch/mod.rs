@@ -22,6 +22,33 @@ use cpu::{CpuSample, Usage};
 use psi::Pressure;
 use window::{Alarm, Transition, Window};
 
+/// One structured event with every figure as a `VAKT_*` journald field.
+macro_rules! figures_event {
+    ($level:expr, $id:expr, $r:expr, $s:expr, $line:expr, $interval:expr) => {{
+        let (r, s): (&Reading, &Sample) = ($r, $s);
+        let u = &r.usage;
+        let psi = |i: usize| s.pressure[i].map_or(-1.0, |p| p.some.avg10);
+        tracing::event!(
+            $level,
+            MESSAGE_ID = $id,
+            VAKT_STEAL_PCT = u.system.steal_pct(),
+            VAKT_IOWAIT_PCT = u.system.iowait_pct(),
+            VAKT_STEAL_WINDOW_PCT = r.window_steal,
+            VAKT_IOWAIT_WINDOW_PCT = r.window_iowait,
+            VAKT_WORST_STEAL_CPU = u.worst_steal.map_or(-1, |w| i64::from(w.0)),
+            VAKT_WORST_STEAL_PCT = u.worst_steal.map_or(0.0, |w| w.1),
+            VAKT_WORST_IOWAIT_CPU = u.worst_iowait.map_or(-1, |w| i64::from(w.0)),
+            VAKT_WORST_IOWAIT_PCT = u.worst_iowait.map_or(0.0, |w| w.1),
+            VAKT_PSI_CPU_SOME_AVG10 = psi(0),
+            VAKT_PSI_IO_SOME_AVG10 = psi(1),
+            VAKT_PSI_MEMORY_SOME_AVG10 = psi(2),
+            VAKT_INTERVAL_MS = $interval.as_millis() as u64,
+            "{}",
+            $line
+        )
+    }};
+}
+
 /// One fixed journald MESSAGE_ID per event type (`journalctl MESSAGE_ID=...`).
 pub mod message_id {
     pub const STARTED: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d10";
@@ -205,7 +232,8 @@ async fn serve(spec: Option<String>, root: PathBuf, mut profile: Profile, settin
     let mut pinger = tokio::time::interval(ping_every);
     let mut audit = tokio::time::interval(settings.check_every.unwrap_or(Duration::from_secs(86_400 * 365)));
     audit.tick().await;
-    let mut summary = tokio::time::interval(Duration::from_secs(60).max(settings.window));
+    // A summary at info once per window; single samples are debug.
+    let mut summary = tokio::time::interval(settings.window);
     summary.tick().await;
 
     tracing::info!(
@@ -219,7 +247,7 @@ async fn serve(spec: Option<String>, root: PathBuf, mut profile: Profile, settin
     let mut progressed = false;
     let mut ready = false;
     let mut psi_told = false;
-    let mut last: Option<String> = None;
+    let mut last: Option<(Reading, Sample, String)> = None;
     loop {
         tokio::select! {
             Some(result) = rx.recv() => {
@@ -240,7 +268,7 @@ async fn serve(spec: Option<String>, root: PathBuf, mut profile: Profile, settin
                     notify(&[sd_notify::NotifyState::Ready]);
                     ready = true;
                 }
-                last = Some(line);
+                last = Some((reading, sample, line));
                 progressed = true;
             }
             _ = pinger.tick() => {
@@ -252,8 +280,8 @@ async fn serve(spec: Option<String>, root: PathBuf, mut profile: Profile, settin
                 progressed = false;
             }
             _ = summary.tick() => {
-                if let Some(line) = &last {
-                    tracing::info!(MESSAGE_ID = message_id::SUMMARY, "{line}");
+                if let Some((reading, sample, line)) = &last {
+                    figures_event!(tracing::Level::INFO, message_id::SUMMARY, reading, sample, line, monitor.settings.interval);
                 }
             }
             _ = audit.tick(), if monitor.settings.check_every.is_some() => {
@@ -284,24 +312,7 @@ async fn serve(spec: Option<String>, root: PathBuf, mut profile: Profile, settin
 }
 
 fn report_sample(r: &Reading, s: &Sample, line: &str, interval: Duration) {
-    let u = &r.usage;
-    let psi = |i: usize| s.pressure[i].map_or(-1.0, |p| p.some.avg10);
-    tracing::debug!(
-        MESSAGE_ID = message_id::SAMPLE,
-        VAKT_STEAL_PCT = u.system.steal_pct(),
-        VAKT_IOWAIT_PCT = u.system.iowait_pct(),
-        VAKT_STEAL_WINDOW_PCT = r.window_steal,
-        VAKT_IOWAIT_WINDOW_PCT = r.window_iowait,
-        VAKT_WORST_STEAL_CPU = u.worst_steal.map_or(-1, |w| i64::from(w.0)),
-        VAKT_WORST_STEAL_PCT = u.worst_steal.map_or(0.0, |w| w.1),
-        VAKT_WORST_IOWAIT_CPU = u.worst_iowait.map_or(-1, |w| i64::from(w.0)),
-        VAKT_WORST_IOWAIT_PCT = u.worst_iowait.map_or(0.0, |w| w.1),
-        VAKT_PSI_CPU_SOME_AVG10 = psi(0),
-        VAKT_PSI_IO_SOME_AVG10 = psi(1),
-        VAKT_PSI_MEMORY_SOME_AVG10 = psi(2),
-        VAKT_INTERVAL_MS = interval.as_millis() as u64,
-        "{line}"
-    );
+    figures_event!(tracing::Level::DEBUG, message_id::SAMPLE, r, s, line, interval);
     for (kind, t) in &r.transitions {
         match (*kind, t) {
             ("steal", Transition::Raised) => tracing::warn!(
