@@ -115,6 +115,12 @@ pub trait Resource: Sync {
     fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
     fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
     fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
+
+    /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine
+    /// that cannot be reached), rather than as unknown (a fact vakt cannot see).
+    fn unknown_fails_apply(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +153,20 @@ pub trait Managed: Sync {
     fn converge(&self, host: &Host) -> ResourceReport;
 }
 
+trait FailUnknowns {
+    fn fail_unknowns(&self, report: &mut ResourceReport);
+}
+
+impl<R: Resource> FailUnknowns for R {
+    fn fail_unknowns(&self, report: &mut ResourceReport) {
+        if self.unknown_fails_apply() {
+            for f in report.findings.iter_mut().filter(|f| f.status == Status::Unknown) {
+                f.status = Status::Failed;
+            }
+        }
+    }
+}
+
 impl<R: Resource> Managed for R {
     fn id(&self) -> &'static str {
         Resource::id(self)
@@ -170,6 +190,7 @@ impl<R: Resource> Managed for R {
         let plan = self.plan(&observed);
         let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
         if plan.actions.is_empty() {
+            self.fail_unknowns(&mut report);
             return report;
         }
         if let Err(e) = self.apply(host, &observed, plan.actions) {
@@ -193,6 +214,7 @@ impl<R: Resource> Managed for R {
                 _ => Status::Failed,
             };
         }
+        self.fail_unknowns(&mut report);
         report
     }
 }

@@ -125,6 +125,7 @@ fn explain(e: &bollard::errors::Error) -> String {
         bollard::errors::Error::DockerResponseServerError { status_code, message } => {
             format!("HTTP {status_code}: {message}")
         }
+        bollard::errors::Error::RequestTimeoutError => format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
         other => {
             let text = other.to_string();
             if text.contains("Permission denied") {

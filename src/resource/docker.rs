@@ -132,6 +132,10 @@ impl Resource for Docker<'_> {
         "docker"
     }
 
+    fn unknown_fails_apply(&self) -> bool {
+        true
+    }
+
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
         let path = host.path(DAEMON_JSON);
         let file = match std::fs::read_to_string(&path) {

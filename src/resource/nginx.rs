@@ -22,12 +22,21 @@ pub struct Observed {
     current: Option<String>,
     rendered: String,
     /// `nginx -t` on the rendered file, staged beside copies of the live config directory.
-    validation: Result<(), String>,
+    validation: Result<(), Invalid>,
     master: Option<u32>,
 }
 
 #[derive(Debug)]
 pub struct WriteConfig(String);
+
+/// Why the rendered config was not accepted.
+#[derive(Debug)]
+pub enum Invalid {
+    /// `nginx -t` ran and refused it, with nginx's own message.
+    Rejected(String),
+    /// `nginx -t` could not run (nginx missing, no staging directory).
+    NotRun(String),
+}
 
 pub struct Nginx<'p> {
     want: &'p Wanted,
@@ -121,12 +130,12 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
 /// Runs `nginx -t` on `content` staged in a fresh directory beside symlinks to everything
 /// else in the live config directory, so relative includes resolve exactly as they would
 /// live, and the live directory is not touched.
-fn validate(host: &Host, live: &Path, content: &str) -> Result<(), String> {
-    let dir = live.parent().ok_or("the nginx config has no directory")?;
+fn validate(host: &Host, live: &Path, content: &str) -> Result<(), Invalid> {
+    let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
     let stage = tempfile::Builder::new()
         .prefix("vakt-nginx-")
         .tempdir()
-        .map_err(|e| format!("failed to create a staging directory: {e}"))?;
+        .map_err(|e| Invalid::NotRun(format!("failed to create a staging directory: {e}")))?;
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.filter_map(|e| e.ok()) {
             if e.file_name() != live.file_name().unwrap_or_default() {
@@ -135,12 +144,13 @@ fn validate(host: &Host, live: &Path, content: &str) -> Result<(), String> {
         }
     }
     let staged = stage.path().join("nginx.conf");
-    std::fs::write(&staged, content).map_err(|e| format!("failed to stage {}: {e}", staged.display()))?;
+    std::fs::write(&staged, content)
+        .map_err(|e| Invalid::NotRun(format!("failed to stage {}: {e}", staged.display())))?;
     let staged = staged.display().to_string();
     match host.runner.run(&["nginx", "-t", "-q", "-c", &staged], &[], NGINX_TIMEOUT) {
         Ok(out) if out.success => Ok(()),
-        Ok(out) => Err(out.stderr.trim().replace(&staged, &live.display().to_string())),
-        Err(e) => Err(format!("{e:#}")),
+        Ok(out) => Err(Invalid::Rejected(out.stderr.trim().replace(&staged, &live.display().to_string()))),
+        Err(e) => Err(Invalid::NotRun(format!("{e:#}"))),
     }
 }
 
@@ -220,7 +230,7 @@ impl Resource for Nginx<'_> {
         let shown = o.path.display();
         let id = "nginx.config";
         let title = format!("{shown} is the gateway proxy rendered from the profile");
-        if let Err(e) = &o.validation {
+        if let Err(Invalid::Rejected(e)) = &o.validation {
             let mut f = Finding::new(
                 id,
                 format!("nginx -t rejects the config rendered from the profile; {shown} is left as it is"),
@@ -228,6 +238,10 @@ impl Resource for Nginx<'_> {
             );
             f.evidence.push(e.clone());
             plan.pass(f);
+        } else if let Err(Invalid::NotRun(e)) = &o.validation {
+            // Nothing is written without a successful validation.
+            let title = format!("{shown} cannot be validated, so it is not managed now");
+            plan.pass(Finding::unknown(id, title, e.clone()));
         } else if o.current.as_deref() == Some(o.rendered.as_str()) {
             plan.pass(Finding::ok(id, title).with_evidence("nginx -t passes"));
         } else {

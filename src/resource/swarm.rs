@@ -55,6 +55,10 @@ impl Resource for Swarm<'_> {
         "swarm"
     }
 
+    fn unknown_fails_apply(&self) -> bool {
+        true
+    }
+
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
         let engine = Engine::connect(&host.docker_socket(self.docker_host))
             .and_then(|e| e.facts())
