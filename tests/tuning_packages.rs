@@ -76,6 +76,8 @@ fn fixture(docker: bool) -> tempfile::TempDir {
     w("sys/block/nvme0n1/queue/scheduler", "[mq-deadline] none kyber\n");
     w("sys/block/nvme1n1/queue/scheduler", "[none] mq-deadline\n");
     w("sys/block/vda/queue/scheduler", "[mq-deadline] none\n");
+    w("sys/block/nvme0c0n1/queue/scheduler", "[mq-deadline] none\n");
+    w("sys/block/nvme0c0n1/hidden", "1\n");
     if docker {
         std::fs::create_dir_all(dir.path().join("sys/class/net/docker0")).expect("docker0");
     }

@@ -228,7 +228,6 @@ pub fn load(spec: Option<&str>, root: &Path, fallback: bool) -> anyhow::Result<P
 }
 
 /// Parses and validates profile text; `name` is used in messages.
-#[cfg(test)]
 pub fn parse(name: &str, text: &str) -> anyhow::Result<Profile> {
     from_documents(&[Document { name: name.into(), text: text.into() }])
 }

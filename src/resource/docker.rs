@@ -364,3 +364,47 @@ mod tests {
         assert!(flags_for("labels").contains(&"--label".to_string()));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9 ./-]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z-]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn map() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map("[a-z-]{1,10}", json_value(), 0..8).prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn unowned_keys_always_survive(existing in map(), owned in map()) {
+            let merged = merge(&existing, &owned);
+            for (k, v) in &existing {
+                if !owned.contains_key(k) {
+                    prop_assert_eq!(merged.get(k), Some(v));
+                }
+            }
+            for (k, v) in &owned {
+                prop_assert_eq!(merged.get(k), Some(v));
+            }
+            prop_assert_eq!(merged.len(), existing.keys().chain(owned.keys()).collect::<std::collections::BTreeSet<_>>().len());
+            // What is written parses back to the same map.
+            prop_assert_eq!(parse_daemon_json(&render(&merged)).ok(), Some(merged));
+        }
+    }
+}

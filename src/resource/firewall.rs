@@ -430,3 +430,146 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A model of what the ufw commands vakt plans do to ufw's state.
+    fn run_model(o: &mut Observed, argv: &[String]) {
+        let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
+        match words.get(1).copied() {
+            Some("allow") => {
+                let proto = after("proto").unwrap_or("any");
+                let src = after("from").unwrap_or("any");
+                let port = after("port").unwrap_or("any");
+                let fams: Vec<bool> = match src {
+                    "any" => {
+                        if o.ipv6 {
+                            vec![false, true]
+                        } else {
+                            vec![false]
+                        }
+                    }
+                    s => vec![s.contains(':')],
+                };
+                for v6 in fams {
+                    let t = Tuple {
+                        action: "allow".into(),
+                        proto: proto.into(),
+                        dport: port.into(),
+                        dst: any_net(v6).into(),
+                        sport: "any".into(),
+                        src: if src == "any" { any_net(v6).into() } else { src.into() },
+                        direction: "in".into(),
+                        v6,
+                        foreign: false,
+                    };
+                    if !o.rules.contains(&t) {
+                        o.rules.push(t);
+                    }
+                }
+            }
+            Some("delete") => {
+                let action = words[2];
+                let proto = after("proto").unwrap_or("any");
+                let from_at = words.iter().position(|w| *w == "from").unwrap_or(0);
+                let to_at = words.iter().position(|w| *w == "to").unwrap_or(0);
+                let src = words[from_at + 1];
+                let dst = words[to_at + 1];
+                let sport = if words.get(from_at + 2) == Some(&"port") { words[from_at + 3] } else { "any" };
+                let dport = if words.get(to_at + 2) == Some(&"port") { words[to_at + 3] } else { "any" };
+                o.rules.retain(|t| {
+                    let net = |w: &str| if w == "any" { any_net(t.v6).to_string() } else { w.to_string() };
+                    !(t.action == action
+                        && t.proto == proto
+                        && t.src == net(src)
+                        && t.dst == net(dst)
+                        && t.sport == sport
+                        && t.dport == dport
+                        && !t.foreign)
+                });
+            }
+            Some("default") => {
+                let p = Policy::parse(words[2]);
+                match words[3] {
+                    "incoming" => o.incoming = p,
+                    "outgoing" => o.outgoing = p,
+                    _ => o.routed = p,
+                }
+            }
+            Some("--force") => o.enabled = true,
+            Some("disable") => o.enabled = false,
+            _ => panic!("unmodelled command {argv:?}"),
+        }
+    }
+
+    fn rule() -> impl Strategy<Value = (u16, u8, u8)> {
+        (prop::sample::select(vec![80u16, 443, 2377, 8080]), 0u8..3, 0u8..3)
+    }
+
+    fn tuple() -> impl Strategy<Value = Tuple> {
+        (
+            prop::sample::select(vec!["22", "80", "443", "5432"]),
+            prop::sample::select(vec!["tcp", "udp", "any"]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(port, proto, v6, limited, foreign)| Tuple {
+                action: "allow".into(),
+                proto: proto.into(),
+                dport: port.into(),
+                dst: any_net(v6).into(),
+                sport: "any".into(),
+                src: if limited {
+                    (if v6 { "2001:db8::/32" } else { "10.0.0.0/8" }).into()
+                } else {
+                    any_net(v6).into()
+                },
+                direction: "in".into(),
+                v6,
+                foreign,
+            })
+    }
+
+    fn policy() -> impl Strategy<Value = Option<Policy>> {
+        prop::sample::select(vec![Some(Policy::Allow), Some(Policy::Deny), Some(Policy::Reject), None])
+    }
+
+    proptest! {
+        #[test]
+        fn applying_the_plan_from_any_state_reaches_the_profile(
+            rules in prop::collection::vec(rule(), 0..5),
+            existing in prop::collection::vec(tuple(), 0..8),
+            prune in any::<bool>(), enabled in any::<bool>(), ipv6 in any::<bool>(),
+            incoming in policy(), outgoing in policy(), routed in policy(),
+        ) {
+            let mut text = format!("[firewall]\nprune = {prune}\n[[firewall.allow]]\nport = 22\n");
+            for (port, proto, from) in rules {
+                let proto = ["tcp", "udp", "both"][proto as usize];
+                let from = ["any", "10.0.0.0/8", "2001:db8::/32"][from as usize];
+                text.push_str(&format!("[[firewall.allow]]\nport = {port}\nproto = \"{proto}\"\nfrom = \"{from}\"\n"));
+            }
+            let want = crate::profile::parse("t", &text).expect("valid").firewall.expect("firewall");
+            let fw = Firewall::new(&want, vec![]);
+            let mut state = Observed {
+                enabled, ipv6, incoming, outgoing, routed,
+                rules: existing.into_iter().filter(|t| ipv6 || !t.v6).collect(),
+                ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
+                docker_present: false,
+            };
+            let plan = fw.plan(&state);
+            for Action::Run(argv) in plan.actions {
+                run_model(&mut state, &argv);
+            }
+            let again = fw.plan(&state);
+            prop_assert!(again.actions.is_empty(), "still planned: {:?}", again.findings.iter().filter_map(|f| f.change.clone()).collect::<Vec<_>>());
+            if prune {
+                prop_assert!(state.rules.iter().all(|t| t.foreign || want.allow.iter().any(|r| t.matches(r))), "extras left: {:?}", state.rules);
+            }
+        }
+    }
+}

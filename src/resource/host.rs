@@ -324,14 +324,15 @@ pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
     verdict(overall, evidence)
 }
 
-struct Mount {
-    point: String,
-    dev: String,
-    fstype: String,
-    source: String,
+pub struct Mount {
+    pub point: String,
+    pub dev: String,
+    pub fstype: String,
+    pub source: String,
 }
 
-fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
+/// The mount holding `path`: the longest mount-point prefix in a mountinfo table.
+pub fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
     let mut best: Option<Mount> = None;
     for line in mountinfo.lines() {
         let (left, right) = line.split_once(" - ")?;

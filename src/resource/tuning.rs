@@ -98,6 +98,10 @@ impl Resource for Tuning<'_> {
                 .collect();
             names.sort();
             for name in names {
+                // Multipath controller paths (nvme0c0n1) are hidden; their namespace is the device.
+                if host.read_opt(format!("/sys/block/{name}/hidden")).as_deref() == Some("1") {
+                    continue;
+                }
                 if let Some(text) = host.read_opt(format!("/sys/block/{name}/queue/scheduler")) {
                     let (current, all) = parse_scheduler(&text);
                     nvme.push((name, current, all));

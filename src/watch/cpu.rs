@@ -181,3 +181,29 @@ mod tests {
         assert_eq!(s.per_cpu[&0], [1, 2, 3, 4, 0, 0, 0, 0]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn times() -> impl Strategy<Value = Times> {
+        prop::array::uniform8(prop_oneof![any::<u64>(), 0u64..10_000])
+    }
+
+    proptest! {
+        #[test]
+        fn shares_stay_within_0_and_100(a in prop::collection::vec(times(), 1..4), b in prop::collection::vec(times(), 1..4), secs in 0.0f64..100.0) {
+            let sample = |v: &Vec<Times>| CpuSample { per_cpu: v.iter().enumerate().map(|(i, t)| (i as u32, *t)).collect() };
+            let u = usage(&sample(&a), &sample(&b), secs);
+            for p in [u.system.steal_pct(), u.system.iowait_pct(), u.worst_steal.map_or(0.0, |w| w.1), u.worst_iowait.map_or(0.0, |w| w.1)] {
+                prop_assert!((0.0..=100.0).contains(&p), "{p}");
+            }
+        }
+
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_stat(&text);
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! `vakt watch`: samples CPU steal, I/O wait and pressure, raises and clears alarms with
 //! hysteresis, and reports to journald, systemd (sd_notify) and Prometheus.
 
-mod cpu;
+pub mod cpu;
 mod metrics;
-mod psi;
+pub mod psi;
 mod window;
 
 use std::path::{Path, PathBuf};

@@ -29,7 +29,7 @@ echo vakt-vm > "$rootfs/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 vakt-vm\n' > "$rootfs/etc/hosts"
 echo 'root:vakt' | chroot "$rootfs" chpasswd
 mkdir -p "$rootfs/etc/systemd/network"
-printf '[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n' > "$rootfs/etc/systemd/network/10-eth0.network"
+printf '[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n# The isolated QEMU user network offers no router: a default route as on a real server.\nGateway=10.0.2.2\n' > "$rootfs/etc/systemd/network/10-eth0.network"
 chroot "$rootfs" systemctl enable systemd-networkd systemd-networkd-wait-online >/dev/null 2>&1
 install -m 644 "$here/vmtest.service" "$rootfs/etc/systemd/system/vmtest.service"
 chroot "$rootfs" systemctl enable vmtest.service >/dev/null 2>&1

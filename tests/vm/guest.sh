@@ -10,6 +10,7 @@ SAMPLE_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d11
 SUMMARY_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d12
 
 echo "== first boot"
+ip -br addr; ip route; networkctl --no-pager status eth0 2>&1 | head -20
 result=$(systemctl show -p Result --value vakt-provision.service)
 active=$(systemctl show -p ActiveState --value vakt-provision.service)
 [ "$result/$active" = "success/active" ] && ok "vakt-provision.service succeeded" || { fail "vakt-provision.service: $result/$active"; journalctl -u vakt-provision --no-pager | tail -40; }
@@ -29,7 +30,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/)
 [ "$code" = 502 ] && ok "nginx proxies to the (absent) gateway: 502" || fail "nginx answered $code"
 check "sysctl persisted" grep -q "net.ipv4.ip_forward = 1" /etc/sysctl.d/60-vakt.conf
 sched=$(cat /sys/block/nvme0n1/queue/scheduler)
-echo "$sched" | grep -q '\[none\]' && ok "nvme0n1 scheduler none" || fail "nvme0n1 scheduler: $sched"
+echo "$sched" | grep -qE '(^|\[)none(\]|$)' && ok "nvme0n1 scheduler none" || fail "nvme0n1 scheduler: $sched"
 
 echo "== a second run changes nothing"
 systemctl restart vakt-provision.service
@@ -51,7 +52,7 @@ vakt check -p builtin:openfaas-swarm --only host --format json > /tmp/article.js
 if [ "$virt" = kvm ]; then
   ok "(running under KVM: the article's profile passes)"
 else
-  grep -B1 -A1 '"id": "host.hypervisor"' /tmp/article.json | grep -q '"status": "drift"' && ok "the article's profile reports $virt as drift (it wants kvm)" || fail "article profile: $(grep -A2 host.hypervisor /tmp/article.json)"
+  grep -A2 '"id": "host.hypervisor"' /tmp/article.json | grep -q '"status": "drift"' && ok "the article's profile reports $virt as drift (it wants kvm)" || fail "article profile: $(grep -A2 host.hypervisor /tmp/article.json)"
 fi
 
 echo "== watchdog"
