@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need, proves the host's own
 # firewall, ufw, nginx and Docker configuration are left byte-identical, and runs every tier:
-# lints, unit tests, fixture-tree tests and system tests against real ufw/iptables, dockerd,
-# nginx, journald, node_exporter and the kernel, each started privately by the tests.
+# lints; unit, property, fixture-tree and system tests against real ufw/iptables, dockerd,
+# nginx, journald, node_exporter and the kernel, each started privately; crash safety with
+# the test-only failpoints; cargo deny; the benchmark and fuzzing suites in smoke mode; and
+# the VM end-to-end test. VAKT_QUICK=1 skips the last four outside CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd)
+packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3)
 
 install_missing() {
   local missing=()
@@ -43,10 +45,27 @@ before=$(host_state)
 
 echo "== lints"
 cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --all-features --quiet -- -D warnings
 
-echo "== tests (unit, fixture trees, system)"
-cargo test --all-targets
+echo "== tests (unit, property, fixture trees, system, crash safety)"
+cargo test --all-targets --features failpoints
+
+quick=${VAKT_QUICK:-}
+[ "${CI:-}" = true ] && quick=
+if [ -z "$quick" ]; then
+  echo "== cargo deny (licenses, bans, sources)"
+  command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --quiet
+  cargo deny check licenses bans sources 2>&1 | tail -n 1
+
+  echo "== benchmarks (smoke)"
+  BENCH_OUT=target/bench-smoke.txt benches/bench.sh --smoke | tail -n 20
+
+  echo "== fuzzing (smoke)"
+  benches/fuzz.sh --smoke
+
+  echo "== VM end-to-end"
+  tests/vm/run.sh
+fi
 
 after=$(host_state)
 if [ "$before" != "$after" ]; then
