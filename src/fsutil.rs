@@ -59,6 +59,41 @@ fn replace(dir: &Path, path: &Path, content: &[u8], like: Option<&fs::Metadata>)
     Ok(())
 }
 
+/// A service restart or reload that must still happen: set before a managed file is
+/// replaced, cleared once the service runs on it. If vakt dies in between, the next run sees
+/// the marker and restarts the service, though the file already matches. It lives in /run,
+/// so a reboot (which restarts everything anyway) clears it.
+pub struct Pending {
+    path: std::path::PathBuf,
+}
+
+impl Pending {
+    pub fn new(host: &Host, service: &str) -> Pending {
+        Pending { path: host.path(format!("/run/vakt/{service}.pending")) }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.path.exists()
+    }
+
+    pub fn set(&self) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        File::create(&self.path).with_context(|| format!("failed to create {}", self.path.display()))?;
+        Ok(())
+    }
+
+    pub fn clear(&self) -> anyhow::Result<()> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("failed to remove {}", self.path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Held for the whole of `vakt apply`, so that two runs never interleave; released on drop.
 #[derive(Debug)]
 pub struct ApplyLock {

@@ -17,17 +17,6 @@ fn profile(sb: &DockerSandbox, body: &str) -> String {
 
 const DOCKER_ONLY: &str = "[docker]\nstorage_driver = \"overlay2\"\nrestart_timeout = \"40s\"\n";
 
-fn changes(report: &serde_json::Value, status: &str) -> Vec<String> {
-    report["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
-        .filter(|f| f["status"] == status)
-        .map(|f| format!("{} {}", f["id"].as_str().unwrap_or(""), f["change"].as_str().unwrap_or("")))
-        .collect()
-}
-
 /// check → apply → apply → check for the given resources.
 fn quartet(sb: &DockerSandbox, p: &str, only: &str) {
     let check = sb.vakt(&["check", "-p", p, "--only", only, "--format", "json"]);
@@ -229,4 +218,36 @@ fn swarm_init_then_no_op_then_drift_is_never_reinitialised() {
     for out in [&check, &again, &apply] {
         assert!(!out.stdout.contains("SWMTKN") && !out.stderr.contains("SWMTKN"), "join tokens are never printed");
     }
+}
+
+/// Killed with SIGKILL between writing daemon.json and restarting Docker: the file is whole,
+/// and a rerun, though the file already matches, restarts Docker (the pending marker).
+#[cfg(feature = "failpoints")]
+#[test]
+fn killed_during_the_restart_a_rerun_converges() {
+    use std::os::unix::process::ExitStatusExt;
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\ndebug = true\n"));
+    let root = sb.root().display().to_string();
+    let mut killed = sb.command(&[env!("CARGO_BIN_EXE_vakt"), "--root", &root, "apply", "-p", &p, "--only", "docker"]);
+    let status = killed.env("VAKT_FAILPOINT", "docker-restart").output().expect("runs").status;
+    assert_eq!(status.signal(), Some(9), "killed at the restart");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"))
+            .expect("whole JSON");
+    assert_eq!(file["debug"], true);
+    assert_eq!(sb.docker(&["info", "--format", "{{.Debug}}"]).stdout.trim(), "false", "not restarted yet");
+    let rerun = sb.vakt(&["apply", "-p", &p, "--only", "docker", "--format", "json"]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stdout);
+    assert!(
+        changes(&json(&rerun), "changed").contains(&("docker.restart".to_string(), "restart docker".to_string())),
+        "{}",
+        rerun.stdout
+    );
+    assert_eq!(sb.docker(&["info", "--format", "{{.Debug}}"]).stdout.trim(), "true", "Docker runs the new file");
+    let again = sb.vakt(&["apply", "-p", &p, "--only", "docker", "--format", "json"]);
+    assert!(changes(&json(&again), "changed").is_empty(), "and then nothing is pending");
 }

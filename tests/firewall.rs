@@ -31,17 +31,17 @@ port = 2377
 fn quartet(sb: &UfwSandbox, profile: &str) -> Vec<String> {
     let check = sb.vakt(&["check", "-p", profile, "--only", "firewall", "--format", "json"]);
     assert_eq!(check.code, 1, "first check finds drift:\n{}{}", check.stdout, check.stderr);
-    let planned = changes(&json(&check), "drift");
+    let planned = commands(&json(&check), "drift");
 
     let apply = sb.vakt(&["apply", "-p", profile, "--only", "firewall", "--format", "json"]);
     assert_eq!(apply.code, 0, "apply converges:\n{}{}", apply.stdout, apply.stderr);
-    let done = changes(&json(&apply), "changed");
+    let done = commands(&json(&apply), "changed");
     assert_eq!(planned, done, "check cannot lie: its plan is what apply did");
 
     let again = sb.vakt(&["apply", "-p", profile, "--only", "firewall", "--format", "json"]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     let report = json(&again);
-    assert!(changes(&report, "changed").is_empty(), "second apply changes nothing");
+    assert!(commands(&report, "changed").is_empty(), "second apply changes nothing");
     let ran: Vec<String> =
         report["commands"].as_array().cloned().unwrap_or_default().iter().map(|c| c.to_string()).collect();
     assert!(ran.is_empty(), "no ufw command runs on a converged host: {ran:?}");
@@ -51,15 +51,9 @@ fn quartet(sb: &UfwSandbox, profile: &str) -> Vec<String> {
     done
 }
 
-fn changes(report: &serde_json::Value, status: &str) -> Vec<String> {
-    report["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
-        .filter(|f| f["status"] == status)
-        .filter_map(|f| f["change"].as_str().map(String::from))
-        .collect()
+/// The change commands of the findings with `status`.
+fn commands(report: &serde_json::Value, status: &str) -> Vec<String> {
+    changes(report, status).into_iter().map(|(_, c)| c).filter(|c| !c.is_empty()).collect()
 }
 
 fn ufw_status(sb: &UfwSandbox) -> String {

@@ -294,3 +294,32 @@ fn client_max_body_size_admits_or_refuses_a_20_mb_body() {
     assert_eq!(site.apply(&site.profile("client_max_body_size = \"1m\"")).code, 0);
     assert_eq!(site.curl(&["--data-binary", &data], "/upload"), "413");
 }
+
+/// Killed between writing nginx.conf and reloading: a rerun reloads, though the file matches.
+#[cfg(feature = "failpoints")]
+#[test]
+fn killed_before_the_reload_a_rerun_reloads() {
+    use std::os::unix::process::ExitStatusExt;
+    if !ready() {
+        return;
+    }
+    let site = Site::new();
+    assert_eq!(site.apply(&site.profile("proxy_read_timeout = \"1s\"")).code, 0);
+    site.start_nginx();
+    let longer = site.profile("proxy_read_timeout = \"3s\"");
+    let status = vakt()
+        .args(["apply", "--only", "nginx", "-p", &longer])
+        .env("VAKT_FAILPOINT", "nginx-reload")
+        .output()
+        .expect("runs")
+        .status;
+    assert_eq!(status.signal(), Some(9));
+    assert!(
+        std::fs::read_to_string(site.path("etc/nginx/nginx.conf")).expect("conf").contains("proxy_read_timeout 3s;")
+    );
+    assert_eq!(site.curl(&[], "/slow"), "504", "nginx still runs the old config");
+    let rerun = site.apply(&longer);
+    assert_eq!(changed(&json(&rerun)), vec!["nginx.reload"], "{}", rerun.stdout);
+    assert_eq!(site.curl(&[], "/slow"), "200");
+    assert!(changed(&json(&site.apply(&longer))).is_empty());
+}

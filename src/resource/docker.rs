@@ -30,6 +30,8 @@ pub struct Observed {
     engine: Result<EngineFacts, String>,
     /// Flags of dockerd's `ExecStart` (from the unit files), e.g. `--storage-driver`.
     exec_flags: Vec<String>,
+    /// A restart that an earlier, interrupted apply still owed.
+    restart_pending: bool,
 }
 
 #[derive(Debug)]
@@ -149,7 +151,8 @@ impl Resource for Docker<'_> {
         let engine = Engine::connect(&host.docker_socket(self.want.host.as_deref()))
             .and_then(|e| e.facts())
             .map_err(|e| format!("{e:#}"));
-        Ok(Observed { path, file, engine, exec_flags: exec_flags(host) })
+        let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
+        Ok(Observed { path, file, engine, exec_flags: exec_flags(host), restart_pending })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -232,7 +235,14 @@ impl Resource for Docker<'_> {
         let title = format!("Docker runs on {}", self.want.storage_driver);
         match (&o.engine, engine_driver) {
             (Err(reason), _) => plan.pass(Finding::unknown(id, title, reason.clone())),
-            (Ok(_), Some(d)) if d == self.want.storage_driver => plan.pass(Finding::ok(id, title)),
+            (Ok(_), Some(d)) if d == self.want.storage_driver => {
+                plan.pass(Finding::ok(id, title));
+                if o.restart_pending && self.want.restart && !needs_write {
+                    let f = Finding::drift("docker.restart", "Docker runs the daemon.json on disk", "restart docker")
+                        .with_evidence("an earlier restart was interrupted");
+                    plan.fix(f, Action::Restart);
+                }
+            }
             (Ok(facts), _) if needs_write && self.want.restart => {
                 plan.pass(
                     Finding::drift(id, title, write_change)
@@ -253,12 +263,16 @@ impl Resource for Docker<'_> {
     }
 
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
+        let pending = fsutil::Pending::new(host, "docker-restart");
         let mut restart = false;
         for action in actions {
             match action {
                 Action::Write(content) => {
                     if let Some(dir) = o.path.parent() {
                         std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+                    }
+                    if self.want.restart {
+                        pending.set()?;
                     }
                     fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
                     restart |= self.want.restart;
@@ -271,13 +285,13 @@ impl Resource for Docker<'_> {
         }
         let socket = host.docker_socket(self.want.host.as_deref());
         match restart_and_verify(host, &socket, self.want) {
-            Ok(()) => Ok(()),
+            Ok(()) => pending.clear(),
             Err(failure) => {
                 let previous = match &o.file {
                     FileState::Present { text, .. } => Some(text.as_str()),
                     _ => None,
                 };
-                let restored = restore(host, &o.path, previous, &socket, self.want);
+                let restored = restore(host, &o.path, previous, &socket, self.want).and_then(|()| pending.clear());
                 let how = match restored {
                     Ok(()) => "the previous daemon.json was restored and Docker restarted".to_string(),
                     Err(e) => format!("restoring the previous daemon.json failed too: {e:#}"),

@@ -24,10 +24,15 @@ pub struct Observed {
     /// `nginx -t` on the rendered file, staged beside copies of the live config directory.
     validation: Result<(), Invalid>,
     master: Option<u32>,
+    reload_pending: bool,
 }
 
 #[derive(Debug)]
-pub struct WriteConfig(String);
+pub enum Action {
+    Write(String),
+    /// The file is right but nginx may not run it: an earlier reload was interrupted.
+    Reload,
+}
 
 /// Why the rendered config was not accepted.
 #[derive(Debug)]
@@ -154,6 +159,11 @@ fn validate(host: &Host, live: &Path, content: &str) -> Result<(), Invalid> {
     }
 }
 
+/// The pending-reload marker of one config file (one nginx instance).
+fn reload_marker(host: &Host, config: &Path) -> fsutil::Pending {
+    fsutil::Pending::new(host, &format!("nginx-reload{}", config.display().to_string().replace('/', "_")))
+}
+
 /// The nginx master, from the pid file, if it runs.
 fn master_pid(host: &Host, pid_file: &Path) -> Option<u32> {
     let pid: u32 = host.read_opt(pid_file)?.parse().ok()?;
@@ -204,7 +214,7 @@ impl Nginx<'_> {
 
 impl Resource for Nginx<'_> {
     type Observed = Observed;
-    type Action = WriteConfig;
+    type Action = Action;
 
     fn id(&self) -> &'static str {
         "nginx"
@@ -219,10 +229,11 @@ impl Resource for Nginx<'_> {
         };
         let rendered = render(self.want, self.source);
         let validation = validate(host, &path, &rendered);
-        Ok(Observed { path, current, rendered, validation, master: master_pid(host, &self.want.pid) })
+        let reload_pending = reload_marker(host, &path).is_set();
+        Ok(Observed { path, current, rendered, validation, master: master_pid(host, &self.want.pid), reload_pending })
     }
 
-    fn plan(&self, o: &Observed) -> Plan<WriteConfig> {
+    fn plan(&self, o: &Observed) -> Plan<Action> {
         let mut plan = Plan::default();
         for w in lint(self.want, &self.open_ports) {
             plan.warn(w);
@@ -244,6 +255,11 @@ impl Resource for Nginx<'_> {
             plan.pass(Finding::unknown(id, title, e.clone()));
         } else if o.current.as_deref() == Some(o.rendered.as_str()) {
             plan.pass(Finding::ok(id, title).with_evidence("nginx -t passes"));
+            if o.reload_pending && o.master.is_some() {
+                let f = Finding::drift("nginx.reload", "nginx runs the config on disk", "reload nginx")
+                    .with_evidence("an earlier reload was interrupted");
+                plan.fix(f, Action::Reload);
+            }
         } else {
             let change =
                 if o.master.is_some() { format!("write {shown} and reload nginx") } else { format!("write {shown}") };
@@ -258,7 +274,7 @@ impl Resource for Nginx<'_> {
                     .header(&format!("{shown}"), &format!("{shown} (vakt)"))
                     .to_string(),
             );
-            plan.fix(f, WriteConfig(o.rendered.clone()));
+            plan.fix(f, Action::Write(o.rendered.clone()));
         }
         if o.master.is_none() {
             plan.warn(format!(
@@ -269,10 +285,24 @@ impl Resource for Nginx<'_> {
         plan
     }
 
-    fn apply(&self, host: &Host, o: &Observed, actions: Vec<WriteConfig>) -> anyhow::Result<()> {
-        for WriteConfig(content) in actions {
+    fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
+        let pending = reload_marker(host, &o.path);
+        for action in actions {
+            let content = match action {
+                Action::Reload => {
+                    if let Some(master) = o.master {
+                        self.reload(host, &o.path, master)?;
+                    }
+                    pending.clear()?;
+                    continue;
+                }
+                Action::Write(content) => content,
+            };
             if let Some(dir) = o.path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+            }
+            if o.master.is_some() {
+                pending.set()?;
             }
             fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
             let Some(master) = o.master else { continue };
@@ -283,12 +313,14 @@ impl Resource for Nginx<'_> {
                         std::fs::remove_file(&o.path).with_context(|| format!("failed to remove {}", o.path.display()))
                     }
                 }
-                .and_then(|()| self.reload(host, &o.path, master));
+                .and_then(|()| self.reload(host, &o.path, master))
+                .and_then(|()| pending.clear());
                 match undo {
                     Ok(()) => bail!("{e:#}; the previous {} was restored and nginx reloaded", o.path.display()),
                     Err(u) => bail!("{e:#}; restoring the previous {} failed too: {u:#}", o.path.display()),
                 }
             }
+            pending.clear()?;
         }
         Ok(())
     }

@@ -36,15 +36,28 @@ pub fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
 }
 
-/// Every finding of a JSON report as (id, status).
-pub fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+/// Every finding of a JSON report.
+pub fn findings(report: &serde_json::Value) -> Vec<serde_json::Value> {
     report["resources"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
-        .map(|f| (f["id"].as_str().unwrap_or("").to_string(), f["status"].as_str().unwrap_or("").to_string()))
         .collect()
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// Every finding of a JSON report as (id, status).
+pub fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+    findings(report).iter().map(|f| (text(&f["id"]), text(&f["status"]))).collect()
+}
+
+/// (id, change) of the findings with `status`: what check plans, or what apply did.
+pub fn changes(report: &serde_json::Value, status: &str) -> Vec<(String, String)> {
+    findings(report).iter().filter(|f| f["status"] == status).map(|f| (text(&f["id"]), text(&f["change"]))).collect()
 }
 
 pub fn status_of(report: &serde_json::Value, id: &str) -> String {
