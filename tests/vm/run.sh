@@ -40,19 +40,25 @@ if [ ! -f "$image/base.raw" ]; then
   "$here/build-image.sh" "$image"
 fi
 
-(cd "$top" && cargo build --release --quiet)
+# The Debian package, as an operator would install it.
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
+(cd "$top" && cargo deb --quiet >/dev/null)
+deb=$(ls -t "$top"/target/debian/vakt_*.deb | head -n1)
 work=$(mktemp -d)
 trap 'kill "${qpid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+dpkg-deb -x "$deb" "$work/pkg"
+if dpkg-deb -c "$deb" | grep -q 'wants/'; then echo "FAIL: the package enables a unit"; exit 1; fi
+echo "ok: $(basename "$deb") enables nothing on its own"
 
-# The per-run root disk: a sparse copy of the base with vakt installed into it.
+# The per-run root disk: a sparse copy of the base with the package's files written into it
+# (dpkg -i without a dpkg run inside the image), the test profile over the packaged one, and
+# the two units enabled as the operator would.
 cp --sparse=always "$image/base.raw" "$work/root.raw"
 {
-  echo "mkdir /etc/vakt"
+  (cd "$work/pkg" && find . -mindepth 1 -type d | sort) | while read -r d; do echo "mkdir ${d#.}"; done
+  (cd "$work/pkg" && find . -type f | sort) | while read -r f; do echo "write $work/pkg/${f#./} ${f#.}"; done
+  echo "rm /etc/vakt/profile.toml"
   echo "write $here/profile.toml /etc/vakt/profile.toml"
-  echo "write $top/target/release/vakt /usr/bin/vakt"
-  for u in vakt.service vakt-provision.service vakt-check.service vakt-check.timer; do
-    echo "write $top/systemd/$u /lib/systemd/system/$u"
-  done
   echo "symlink /etc/systemd/system/multi-user.target.wants/vakt-provision.service /lib/systemd/system/vakt-provision.service"
   echo "symlink /etc/systemd/system/multi-user.target.wants/vakt.service /lib/systemd/system/vakt.service"
 } > "$work/inject.cmds"
