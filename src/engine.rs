@@ -153,16 +153,12 @@ pub trait Managed: Sync {
     fn converge(&self, host: &Host) -> ResourceReport;
 }
 
-trait FailUnknowns {
-    fn fail_unknowns(&self, report: &mut ResourceReport);
-}
-
-impl<R: Resource> FailUnknowns for R {
-    fn fail_unknowns(&self, report: &mut ResourceReport) {
-        if self.unknown_fails_apply() {
-            for f in report.findings.iter_mut().filter(|f| f.status == Status::Unknown) {
-                f.status = Status::Failed;
-            }
+/// In `apply`, a could-not-verify item of a resource that must reach its service (an engine
+/// that cannot be reached) is a failure to converge.
+fn fail_unknowns(report: &mut ResourceReport, fails: bool) {
+    if fails {
+        for f in report.findings.iter_mut().filter(|f| f.status == Status::Unknown) {
+            f.status = Status::Failed;
         }
     }
 }
@@ -190,7 +186,7 @@ impl<R: Resource> Managed for R {
         let plan = self.plan(&observed);
         let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
         if plan.actions.is_empty() {
-            self.fail_unknowns(&mut report);
+            fail_unknowns(&mut report, self.unknown_fails_apply());
             return report;
         }
         if let Err(e) = self.apply(host, &observed, plan.actions) {
@@ -214,7 +210,7 @@ impl<R: Resource> Managed for R {
                 _ => Status::Failed,
             };
         }
-        self.fail_unknowns(&mut report);
+        fail_unknowns(&mut report, self.unknown_fails_apply());
         report
     }
 }
@@ -303,6 +299,14 @@ impl Summary {
                 Status::Skipped => &mut s.skipped,
             } += 1;
         }
+        // An apply error that left no failed or unknown finding still counts: it never goes
+        // unreported.
+        s.failed += resources
+            .iter()
+            .filter(|r| {
+                r.error.is_some() && !r.findings.iter().any(|f| matches!(f.status, Status::Failed | Status::Unknown))
+            })
+            .count();
         s
     }
 
@@ -354,5 +358,31 @@ impl Report {
             elapsed_ms: started.elapsed().as_millis(),
             commands: host.runner.commands(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(statuses: &[Status], error: Option<&str>) -> ResourceReport {
+        let findings = statuses.iter().map(|s| Finding::new("x", "x", *s)).collect();
+        ResourceReport { id: "x", findings, warnings: Vec::new(), error: error.map(String::from) }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_worst_finding() {
+        assert_eq!(Summary::of(&[report(&[Status::Ok, Status::Skipped, Status::Changed], None)]).exit_code(), 0);
+        assert_eq!(Summary::of(&[report(&[Status::Ok, Status::Unknown], None)]).exit_code(), 3);
+        assert_eq!(Summary::of(&[report(&[Status::Unknown, Status::Drift], None)]).exit_code(), 1);
+        assert_eq!(Summary::of(&[report(&[Status::Failed], Some("boom"))]).exit_code(), 1);
+    }
+
+    #[test]
+    fn an_apply_error_is_never_lost() {
+        let s = Summary::of(&[report(&[Status::Changed], Some("reload failed"))]);
+        assert_eq!((s.failed, s.exit_code()), (1, 1));
+        let unknown = Summary::of(&[report(&[Status::Unknown], Some("socket missing"))]);
+        assert_eq!(unknown.exit_code(), 3, "could not observe stays unknown");
     }
 }
