@@ -43,6 +43,14 @@ access_log = "$T/nginx-access.log"
 PROFILE
 P="$T/profile.toml"
 
+# Stop the private daemons however this script ends.
+cleanup() {
+  nginx -s quit -c "$T/etc/nginx/nginx.conf" 2>/dev/null || true
+  [ -f "$T/docker.pid" ] && kill "$(cat "$T/docker.pid")" 2>/dev/null || true
+  sleep 2
+}
+trap cleanup EXIT
+
 echo '{"storage-driver": "overlay2"}' > "$T/etc/docker/daemon.json"
 dockerd --data-root "$T/data" --exec-root "$T/exec" --pidfile "$T/docker.pid" --host "unix://$T/docker.sock" \
   --config-file "$T/etc/docker/daemon.json" --iptables=false >"$T/dockerd.log" 2>&1 &
@@ -80,5 +88,3 @@ start=$(date +%s%N)
 end=$(date +%s%N)
 echo "vakt apply --only firewall, same steps: $(( (end-start)/1000000 )) ms" >> "$OUT"
 
-nginx -s quit -c "$T/etc/nginx/nginx.conf" || true
-kill "$(cat "$T/docker.pid")"; sleep 2
