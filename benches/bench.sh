@@ -12,7 +12,7 @@ OUT=${BENCH_OUT:-benches/results.txt}
 cargo build --release --quiet
 VAKT=$PWD/target/release/vakt
 T=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 
 {
   echo "# vakt benchmarks, $(date -u +%Y-%m-%d)"
