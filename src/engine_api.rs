@@ -87,6 +87,11 @@ impl Engine {
         })
     }
 
+    /// The facts of the engine at `socket`, or why they could not be had (for a finding).
+    pub fn observe(socket: &Path) -> Result<EngineFacts, String> {
+        Engine::connect(socket).and_then(|e| e.facts()).map_err(|e| format!("{e:#}"))
+    }
+
     /// Waits until the engine answers, up to `bound`; `progress` is called about once a second.
     pub fn wait_ready(socket: &Path, bound: Duration, mut progress: impl FnMut()) -> anyhow::Result<Engine> {
         let started = std::time::Instant::now();

@@ -57,6 +57,11 @@ impl Host {
         }
     }
 
+    /// Whether Docker is present: its bridge exists or its default socket does.
+    pub fn runs_docker(&self) -> bool {
+        self.path("/sys/class/net/docker0").exists() || self.docker_socket(None).exists()
+    }
+
     /// Whether systemd manages this machine (and so `systemctl` is the way to restart services).
     pub fn has_systemd(&self) -> bool {
         self.path("/run/systemd/system").is_dir()

@@ -22,11 +22,7 @@ const MANAGED: &[&str] =
 /// A host tree with an old version of every managed file.
 fn old_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = |rel: &str, text: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
+    let w = |rel: &str, text: &str| write_file(dir.path(), rel, text);
     w("etc/docker/daemon.json", "{\n  \"log-level\": \"warn\",\n  \"storage-driver\": \"vfs\"\n}\n");
     w("etc/nginx/nginx.conf", "# an operator's old config\nevents {}\n");
     std::fs::copy("/etc/nginx/mime.types", dir.path().join("etc/nginx/mime.types")).expect("mime.types");

@@ -39,6 +39,11 @@ fn fixture_hosts_match_golden_reports() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
+/// The title of finding `id` in a JSON report ("" when absent).
+fn title_of(report: &serde_json::Value, id: &str) -> String {
+    findings(report).iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string()
+}
+
 #[test]
 fn fixture_verdicts() {
     let cases = [
@@ -59,10 +64,7 @@ fn fixture_verdicts() {
             .arg(&root));
         assert_eq!(out.code, code, "{name}: exit code\n{}", out.stdout);
         let report = json(&out);
-        let findings = report["resources"][0]["findings"].as_array().expect("findings").clone();
-        let title = |id: &str| {
-            findings.iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string()
-        };
+        let title = |id: &str| title_of(&report, id);
         assert!(
             title("host.hypervisor").starts_with(&format!("hypervisor is {hv} ")),
             "{name}: {}",
@@ -108,9 +110,7 @@ fn this_machine_matches_systemd_detect_virt() {
     }
     let out = run(vakt().args(["check", "-p", "builtin:openfaas-swarm", "--only", "host", "--format", "json"]));
     let report = json(&out);
-    let findings = report["resources"][0]["findings"].as_array().expect("findings").clone();
-    let title =
-        |id: &str| findings.iter().find(|f| f["id"] == id).and_then(|f| f["title"].as_str()).unwrap_or("").to_string();
+    let title = |id: &str| title_of(&report, id);
     let vm = detect_virt("--vm");
     let ct = detect_virt("--container");
     assert!(
@@ -127,7 +127,10 @@ fn this_machine_matches_systemd_detect_virt() {
     // The root disk: the device findmnt names for / must appear in the evidence.
     let src = std::process::Command::new("findmnt").args(["-n", "-o", "SOURCE", "/"]).output().expect("findmnt");
     let src = String::from_utf8_lossy(&src.stdout).trim().to_string();
-    let evidence =
-        findings.iter().find(|f| f["id"] == "host.storage:/").map(|f| f["evidence"].to_string()).unwrap_or_default();
+    let evidence = findings(&report)
+        .iter()
+        .find(|f| f["id"] == "host.storage:/")
+        .map(|f| f["evidence"].to_string())
+        .unwrap_or_default();
     assert!(evidence.contains(&src), "root is on {src}: {evidence}");
 }

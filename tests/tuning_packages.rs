@@ -6,10 +6,6 @@ mod common;
 
 use common::*;
 
-fn changed_or_drift(report: &serde_json::Value, status: &str) -> Vec<String> {
-    statuses(report).into_iter().filter(|(_, s)| s == status).map(|(i, _)| i).collect()
-}
-
 #[test]
 fn sysctl_quartet_against_the_real_kernel() {
     if !require("root and unshare", is_root() && has("unshare")) {
@@ -44,13 +40,9 @@ fn sysctl_quartet_against_the_real_kernel() {
         (read("c1.rc").trim(), read("a1.rc").trim(), read("a2.rc").trim(), read("c2.rc").trim()),
         ("1", "0", "0", "0")
     );
-    assert_eq!(
-        changed_or_drift(&report("c1.json"), "drift"),
-        changed_or_drift(&report("a1.json"), "changed"),
-        "check cannot lie"
-    );
-    assert!(changed_or_drift(&report("a1.json"), "changed").contains(&"tuning.sysctl.net.ipv4.ip_forward".to_string()));
-    assert!(changed_or_drift(&report("a2.json"), "changed").is_empty(), "second apply changes nothing");
+    assert_eq!(ids_with(&report("c1.json"), "drift"), ids_with(&report("a1.json"), "changed"), "check cannot lie");
+    assert!(ids_with(&report("a1.json"), "changed").contains(&"tuning.sysctl.net.ipv4.ip_forward".to_string()));
+    assert!(ids_with(&report("a2.json"), "changed").is_empty(), "second apply changes nothing");
     assert_eq!(read("values"), "1\n1024\n", "the kernel has the values");
     let persisted = std::fs::read_to_string(persist.join("60-vakt.conf")).expect("persisted");
     assert!(
@@ -67,11 +59,7 @@ fn sysctl_quartet_against_the_real_kernel() {
 /// A fixture /proc/sys and /sys/block tree where writes land in plain files.
 fn fixture(docker: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = |rel: &str, text: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
+    let w = |rel: &str, text: &str| write_file(dir.path(), rel, text);
     w("proc/sys/net/ipv4/ip_forward", "1\n");
     w("sys/block/nvme0n1/queue/scheduler", "[mq-deadline] none kyber\n");
     w("sys/block/nvme1n1/queue/scheduler", "[none] mq-deadline\n");
@@ -95,7 +83,7 @@ fn nvme_schedulers_are_set_and_persisted_with_a_udev_rule() {
         .args(["apply", "--only", "tuning", "--format", "json", "-p"])
         .arg(&p));
     assert_eq!(out.code, 0, "{}", out.stdout);
-    let changed = changed_or_drift(&json(&out), "changed");
+    let changed = ids_with(&json(&out), "changed");
     assert_eq!(changed, vec!["tuning.scheduler.nvme0n1", "tuning.file.60-vakt-scheduler.rules"]);
     assert_eq!(std::fs::read_to_string(root.path().join("sys/block/nvme0n1/queue/scheduler")).expect("sched"), "none");
     assert_eq!(

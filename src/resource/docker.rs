@@ -148,9 +148,7 @@ impl Resource for Docker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::Missing,
             Err(e) => return Err(anyhow!("failed to read {}: {e}", path.display())),
         };
-        let engine = Engine::connect(&host.docker_socket(self.want.host.as_deref()))
-            .and_then(|e| e.facts())
-            .map_err(|e| format!("{e:#}"));
+        let engine = Engine::observe(&host.docker_socket(self.want.host.as_deref()));
         let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
         Ok(Observed { path, file, engine, exec_flags: exec_flags(host), restart_pending })
     }

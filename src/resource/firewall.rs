@@ -241,7 +241,7 @@ impl Resource for Firewall<'_> {
             routed: policy("DEFAULT_FORWARD_POLICY"),
             rules,
             ssh: ssh::discover(host),
-            docker_present: host.path("/sys/class/net/docker0").exists() || host.docker_socket(None).exists(),
+            docker_present: host.runs_docker(),
         })
     }
 

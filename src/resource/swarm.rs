@@ -60,9 +60,7 @@ impl Resource for Swarm<'_> {
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
-        let engine = Engine::connect(&host.docker_socket(self.docker_host))
-            .and_then(|e| e.facts())
-            .map_err(|e| format!("{e:#}"));
+        let engine = Engine::observe(&host.docker_socket(self.docker_host));
         Ok(Observed { engine, address: resolve(host, &self.want.advertise_addr) })
     }
 

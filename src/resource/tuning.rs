@@ -112,7 +112,7 @@ impl Resource for Tuning<'_> {
             .iter()
             .map(|f| (host.path(f), std::fs::read_to_string(host.path(f)).ok()))
             .collect();
-        let docker_present = host.path("/sys/class/net/docker0").exists() || host.docker_socket(None).exists();
+        let docker_present = host.runs_docker();
         Ok(Observed { sysctl, nvme, files, docker_present })
     }
 

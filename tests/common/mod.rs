@@ -55,6 +55,18 @@ pub fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
     findings(report).iter().map(|f| (text(&f["id"]), text(&f["status"]))).collect()
 }
 
+/// The ids of the findings with `status`.
+pub fn ids_with(report: &serde_json::Value, status: &str) -> Vec<String> {
+    statuses(report).into_iter().filter(|(_, s)| s == status).map(|(i, _)| i).collect()
+}
+
+/// Writes `text` to `root/rel`, creating the directories on the way.
+pub fn write_file(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
 /// (id, change) of the findings with `status`: what check plans, or what apply did.
 pub fn changes(report: &serde_json::Value, status: &str) -> Vec<(String, String)> {
     findings(report).iter().filter(|f| f["status"] == status).map(|f| (text(&f["id"]), text(&f["change"]))).collect()
