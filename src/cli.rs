@@ -33,6 +33,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// `--root` must name a directory: an audit of a tree that is not there would report an
+    /// empty host instead of an error.
+    pub fn check_root(&self) -> anyhow::Result<()> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(crate::error::Invalid(format!("--root {}: not a directory", self.root.display())).into()),
+            Err(e) => Err(crate::error::Invalid(format!("--root {}: {e}", self.root.display())).into()),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Converge the host to the profile (idempotent)

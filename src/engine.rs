@@ -1,5 +1,5 @@
-//! The resource model: one trait (observe → plan → apply → verify), the registry in
-//! dependency order, and the findings every report is made of.
+//! Runs the resources: check (observe + plan, concurrently), apply (observe + plan + apply +
+//! verify, in dependency order), and the summary and report every output format is made of.
 
 use std::time::Instant;
 
@@ -8,150 +8,7 @@ use serde::Serialize;
 use crate::error::{Invalid, exit};
 use crate::host::Host;
 use crate::profile::Profile;
-use crate::resource::{self, Slot};
-
-/// Resource ids in dependency order; `--only` takes these.
-pub const RESOURCE_IDS: &[&str] = &["host", "packages", "firewall", "docker", "swarm", "nginx", "tuning"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Changed,
-    Skipped,
-    Unknown,
-    Drift,
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Changed => "changed",
-            Status::Skipped => "skipped",
-            Status::Unknown => "unknown",
-            Status::Drift => "drift",
-            Status::Failed => "failed",
-        }
-    }
-}
-
-/// One audited item with a stable id (`firewall.rule.22/tcp`), a human title and the evidence.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub id: String,
-    pub title: String,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub evidence: Vec<String>,
-    /// What apply does (or did) about a drift: usually the exact command.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub change: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
-}
-
-impl Finding {
-    pub fn new(id: impl Into<String>, title: impl Into<String>, status: Status) -> Finding {
-        Finding { id: id.into(), title: title.into(), status, evidence: Vec::new(), change: None, diff: None }
-    }
-
-    pub fn ok(id: impl Into<String>, title: impl Into<String>) -> Finding {
-        Finding::new(id, title, Status::Ok)
-    }
-
-    pub fn drift(id: impl Into<String>, title: impl Into<String>, change: impl Into<String>) -> Finding {
-        Finding { change: Some(change.into()), ..Finding::new(id, title, Status::Drift) }
-    }
-
-    pub fn unknown(id: impl Into<String>, title: impl Into<String>, reason: impl Into<String>) -> Finding {
-        Finding { evidence: vec![reason.into()], ..Finding::new(id, title, Status::Unknown) }
-    }
-
-    pub fn with_evidence(mut self, line: impl Into<String>) -> Finding {
-        self.evidence.push(line.into());
-        self
-    }
-}
-
-/// The difference between the profile and what was observed: findings for the report and
-/// resource-specific actions for `apply`. Empty `actions` means converged.
-#[derive(Debug)]
-pub struct Plan<A> {
-    pub findings: Vec<Finding>,
-    pub actions: Vec<A>,
-    pub warnings: Vec<String>,
-}
-
-impl<A> Default for Plan<A> {
-    fn default() -> Self {
-        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new() }
-    }
-}
-
-impl<A> Plan<A> {
-    pub fn pass(&mut self, finding: Finding) {
-        self.findings.push(finding);
-    }
-
-    /// A drift that `apply` fixes with `action`.
-    pub fn fix(&mut self, finding: Finding, action: A) {
-        self.findings.push(finding);
-        self.actions.push(action);
-    }
-
-    pub fn warn(&mut self, text: impl Into<String>) {
-        self.warnings.push(text.into());
-    }
-}
-
-/// A managed part of the host. `plan` is pure; `observe` and `apply` do the I/O.
-pub trait Resource: Sync {
-    type Observed: Send;
-    type Action: Send;
-
-    fn id(&self) -> &'static str;
-    fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
-    fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
-    fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
-
-    /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine
-    /// that cannot be reached), rather than as unknown (a fact vakt cannot see).
-    fn unknown_fails_apply(&self) -> bool {
-        false
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceReport {
-    pub id: &'static str,
-    pub findings: Vec<Finding>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ResourceReport {
-    fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
-        ResourceReport { id, findings, warnings, error: None }
-    }
-
-    fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
-        let reason = format!("{error:#}");
-        let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
-        finding.evidence.push(reason.clone());
-        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason) }
-    }
-}
-
-/// The type-erased face of a resource that the commands drive.
-pub trait Managed: Sync {
-    fn id(&self) -> &'static str;
-    fn check(&self, host: &Host) -> ResourceReport;
-    fn converge(&self, host: &Host) -> ResourceReport;
-}
+use crate::resource::{self, Finding, Managed, Resource, ResourceReport, Status};
 
 /// In `apply`, a could-not-verify item of a resource that must reach its service (an engine
 /// that cannot be reached) is a failure to converge.
@@ -238,19 +95,18 @@ impl Managed for Skipped {
 
 /// The profile's resources in dependency order, limited to `only` when given.
 pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec<Box<dyn Managed + 'p>>> {
-    if let Some(bad) = only.iter().find(|id| !RESOURCE_IDS.contains(&id.as_str())) {
-        return Err(
-            Invalid(format!("--only: unknown resource `{bad}`; resources are {}", RESOURCE_IDS.join(", "))).into()
-        );
+    if let Some(bad) = only.iter().find(|id| !resource::ids().any(|known| known == id.as_str())) {
+        let known: Vec<&str> = resource::ids().collect();
+        return Err(Invalid(format!("--only: unknown resource `{bad}`; resources are {}", known.join(", "))).into());
     }
-    let skipped = |id: &'static str, reason: String| -> Box<dyn Managed + 'p> { Box::new(Skipped { id, reason }) };
-    Ok(RESOURCE_IDS
+    Ok(resource::ALL
         .iter()
-        .zip(resource::all(profile))
-        .filter(|(id, _)| only.is_empty() || only.iter().any(|o| o == *id))
-        .map(|(id, slot)| match slot {
-            Slot::Managed(r) => r,
-            Slot::Absent => skipped(id, format!("not managed: the profile has no [{id}] section")),
+        .filter(|(id, _)| only.is_empty() || only.iter().any(|o| o == id))
+        .map(|(id, build)| {
+            build(profile).unwrap_or_else(|| {
+                let reason = format!("not managed: the profile has no [{id}] section");
+                Box::new(Skipped { id, reason })
+            })
         })
         .collect())
 }
@@ -347,6 +203,8 @@ impl Report {
         resources: Vec<ResourceReport>,
         started: Instant,
     ) -> Report {
+        let mut resources = resources;
+        unique_ids(&mut resources);
         Report {
             schema: 1,
             command,
@@ -361,9 +219,31 @@ impl Report {
     }
 }
 
+/// Finding ids are keys in every format (Prometheus series, JUnit cases, JSON consumers): a
+/// second finding with an id already used (two extra firewall rules that differ only in what
+/// vakt does not show) gets a `#2` suffix rather than a duplicate series.
+fn unique_ids(resources: &mut [ResourceReport]) {
+    let mut seen = std::collections::HashSet::new();
+    for f in resources.iter_mut().flat_map(|r| r.findings.iter_mut()) {
+        if !seen.insert(f.id.clone()) {
+            let id = (2..).map(|n| format!("{}#{n}", f.id)).find(|id| !seen.contains(id)).unwrap_or_default();
+            seen.insert(id.clone());
+            f.id = id;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finding_ids_are_unique_in_a_report() {
+        let mut reports = vec![report(&[Status::Ok, Status::Drift, Status::Ok], None)];
+        unique_ids(&mut reports);
+        let ids: Vec<&str> = reports[0].findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["x", "x#2", "x#3"]);
+    }
 
     fn report(statuses: &[Status], error: Option<&str>) -> ResourceReport {
         let findings = statuses.iter().map(|s| Finding::new("x", "x", *s)).collect();

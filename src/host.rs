@@ -15,10 +15,54 @@ pub struct Host {
     docker_host_env: Option<String>,
 }
 
-/// `path` (absolute, as on the live host) resolved under `root`.
+/// `path` (absolute, as on the live host) resolved under `root` the way `chroot` would see it:
+/// `..` stops at the root and symlinks (absolute or relative) are followed inside the root,
+/// so nothing under a prepared image can point vakt at the build host's own files.
 pub fn under(root: &Path, path: impl AsRef<Path>) -> PathBuf {
     let path = path.as_ref();
-    root.join(path.strip_prefix("/").unwrap_or(path))
+    if root == Path::new("/") {
+        return path.to_path_buf();
+    }
+    let mut inside = PathBuf::new();
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> =
+        path.components().filter_map(|c| normal(c).map(Into::into)).collect();
+    // More hops than the kernel's own limit (40): a longer chain fails with ELOOP there too.
+    let mut hops = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            inside.pop();
+            continue;
+        }
+        let next = inside.join(&part);
+        let full = root.join(&next);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                let Some(target) = std::fs::read_link(&full).ok().filter(|_| hops <= 64) else {
+                    // A path no file can have (it holds a NUL): every open of it fails, where
+                    // the kernel would follow the link out of the root.
+                    return root.join("symlink-loop\0");
+                };
+                if target.is_absolute() {
+                    inside.clear();
+                }
+                for c in target.components().rev().filter_map(normal) {
+                    todo.push_front(c.into());
+                }
+            }
+            _ => inside = next,
+        }
+    }
+    root.join(inside)
+}
+
+/// A path component as a name to walk (`..` kept, `/` and `.` dropped).
+fn normal(c: std::path::Component<'_>) -> Option<&std::ffi::OsStr> {
+    match c {
+        std::path::Component::Normal(n) => Some(n),
+        std::path::Component::ParentDir => Some("..".as_ref()),
+        _ => None,
+    }
 }
 
 impl Host {
@@ -36,6 +80,16 @@ impl Host {
         under(&self.root, path)
     }
 
+    /// A path already under the root (from a directory listing), with every symlink in it
+    /// followed inside the root; `None` when it leads nowhere.
+    pub fn resolve(&self, full: &Path) -> Option<PathBuf> {
+        if self.is_live() {
+            return std::fs::canonicalize(full).ok();
+        }
+        let resolved = under(&self.root, full.strip_prefix(&self.root).ok()?);
+        resolved.exists().then_some(resolved)
+    }
+
     /// Reads a host file; the error names the resolved path.
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<String> {
         let full = self.path(path);
@@ -49,17 +103,26 @@ impl Host {
     }
 
     /// The Engine API socket: the profile's `[docker] host`, else `DOCKER_HOST`, else the
-    /// default socket under the root.
-    pub fn docker_socket(&self, profile_host: Option<&str>) -> PathBuf {
-        match profile_host.or(self.docker_host_env.as_deref()) {
-            Some(endpoint) => PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint)),
-            None => self.path(DEFAULT_DOCKER_SOCKET),
+    /// default socket under the root. Only unix sockets are supported.
+    pub fn docker_socket(&self, profile_host: Option<&Path>) -> Result<PathBuf, String> {
+        if let Some(path) = profile_host {
+            return Ok(path.to_path_buf());
+        }
+        match self.docker_host_env.as_deref().filter(|e| !e.is_empty()) {
+            None => Ok(self.path(DEFAULT_DOCKER_SOCKET)),
+            Some(e) => match e.strip_prefix("unix://") {
+                Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+                _ => Err(format!(
+                    "DOCKER_HOST={e}: vakt talks to the engine over a unix socket only (unix:///PATH); unset \
+                     DOCKER_HOST or set [docker] host"
+                )),
+            },
         }
     }
 
     /// Whether Docker is present: its bridge exists or its default socket does.
     pub fn runs_docker(&self) -> bool {
-        self.path("/sys/class/net/docker0").exists() || self.docker_socket(None).exists()
+        self.path("/sys/class/net/docker0").exists() || self.path(DEFAULT_DOCKER_SOCKET).exists()
     }
 
     /// Whether systemd manages this machine (and so `systemctl` is the way to restart services).
@@ -76,5 +139,24 @@ mod tests {
     fn paths_resolve_under_the_root() {
         assert_eq!(under(Path::new("/tmp/r"), "/etc/ufw/user.rules"), PathBuf::from("/tmp/r/etc/ufw/user.rules"));
         assert_eq!(under(Path::new("/"), "/proc/stat"), PathBuf::from("/proc/stat"));
+        assert_eq!(under(Path::new("/tmp/r"), "/../../etc/shadow"), PathBuf::from("/tmp/r/etc/shadow"));
+    }
+
+    #[test]
+    fn symlinks_never_lead_out_of_the_root() {
+        let root = tempfile::tempdir().expect("tmp");
+        let r = root.path();
+        std::fs::create_dir_all(r.join("etc/nginx")).expect("mkdir");
+        std::fs::create_dir_all(r.join("srv")).expect("mkdir");
+        // Absolute, relative-escaping and chained links all stay inside.
+        std::os::unix::fs::symlink("/srv", r.join("etc/nginx/sites")).expect("link");
+        std::os::unix::fs::symlink("../../../../../../etc", r.join("srv/up")).expect("link");
+        std::os::unix::fs::symlink("/etc/nginx/sites/up/passwd", r.join("etc/pw")).expect("link");
+        assert_eq!(under(r, "/etc/nginx/sites/x.conf"), r.join("srv/x.conf"));
+        assert_eq!(under(r, "/srv/up/shadow"), r.join("etc/shadow"));
+        assert_eq!(under(r, "/etc/pw"), r.join("etc/passwd"));
+        // A loop, which the kernel would follow to the build host's /loop, opens nothing.
+        std::os::unix::fs::symlink("/loop", r.join("loop")).expect("link");
+        assert!(std::fs::read(under(r, "/loop/x")).is_err());
     }
 }

@@ -233,11 +233,12 @@ fn a_config_nginx_rejects_never_goes_live() {
     assert_eq!(site.apply(&good).code, 0);
     site.start_nginx();
     let live = std::fs::read(site.path("etc/nginx/nginx.conf")).expect("live");
-    let bad = site.profile("listen = \"127.0.0.1:99999\"");
+    // A name that does not resolve passes the profile (it is a valid HOST:PORT) but not nginx -t.
+    let bad = site.profile("upstream = [\"gateway.invalid:8080\"]");
     let out = run(vakt().args(["apply", "--only", "nginx", "-p", &bad]));
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(
-        out.stdout.contains("nginx -t rejects") && out.stdout.contains("invalid port"),
+        out.stdout.contains("nginx -t rejects") && out.stdout.contains("host not found"),
         "nginx's own message:\n{}",
         out.stdout
     );

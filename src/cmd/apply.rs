@@ -12,6 +12,10 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
     if matches!(args.format, Format::Junit | Format::Prometheus) {
         return Err(Invalid("apply reports as text or json; junit and prometheus are for check".into()).into());
     }
+    super::or_error_document("apply", args.format, || apply(cli, args))
+}
+
+fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let profile = profile::load(args.select.profile.as_deref(), &cli.root, false)?;
     let host = Host::new(&cli.root);
@@ -23,6 +27,6 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
         engine::apply_all(&host, &resources)
     };
     let report = Report::new("apply", args.dry_run, &profile, &host, results, started);
-    print!("{}", crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)));
+    super::emit(&crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)))?;
     Ok(report.summary.exit_code())
 }

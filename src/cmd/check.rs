@@ -18,10 +18,14 @@ pub fn audit(host: &Host, profile: &Profile, only: &[String]) -> anyhow::Result<
 }
 
 pub fn run(cli: &Cli, args: &CheckArgs) -> anyhow::Result<u8> {
+    super::or_error_document("check", args.format, || check(cli, args))
+}
+
+fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<u8> {
     let profile = profile::load(args.select.profile.as_deref(), &cli.root, true)?;
     let host = Host::new(&cli.root);
     let report = audit(&host, &profile, &args.select.only)?;
-    print!("{}", crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)));
+    super::emit(&crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)))?;
     if let Some(path) = &args.textfile {
         let text = crate::report::render(&report, crate::cli::Format::Prometheus, super::text_style(cli, false));
         crate::fsutil::write_atomic(path, text.as_bytes(), false)

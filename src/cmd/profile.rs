@@ -21,15 +21,13 @@ pub fn run(cli: &Cli, command: &ProfileCommand) -> anyhow::Result<u8> {
             .into_iter()
             .filter_map(|(name, present)| present.then_some(name))
             .collect();
-            println!(
-                "{}: valid; manages {}",
+            super::emit(&format!(
+                "{}: valid; manages {}\n",
                 p.source,
                 if sections.is_empty() { "nothing".into() } else { sections.join(", ") }
-            );
+            ))?;
         }
-        ProfileCommand::Show { profile } => {
-            print!("{}", profile::show(profile.as_deref(), &cli.root)?)
-        }
+        ProfileCommand::Show { profile } => super::emit(&profile::show(profile.as_deref(), &cli.root)?)?,
     }
     Ok(exit::OK)
 }

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 
 use crate::error::Invalid;
 use raw::RawProfile;
-pub use units::Size;
+pub use units::{Size, Span};
 use validate::validate;
 
 /// The shipped profiles, embedded so that `check` works on a machine with no setup at all.
@@ -130,6 +130,11 @@ impl Rule {
         }
     }
 
+    /// Whether both rules admit the same traffic (comments aside): listing both is a mistake.
+    pub fn same_traffic(&self, other: &Rule) -> bool {
+        (self.ports, self.proto, self.from) == (other.ports, other.proto, other.from)
+    }
+
     pub fn covers(&self, port: u16, proto: Proto) -> bool {
         (self.ports.0..=self.ports.1).contains(&port) && (self.proto == Proto::Both || self.proto == proto)
     }
@@ -150,7 +155,8 @@ pub struct Docker {
     pub storage_driver: String,
     pub restart: bool,
     pub allow_driver_switch: bool,
-    pub host: Option<String>,
+    /// The Engine API's unix socket (`[docker] host`), absolute.
+    pub host: Option<PathBuf>,
     pub restart_timeout: Duration,
     /// Keys vakt owns in daemon.json, `storage-driver` included.
     pub daemon: serde_json::Map<String, serde_json::Value>,
@@ -170,6 +176,48 @@ pub struct Swarm {
     pub listen_addr: SocketAddr,
 }
 
+/// nginx's `listen`: a port on every address, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Port(u16),
+    Addr(SocketAddr),
+}
+
+impl Listen {
+    pub fn port(self) -> u16 {
+        match self {
+            Listen::Port(p) => p,
+            Listen::Addr(a) => a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Port(p) => write!(f, "{p}"),
+            Listen::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// One upstream server of the gateway: a DNS name or an IP address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Nginx {
     pub config: PathBuf,
@@ -179,11 +227,11 @@ pub struct Nginx {
     pub error_log: String,
     pub access_log: String,
     pub mime_types: String,
-    pub listen: String,
+    pub listen: Listen,
     pub server_name: String,
-    pub upstream: Vec<String>,
+    pub upstream: Vec<Upstream>,
     pub upstream_keepalive: u32,
-    pub keepalive_timeout: Duration,
+    pub keepalive_timeout: Span,
     pub keepalive_requests: u32,
     pub sendfile: bool,
     pub tcp_nopush: bool,
@@ -192,9 +240,9 @@ pub struct Nginx {
     pub client_max_body_size: Size,
     pub proxy_http_version: String,
     pub proxy_clear_connection: bool,
-    pub proxy_read_timeout: Duration,
-    pub proxy_send_timeout: Duration,
-    pub longest_invocation: Duration,
+    pub proxy_read_timeout: Span,
+    pub proxy_send_timeout: Span,
+    pub longest_invocation: Span,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +296,9 @@ fn documents(spec: Option<&str>, root: &Path, fallback: bool) -> anyhow::Result<
         }]);
     }
     let system = crate::host::under(root, SYSTEM_PROFILE);
-    if system.exists() {
+    // A dangling symlink is a broken profile, not an absent one: never fall back silently.
+    let link = root.join(SYSTEM_PROFILE.trim_start_matches('/'));
+    if link.symlink_metadata().is_ok() || system.exists() {
         let mut docs = vec![read_document(&system)?];
         docs.extend(dropins(&crate::host::under(root, SYSTEM_DROPINS))?);
         Ok(docs)
@@ -274,20 +324,45 @@ fn builtin(name: &str) -> anyhow::Result<Document> {
     }
 }
 
+/// The largest profile vakt reads; real ones are a few KiB.
+pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
+/// Reads one profile file: a regular file (not a FIFO or a device, which could block or never
+/// end) of at most `MAX_PROFILE_BYTES`, in UTF-8, owned safely.
 fn read_document(path: &Path) -> anyhow::Result<Document> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Invalid(format!("failed to read profile {}: {e}", path.display())))?;
-    refuse_unsafe_ownership(path)?;
-    Ok(Document { name: path.display().to_string(), text })
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let invalid = |why: String| anyhow::Error::from(Invalid(format!("failed to read profile {shown}: {why}")));
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked right after.
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| invalid(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| invalid(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file; give the path of a .toml file".into()));
+    }
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(invalid(format!("{} bytes is too large for a profile (at most {MAX_PROFILE_BYTES})", meta.len())));
+    }
+    refuse_unsafe_ownership(path, &meta)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| invalid(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(invalid(format!("it grew past {MAX_PROFILE_BYTES} bytes while being read")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
+    Ok(Document { name: validate::escape_controls(&path.display().to_string()), text })
 }
 
 /// A profile that others can write would let them run commands as root through vakt.
-fn refuse_unsafe_ownership(path: &Path) -> anyhow::Result<()> {
+fn refuse_unsafe_ownership(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let meta = std::fs::metadata(path).with_context(|| format!("failed to stat profile {}", path.display()))?;
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
         return Err(Invalid(format!(
             "refusing profile {}: vakt runs as root and the file is {}; run `chown root: {0} && chmod go-w {0}`",
@@ -354,10 +429,14 @@ fn check_document(doc: &Document) -> anyhow::Result<toml::Table> {
         let message = e.message();
         let first = message.lines().next().unwrap_or(message);
         let text = unknown_key_message(first).unwrap_or_else(|| first.to_string());
-        let code = doc.text.lines().nth(line - 1).unwrap_or("").trim_end();
-        return Err(Invalid(format!("invalid profile {}:{line}:{col}: {text}\n  {line} | {code}", doc.name)).into());
+        // Only the message, which quotes the offending token: never a line of the file, which
+        // may be any file the invoker can name.
+        let text = validate::escape_controls(&text);
+        return Err(Invalid(format!("invalid profile {}:{line}:{col}: {text}", doc.name)).into());
     }
-    toml::from_str(&doc.text).map_err(|e: toml::de::Error| Invalid(format!("invalid profile {}: {e}", doc.name)).into())
+    toml::from_str(&doc.text).map_err(|e: toml::de::Error| {
+        Invalid(format!("invalid profile {}: {}", doc.name, validate::escape_controls(e.message()))).into()
+    })
 }
 
 /// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" as "unknown key `x`; did

@@ -74,11 +74,38 @@ impl Default for RawFirewall {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A port as written: `22` or `"6000:6007"`. Deserialized by hand so that a wrong value says
+/// what a port is, not which variants of an enum failed.
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum RawPort {
     Number(u16),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawPort, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port from 1 to 65535, or a range like \"6000:6007\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPort, E> {
+                match u16::try_from(v) {
+                    Ok(p) if p > 0 => Ok(RawPort::Number(p)),
+                    _ => Err(E::custom(format!("{v} is not a port; use 1 to 65535, or a range like \"6000:6007\""))),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPort, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPort, E> {
+                Ok(RawPort::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::ops::RangeInclusive;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::raw::{self, RawPort, RawProfile};
+use super::raw::{self, RawProfile};
+use super::units::Span;
 use super::*;
 
 /// A semantic error: which key, and why. Turned into a message with file and line by the caller.
@@ -23,12 +25,48 @@ fn err(section: &str, key: &str, message: impl Into<String>) -> KeyError {
     KeyError { section: section.into(), nth: None, key: key.into(), message: message.into() }
 }
 
-fn duration(section: &str, key: &str, text: &str) -> Result<Duration, KeyError> {
-    units::parse_duration(text).map_err(|m| err(section, key, m))
+/// A value from the profile, quoted for a message: control characters escaped so that nothing
+/// from the input can move the cursor or forge a line on the operator's terminal.
+pub(super) fn quoted(value: &str) -> String {
+    let mut out = String::from("`");
+    for c in value.chars().take(200) {
+        if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
+    }
+    if value.chars().count() > 200 {
+        out.push('…');
+    }
+    out.push('`');
+    out
 }
 
-fn size(section: &str, key: &str, text: &str) -> Result<Size, KeyError> {
-    Size::parse(text).map_err(|m| err(section, key, m))
+/// A duration within `range`, which the message states.
+fn span(section: &str, key: &str, text: &str, range: RangeInclusive<Duration>) -> Result<Span, KeyError> {
+    let span = Span::parse(text).map_err(|m| err(section, key, escape_controls(&m)))?;
+    if range.contains(&span.get()) {
+        Ok(span)
+    } else {
+        let (lo, hi) = (units::format_duration(*range.start()), units::format_duration(*range.end()));
+        Err(err(section, key, format!("{} is out of range; use {lo} to {hi}", quoted(text))))
+    }
+}
+
+fn duration(section: &str, key: &str, text: &str, range: RangeInclusive<Duration>) -> Result<Duration, KeyError> {
+    span(section, key, text, range).map(Span::get)
+}
+
+/// A size of at most `max` bytes (and at least `min`), which the message states.
+fn size(section: &str, key: &str, text: &str, min: u64, max: &str) -> Result<Size, KeyError> {
+    let size = Size::parse(text).map_err(|m| err(section, key, escape_controls(&m)))?;
+    let top = Size::parse(max).map_or(u64::MAX, Size::bytes);
+    if (min..=top).contains(&size.bytes()) {
+        Ok(size)
+    } else {
+        Err(err(section, key, format!("{} is out of range; use {min} to {max}", quoted(text))))
+    }
+}
+
+pub(super) fn escape_controls(message: &str) -> String {
+    message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
 }
 
 fn one_of<'a>(section: &str, key: &str, value: &'a str, allowed: &[&str]) -> Result<&'a str, KeyError> {
@@ -36,9 +74,21 @@ fn one_of<'a>(section: &str, key: &str, value: &'a str, allowed: &[&str]) -> Res
         Ok(value)
     } else {
         let hint = locate::closest(value, allowed.iter().copied()).map(|c| format!(" (did you mean `{c}`?)"));
-        Err(err(section, key, format!("`{value}` is not one of {}{}", allowed.join(", "), hint.unwrap_or_default())))
+        Err(err(
+            section,
+            key,
+            format!("{} is not one of {}{}", quoted(value), allowed.join(", "), hint.unwrap_or_default()),
+        ))
     }
 }
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The longest window the watchdog keeps, in samples (a ring of 48-byte entries: about 5 MB).
+pub const MAX_WINDOW_SAMPLES: u128 = 100_000;
 
 const HYPERVISORS: &[&str] = &["any", "none", "kvm", "qemu", "xen", "vmware", "microsoft", "oracle", "amazon"];
 const STORAGE: &[&str] = &["any", "nvme", "virtio", "ssd", "scsi", "rotational"];
@@ -60,12 +110,15 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
         None => None,
         Some(p) => {
             if let Some(bad) = p.install.iter().find(|n| !valid_package_name(n)) {
-                return Err(err("packages", "install", format!("`{bad}` is not a Debian package name")));
+                return Err(err("packages", "install", format!("{} is not a Debian package name", quoted(bad))));
+            }
+            if let Some(twice) = p.install.iter().enumerate().find(|(i, n)| p.install[..*i].contains(n)) {
+                return Err(err("packages", "install", format!("`{}` is listed twice", twice.1)));
             }
             Some(Packages {
                 install: p.install,
                 update: p.update,
-                lock_timeout: duration("packages", "lock_timeout", &p.lock_timeout)?,
+                lock_timeout: duration("packages", "lock_timeout", &p.lock_timeout, Duration::ZERO..=HOUR)?,
             })
         }
     };
@@ -86,7 +139,7 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
                         return Err(err(
                             "swarm",
                             "advertise_addr",
-                            "give \"auto\", an IP address or an interface name",
+                            format!("{} is not \"auto\", an IP address or an interface name", quoted(text)),
                         ));
                     }
                 },
@@ -94,7 +147,7 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
             listen_addr: s
                 .listen_addr
                 .parse()
-                .map_err(|_| err("swarm", "listen_addr", format!("`{}` is not ADDRESS:PORT", s.listen_addr)))?,
+                .map_err(|_| err("swarm", "listen_addr", format!("{} is not ADDRESS:PORT", quoted(&s.listen_addr))))?,
         }),
     };
     let docker = match raw.docker {
@@ -116,17 +169,30 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
     Ok(Profile { source: source.into(), host, packages, firewall, docker, swarm, nginx, tuning, watch })
 }
 
+/// An absolute, normalised path: no `.` or `..` components, no empty ones, no control
+/// characters, so that it names one place on the host (or under `--root`).
+fn host_path(section: &str, key: &str, text: &str) -> Result<PathBuf, KeyError> {
+    let problem = if !text.starts_with('/') {
+        Some("is not an absolute path")
+    } else if text.len() > 4096 {
+        Some("is longer than a path can be")
+    } else if text.chars().any(char::is_control) {
+        Some("holds control characters")
+    } else if text.len() > 1 && (text.contains("//") || text.ends_with('/')) {
+        Some("is not normalised (empty components)")
+    } else if Path::new(text).components().any(|c| matches!(c, Component::CurDir | Component::ParentDir)) {
+        Some("is not normalised (`.` or `..` components)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(err(section, key, format!("{} {p}; write the absolute path it means", quoted(text)))),
+        None => Ok(PathBuf::from(text)),
+    }
+}
+
 fn absolute_paths(section: &str, key: &str, paths: &[String]) -> Result<Vec<PathBuf>, KeyError> {
-    paths
-        .iter()
-        .map(|p| {
-            if p.starts_with('/') {
-                Ok(PathBuf::from(p))
-            } else {
-                Err(err(section, key, format!("`{p}` is not an absolute path")))
-            }
-        })
-        .collect()
+    paths.iter().map(|p| host_path(section, key, p)).collect()
 }
 
 fn valid_package_name(name: &str) -> bool {
@@ -143,7 +209,7 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
     let policy = |key: &str, value: &str, allowed: &[&str]| -> Result<Policy, KeyError> {
         one_of("firewall", key, value, allowed).map(|v| Policy::parse(v).unwrap_or(Policy::Deny))
     };
-    let mut allow = Vec::new();
+    let mut allow: Vec<Rule> = Vec::new();
     for (i, r) in f.allow.into_iter().enumerate() {
         let at = |key: &str, message: String| KeyError {
             section: "firewall.allow".into(),
@@ -152,35 +218,40 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
             message,
         };
         let ports = match &r.port {
-            RawPort::Number(0) => return Err(at("port", "port 0 is not a port".into())),
-            RawPort::Number(p) => (*p, *p),
-            RawPort::Text(t) => parse_port_range(t)
-                .ok_or_else(|| at("port", format!("`{t}` is not a port or a range like \"6000:6007\"")))?,
+            raw::RawPort::Number(p) => (*p, *p),
+            raw::RawPort::Text(t) => parse_port_range(t).ok_or_else(|| {
+                at("port", format!("{} is not a port (1-65535) or a range like \"6000:6007\"", quoted(t)))
+            })?,
         };
+        if ports.0 == 0 {
+            return Err(at("port", "port 0 is not a port; use 1-65535".into()));
+        }
         let proto = match r.proto.as_str() {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
             "both" | "any" => Proto::Both,
             other => {
-                return Err(at("proto", format!("`{other}` is not one of tcp, udp, both")));
+                return Err(at("proto", format!("{} is not one of tcp, udp, both", quoted(other))));
             }
         };
         if ports.0 != ports.1 && proto == Proto::Both {
             return Err(at("proto", "ufw needs a port range to be tcp or udp, not both".into()));
         }
-        let from = match r.from.as_str() {
-            "any" => None,
-            text => Some(
-                parse_cidr(text)
-                    .ok_or_else(|| at("from", format!("`{text}` is not a CIDR like \"10.0.0.0/8\" or \"any\"")))?,
-            ),
-        };
-        if let Some(c) = &r.comment
-            && (c.contains('\'') || c.contains('\n'))
-        {
-            return Err(at("comment", "a ufw comment cannot hold quotes or newlines".into()));
+        let from =
+            match r.from.as_str() {
+                "any" => None,
+                text => Some(parse_cidr(text).ok_or_else(|| {
+                    at("from", format!("{} is not a CIDR like \"10.0.0.0/8\" or \"any\"", quoted(text)))
+                })?),
+            };
+        if let Some(c) = &r.comment {
+            ufw_comment(c).map_err(|m| at("comment", m))?;
         }
-        allow.push(Rule { ports, proto, from, comment: r.comment });
+        let rule = Rule { ports, proto, from, comment: r.comment };
+        if let Some(first) = allow.iter().position(|a| a.same_traffic(&rule)) {
+            return Err(at("port", format!("the same rule as firewall.allow[{first}]; list each rule once")));
+        }
+        allow.push(rule);
     }
     Ok(Firewall {
         enabled: f.enabled,
@@ -192,9 +263,28 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
     })
 }
 
+/// A ufw rule comment: printable, without quotes (ufw stores it hex-encoded, but shows it
+/// quoted), and never parsable as an option: ufw scans its whole command line for options
+/// such as `--datadir=`, so a comment may not start with `-`.
+pub(super) fn ufw_comment(c: &str) -> Result<(), String> {
+    if c.is_empty() || c.len() > 200 {
+        Err("a ufw comment is 1 to 200 characters".into())
+    } else if c.starts_with('-') {
+        Err(format!("{} starts with `-`: ufw would read it as an option", quoted(c)))
+    } else if c.chars().any(|ch| ch.is_control() || ch == '\'' || ch == '"' || ch == '\\') {
+        Err(format!("{}: a ufw comment cannot hold quotes, backslashes or control characters", quoted(c)))
+    } else {
+        Ok(())
+    }
+}
+
 fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     let (a, b) = text.split_once(':').unwrap_or((text, text));
-    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    let digits = |t: &str| !t.is_empty() && t.len() <= 5 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(a) || !digits(b) {
+        return None;
+    }
+    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
     (a > 0 && a <= b).then_some((a, b))
 }
 
@@ -205,8 +295,15 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
 }
 
 fn validate_docker(d: raw::RawDocker, swarm: Option<&Swarm>) -> Result<Docker, KeyError> {
-    if d.storage_driver.is_empty() {
-        return Err(err("docker", "storage_driver", "must name a driver, e.g. \"overlay2\""));
+    if d.storage_driver.is_empty()
+        || d.storage_driver.len() > 32
+        || !d.storage_driver.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(
+            "docker",
+            "storage_driver",
+            format!("{} is not a storage driver name like \"overlay2\"", quoted(&d.storage_driver)),
+        ));
     }
     let mut daemon = serde_json::Map::new();
     for (key, value) in d.daemon {
@@ -225,68 +322,145 @@ fn validate_docker(d: raw::RawDocker, swarm: Option<&Swarm>) -> Result<Docker, K
         ));
     }
     daemon.insert("storage-driver".into(), serde_json::Value::String(d.storage_driver.clone()));
-    if let Some(h) = &d.host
-        && !(h.starts_with("unix://") || h.starts_with('/'))
-    {
-        return Err(err("docker", "host", format!("`{h}`: only unix:// endpoints are supported")));
-    }
+    let host = match &d.host {
+        None => None,
+        Some(h) => {
+            let Some(path) = h.strip_prefix("unix://").or(h.starts_with('/').then_some(h.as_str())) else {
+                return Err(err(
+                    "docker",
+                    "host",
+                    format!("{}: only unix sockets are supported (unix:///PATH)", quoted(h)),
+                ));
+            };
+            Some(host_path("docker", "host", path)?)
+        }
+    };
     Ok(Docker {
         storage_driver: d.storage_driver,
         restart: d.restart,
         allow_driver_switch: d.allow_driver_switch,
-        host: d.host,
-        restart_timeout: duration("docker", "restart_timeout", &d.restart_timeout)?,
+        host,
+        restart_timeout: duration("docker", "restart_timeout", &d.restart_timeout, SECOND..=10 * MINUTE)?,
         daemon,
     })
 }
 
-fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
-    let directive = |key: &str, v: &str| -> Result<(), KeyError> {
-        if v.is_empty() || v.contains([';', '{', '}', '\n', '"', '\'']) {
-            Err(err("nginx", key, format!("`{v}` cannot be written into nginx.conf safely")))
-        } else {
-            Ok(())
-        }
+/// One nginx token: printable ASCII without whitespace or anything nginx gives a meaning
+/// (`;`, braces, quotes, `#` comments, `$` variables, `\\` escapes).
+fn nginx_token(key: &str, v: &str) -> Result<(), KeyError> {
+    let bad = |c: char| !c.is_ascii_graphic() || ";{}\"'#$\\".contains(c);
+    if v.is_empty() || v.len() > 255 || v.chars().any(bad) {
+        Err(err(
+            "nginx",
+            key,
+            format!("{} must be one nginx word: no spaces, quotes, `;`, braces, `#`, `$` or `\\`", quoted(v)),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `listen`: a port, `ADDRESS:PORT` or `[IPv6]:PORT`.
+fn nginx_listen(v: &str) -> Result<Listen, KeyError> {
+    let bad = || err("nginx", "listen", format!("{} is not a port, ADDRESS:PORT or [IPv6]:PORT", quoted(v)));
+    let listen = if let Ok(port) = v.parse::<u16>() {
+        Listen::Port(port)
+    } else {
+        Listen::Addr(v.parse::<SocketAddr>().map_err(|_| bad())?)
     };
+    if listen.port() == 0 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b".:[]".contains(&b)) {
+        return Err(bad());
+    }
+    Ok(listen)
+}
+
+/// An upstream server: `HOST:PORT` with a DNS name or an IP address (IPv6 in brackets).
+fn nginx_upstream(v: &str) -> Result<Upstream, KeyError> {
+    let bad = || err("nginx", "upstream", format!("{} is not HOST:PORT like \"127.0.0.1:8080\"", quoted(v)));
+    if let Ok(addr) = v.parse::<SocketAddr>() {
+        return if addr.port() == 0 {
+            Err(bad())
+        } else {
+            Ok(Upstream { host: addr.ip().to_string(), port: addr.port() })
+        };
+    }
+    let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    if !valid_dns_name(host) {
+        return Err(bad());
+    }
+    Ok(Upstream { host: host.to_string(), port })
+}
+
+fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
     for (key, value) in [
         ("user", &n.user),
-        ("worker_processes", &n.worker_processes),
-        ("pid", &n.pid),
         ("error_log", &n.error_log),
         ("access_log", &n.access_log),
         ("mime_types", &n.mime_types),
-        ("listen", &n.listen),
         ("server_name", &n.server_name),
-        ("proxy_http_version", &n.proxy_http_version),
     ] {
-        directive(key, value)?;
+        nginx_token(key, value)?;
     }
+    if !(n.worker_processes == "auto" || n.worker_processes.parse::<u16>().is_ok_and(|w| (1..=1024).contains(&w))) {
+        return Err(err(
+            "nginx",
+            "worker_processes",
+            format!("{} is not \"auto\" or a number from 1 to 1024", quoted(&n.worker_processes)),
+        ));
+    }
+    one_of("nginx", "proxy_http_version", &n.proxy_http_version, &["1.0", "1.1"])?;
     if n.upstream.is_empty() {
         return Err(err("nginx", "upstream", "list at least one upstream server, e.g. [\"127.0.0.1:8080\"]"));
     }
-    for u in &n.upstream {
-        directive("upstream", u)?;
+    let upstream = n.upstream.iter().map(|u| nginx_upstream(u)).collect::<Result<Vec<_>, _>>()?;
+    if let Some((i, u)) = upstream.iter().enumerate().find(|(i, u)| upstream[..*i].contains(u)) {
+        return Err(err(
+            "nginx",
+            "upstream",
+            format!("`{u}` is listed twice (entries {} and {i})", upstream.iter().position(|x| x == u).unwrap_or(0)),
+        ));
     }
-    if !n.config.starts_with('/') {
-        return Err(err("nginx", "config", "must be an absolute path"));
+    if n.upstream_keepalive > 10_000 {
+        return Err(err(
+            "nginx",
+            "upstream_keepalive",
+            format!("{} is out of range; use 0 to 10000", n.upstream_keepalive),
+        ));
     }
+    if n.keepalive_requests == 0 {
+        return Err(err("nginx", "keepalive_requests", "0 is out of range; use 1 to 4294967295"));
+    }
+    let long = SECOND..=7 * DAY;
     Ok(Nginx {
-        config: PathBuf::from(&n.config),
-        pid: PathBuf::from(&n.pid),
-        keepalive_timeout: duration("nginx", "keepalive_timeout", &n.keepalive_timeout)?,
-        client_body_buffer_size: size("nginx", "client_body_buffer_size", &n.client_body_buffer_size)?,
-        client_max_body_size: size("nginx", "client_max_body_size", &n.client_max_body_size)?,
-        proxy_read_timeout: duration("nginx", "proxy_read_timeout", &n.proxy_read_timeout)?,
-        proxy_send_timeout: duration("nginx", "proxy_send_timeout", &n.proxy_send_timeout)?,
-        longest_invocation: duration("nginx", "longest_invocation", &n.longest_invocation)?,
+        config: host_path("nginx", "config", &n.config)?,
+        pid: host_path("nginx", "pid", &n.pid)?,
+        keepalive_timeout: span("nginx", "keepalive_timeout", &n.keepalive_timeout, Duration::ZERO..=DAY)?,
+        client_body_buffer_size: size("nginx", "client_body_buffer_size", &n.client_body_buffer_size, 1, "1g")?,
+        // 0 is nginx's own "no limit"; written out, it is the operator's choice.
+        client_max_body_size: size("nginx", "client_max_body_size", &n.client_max_body_size, 0, "64g")?,
+        proxy_read_timeout: span("nginx", "proxy_read_timeout", &n.proxy_read_timeout, long.clone())?,
+        proxy_send_timeout: span("nginx", "proxy_send_timeout", &n.proxy_send_timeout, long.clone())?,
+        longest_invocation: span("nginx", "longest_invocation", &n.longest_invocation, long)?,
+        listen: nginx_listen(&n.listen)?,
         user: n.user,
         worker_processes: n.worker_processes,
         error_log: n.error_log,
         access_log: n.access_log,
         mime_types: n.mime_types,
-        listen: n.listen,
         server_name: n.server_name,
-        upstream: n.upstream,
+        upstream,
         upstream_keepalive: n.upstream_keepalive,
         keepalive_requests: n.keepalive_requests,
         sendfile: n.sendfile,
@@ -297,14 +471,33 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
     })
 }
 
+/// A sysctl name as `sysctl` and /proc/sys accept it: dot-separated words of letters, digits,
+/// `_` and `-`, each starting with neither a dot nor a dash (`-` at the start of a sysctl.d
+/// line means "ignore errors").
+fn valid_sysctl_key(key: &str) -> bool {
+    key.len() <= 255
+        && key.split('.').all(|word| {
+            !word.is_empty()
+                && !word.starts_with('-')
+                && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// A sysctl value: one line of printable text (tabs are turned into spaces by the caller's
+/// comparison anyway), not empty, not padded.
+fn valid_sysctl_value(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 4096 && value.trim() == value && !value.chars().any(char::is_control)
+}
+
 fn validate_tuning(t: raw::RawTuning) -> Result<Tuning, KeyError> {
     let mut sysctl = BTreeMap::new();
     for (key, value) in t.sysctl {
-        let valid = !key.is_empty()
-            && !key.contains("..")
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !valid {
-            return Err(err("tuning.sysctl", &key, "is not a sysctl name like \"vm.swappiness\""));
+        if !valid_sysctl_key(&key) {
+            return Err(err(
+                "tuning.sysctl",
+                &key,
+                format!("{} is not a sysctl name like \"vm.swappiness\"", quoted(&key)),
+            ));
         }
         let text = match value {
             toml::Value::String(s) => s,
@@ -312,6 +505,13 @@ fn validate_tuning(t: raw::RawTuning) -> Result<Tuning, KeyError> {
             toml::Value::Boolean(b) => u8::from(b).to_string(),
             _ => return Err(err("tuning.sysctl", &key, "must be a string or an integer")),
         };
+        if !valid_sysctl_value(&text) {
+            return Err(err(
+                "tuning.sysctl",
+                &key,
+                format!("{} is not a sysctl value: one line of printable text, no control characters", quoted(&text)),
+            ));
+        }
         sysctl.insert(key, text);
     }
     if let Some(s) = &t.io_scheduler {
@@ -322,14 +522,9 @@ fn validate_tuning(t: raw::RawTuning) -> Result<Tuning, KeyError> {
 }
 
 fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
-    let interval = duration("watch", "interval", &w.interval)?;
-    if interval < Duration::from_millis(100) {
-        return Err(err("watch", "interval", "must be at least 100ms"));
-    }
-    let window = duration("watch", "window", &w.window)?;
-    if window < interval {
-        return Err(err("watch", "window", format!("must be at least the interval ({})", w.interval)));
-    }
+    let interval = duration("watch", "interval", &w.interval, Duration::from_millis(100)..=HOUR)?;
+    let longest = (interval * MAX_WINDOW_SAMPLES as u32).min(7 * DAY);
+    let window = duration("watch", "window", &w.window, interval..=longest)?;
     for (key, v) in [
         ("steal_warn", w.steal_warn),
         ("steal_clear", w.steal_clear),
@@ -356,14 +551,13 @@ fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
     }
     let metrics = match &w.metrics {
         None => None,
-        Some(m) => Some(
-            m.parse()
-                .map_err(|_| err("watch", "metrics", format!("`{m}` is not ADDRESS:PORT like \"127.0.0.1:9477\"")))?,
-        ),
+        Some(m) => Some(m.parse::<SocketAddr>().ok().filter(|a| a.port() != 0).ok_or_else(|| {
+            err("watch", "metrics", format!("{} is not ADDRESS:PORT like \"127.0.0.1:9477\"", quoted(m)))
+        })?),
     };
     let check_every = match &w.check_every {
         None => None,
-        Some(c) => Some(duration("watch", "check_every", c)?),
+        Some(c) => Some(duration("watch", "check_every", c, MINUTE..=30 * DAY)?),
     };
     Ok(Watch {
         interval,

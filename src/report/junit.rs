@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::engine::{Report, Status};
+use crate::engine::Report;
+use crate::resource::Status;
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -18,6 +19,14 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// One suite with one erroring case: the run could not start.
+pub fn render_error(command: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"vakt {command}\" tests=\"1\" failures=\"0\" errors=\"1\">\n  <testsuite name=\"profile\" tests=\"1\" failures=\"0\" errors=\"1\">\n    <testcase classname=\"profile\" name=\"profile\"><error message=\"{}\"/></testcase>\n  </testsuite>\n</testsuites>\n",
+        escape(message)
+    )
 }
 
 pub fn render(report: &Report) -> String {

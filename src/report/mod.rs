@@ -15,6 +15,20 @@ pub struct TextStyle {
     pub diff: bool,
 }
 
+/// What a machine format prints when the run could not start (an invalid profile or flag):
+/// the error in that format, so that a consumer never parses an empty document.
+pub fn render_error(command: &str, format: Format, message: &str) -> Option<String> {
+    match format {
+        Format::Text => None,
+        Format::Json => {
+            let doc = serde_json::json!({ "schema": 1, "command": command, "error": message, "exit_code": 2 });
+            serde_json::to_string_pretty(&doc).ok().map(|s| s + "\n")
+        }
+        Format::Junit => Some(junit::render_error(command, message)),
+        Format::Prometheus => Some(prometheus::render_up(false)),
+    }
+}
+
 pub fn render(report: &Report, format: Format, style: TextStyle) -> String {
     match format {
         Format::Text => text::render(report, style),

@@ -2,14 +2,23 @@
 
 use std::fmt::Write;
 
-use crate::engine::{Report, Status};
+use crate::engine::Report;
+use crate::resource::Status;
 
 fn label(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Whether the audit could run at all; 0 when the profile or invocation was invalid.
+pub fn render_up(up: bool) -> String {
+    format!(
+        "# HELP vakt_check_up Whether the audit could run (1) or not (0, see vakt's error output).\n# TYPE vakt_check_up gauge\nvakt_check_up {}\n",
+        u8::from(up)
+    )
+}
+
 pub fn render(report: &Report) -> String {
-    let mut out = String::new();
+    let mut out = render_up(true);
     out.push_str("# HELP vakt_check_ok Whether an audited item complies (1) or not (0); skipped items are absent.\n");
     out.push_str("# TYPE vakt_check_ok gauge\n");
     for r in &report.resources {

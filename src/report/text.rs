@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use super::TextStyle;
-use crate::engine::{Report, Status};
+use crate::engine::Report;
+use crate::resource::Status;
 
 fn paint(style: TextStyle, status: Status) -> String {
     let word = format!("{:<8}", status.as_str());
@@ -19,6 +20,12 @@ fn paint(style: TextStyle, status: Status) -> String {
         Status::Skipped => "2",
     };
     format!("\x1b[{code}m{word}\x1b[0m")
+}
+
+/// Text from the host or the profile, made safe for a terminal: control characters (escape
+/// sequences, carriage returns) are shown escaped, never sent.
+fn clean(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
 }
 
 pub fn render(report: &Report, style: TextStyle) -> String {
@@ -44,31 +51,42 @@ pub fn render(report: &Report, style: TextStyle) -> String {
             if style.quiet && !problem {
                 continue;
             }
-            let _ = writeln!(out, "{} {:<28} {}", paint(style, f.status), f.id, f.title);
+            let _ = writeln!(out, "{} {:<28} {}", paint(style, f.status), clean(&f.id), clean(&f.title));
             if problem || style.verbose {
-                for e in &f.evidence {
-                    let _ = writeln!(out, "           {e}");
+                for e in f.evidence.iter().flat_map(|e| e.lines()) {
+                    let _ = writeln!(out, "           {}", clean(e));
                 }
             }
-            if let Some(change) = &f.change
-                && matches!(f.status, Status::Drift | Status::Changed | Status::Failed)
-            {
-                let arrow = if would && f.status == Status::Drift { "would run" } else { "ran" };
-                let _ = writeln!(out, "           {arrow}: {change}");
+            if let Some(change) = &f.change {
+                // "ran" only for what ran: a drift left after apply was not run (refused, or
+                // stopped by an earlier failure), and says so.
+                let arrow = match f.status {
+                    Status::Changed => "ran",
+                    Status::Failed => "tried",
+                    Status::Drift if would => "would run",
+                    Status::Drift => "not run",
+                    _ => "",
+                };
+                if !arrow.is_empty() {
+                    let _ = writeln!(out, "           {arrow}: {}", clean(change));
+                }
             }
             if style.diff
                 && let Some(diff) = &f.diff
             {
                 for line in diff.lines() {
-                    let _ = writeln!(out, "           {line}");
+                    let _ = writeln!(out, "           {}", clean(line));
                 }
             }
         }
-        if let Some(e) = &r.error {
-            let _ = writeln!(out, "{} {:<28} {e}", paint(style, Status::Failed), r.id);
+        // One line per fact: an error a finding already carries is not printed again.
+        if let Some(e) = &r.error
+            && !r.findings.iter().any(|f| f.evidence.contains(e))
+        {
+            let _ = writeln!(out, "{} {:<28} {}", paint(style, Status::Failed), r.id, clean(e));
         }
         for w in &r.warnings {
-            let _ = writeln!(out, "warning  {:<28} {w}", r.id);
+            let _ = writeln!(out, "warning  {:<28} {}", r.id, clean(w));
         }
     }
     let s = &report.summary;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Map, Value};
 
-use crate::engine::{Finding, Plan, Resource, Status};
+use super::{Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, EngineFacts};
 use crate::fsutil;
 use crate::host::Host;
@@ -148,7 +148,7 @@ impl Resource for Docker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::Missing,
             Err(e) => return Err(anyhow!("failed to read {}: {e}", path.display())),
         };
-        let engine = Engine::observe(&host.docker_socket(self.want.host.as_deref()));
+        let engine = host.docker_socket(self.want.host.as_deref()).and_then(|s| Engine::observe(&s));
         let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
         Ok(Observed { path, file, engine, exec_flags: exec_flags(host), restart_pending })
     }
@@ -281,7 +281,7 @@ impl Resource for Docker<'_> {
         if !restart {
             return Ok(());
         }
-        let socket = host.docker_socket(self.want.host.as_deref());
+        let socket = host.docker_socket(self.want.host.as_deref()).map_err(anyhow::Error::msg)?;
         match restart_and_verify(host, &socket, self.want) {
             Ok(()) => pending.clear(),
             Err(failure) => {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use ipnet::IpNet;
 
 use super::ssh::{self, SshFacts};
-use crate::engine::{Finding, Plan, Resource, Status};
+use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
 use crate::profile::{Firewall as Wanted, Policy, Proto, Rule};
 
@@ -331,6 +331,10 @@ impl Resource for Firewall<'_> {
             let mut guard = Finding::new("firewall.ssh-guard", refusal, Status::Failed);
             guard.evidence = o.ssh.evidence.clone();
             plan.actions.clear();
+            for f in plan.findings.iter_mut().filter(|f| f.change.is_some()) {
+                f.evidence
+                    .push("refused: the SSH lockout guard stopped every firewall change (firewall.ssh-guard)".into());
+            }
             plan.findings.push(guard);
         }
         plan
@@ -548,6 +552,8 @@ mod properties {
             incoming in policy(), outgoing in policy(), routed in policy(),
         ) {
             let mut text = format!("[firewall]\nprune = {prune}\n[[firewall.allow]]\nport = 22\n");
+            // A profile lists each rule once (duplicates are a profile error).
+            let rules: std::collections::BTreeSet<_> = rules.into_iter().collect();
             for (port, proto, from) in rules {
                 let proto = ["tcp", "udp", "both"][proto as usize];
                 let from = ["any", "10.0.0.0/8", "2001:db8::/32"][from as usize];

@@ -1,11 +1,11 @@
 //! The `host` resource (read-only): hypervisor, container and storage verdicts from several
 //! signals each, with the evidence, judged against the profile's `[host]` requirements.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::{Finding, Plan, Resource, Status};
+use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
 use crate::profile::{HostReq, Requirement};
 
@@ -287,22 +287,27 @@ pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
     if !host.path(path).exists() {
         evidence.push(format!("{} does not exist yet: judged by the filesystem that would hold it", path.display()));
     }
-    let Some(mount) = mount_of(&mountinfo, path) else {
-        return verdict("unknown", vec![format!("no mount holds {}", path.display())]);
+    let (mount, skipped) = mount_of(&mountinfo, path);
+    if skipped > 0 {
+        evidence.push(format!("/proc/self/mountinfo: {skipped} malformed line(s) skipped"));
+    }
+    let Some(mount) = mount else {
+        evidence.push(format!("no mount holds {}", path.display()));
+        return verdict("unknown", evidence);
     };
     evidence.push(format!("mounted at {} from {} ({}, device {})", mount.point, mount.source, mount.fstype, mount.dev));
-    let mut dev_dir = resolve_link(&host.path(format!("/sys/dev/block/{}", mount.dev)));
+    let mut dev_dir = resolve_link(host, &host.path(format!("/sys/dev/block/{}", mount.dev)));
     if dev_dir.is_none() && mount.source.starts_with("/dev/") {
         // Filesystems with anonymous device numbers (btrfs) still name their block device.
         let name = mount.source.trim_start_matches("/dev/").replace('/', "!");
-        dev_dir = resolve_link(&host.path(format!("/sys/class/block/{name}")));
+        dev_dir = resolve_link(host, &host.path(format!("/sys/class/block/{name}")));
     }
     let Some(dev_dir) = dev_dir else {
         evidence.push(format!("{} is not a block device filesystem", mount.fstype));
         return verdict("virtual", evidence);
     };
     let mut disks = Vec::new();
-    walk_to_disks(&dev_dir, &mut disks, &mut evidence, 0);
+    walk_to_disks(host, &dev_dir, &mut disks, &mut evidence, 0);
     if disks.is_empty() {
         return verdict("unknown", evidence);
     }
@@ -331,49 +336,73 @@ pub struct Mount {
     pub source: String,
 }
 
-/// The mount holding `path`: the longest mount-point prefix in a mountinfo table.
-pub fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
+/// The mount holding `path` (the longest mount-point prefix in a mountinfo table), and how
+/// many malformed lines were skipped on the way: one bad line does not lose the table.
+pub fn mount_of(mountinfo: &str, path: &Path) -> (Option<Mount>, usize) {
     let mut best: Option<Mount> = None;
-    for line in mountinfo.lines() {
-        let (left, right) = line.split_once(" - ")?;
-        let f: Vec<&str> = left.split_whitespace().collect();
-        let r: Vec<&str> = right.split_whitespace().collect();
-        let (Some(dev), Some(point), Some(fstype), Some(source)) = (f.get(2), f.get(4), r.first(), r.get(1)) else {
+    let mut skipped = 0;
+    for line in mountinfo.lines().filter(|l| !l.trim().is_empty()) {
+        let Some(mount) = parse_mount(line) else {
+            skipped += 1;
             continue;
         };
-        let point = point.replace("\\040", " ");
-        if path.starts_with(&point) && best.as_ref().is_none_or(|b| point.len() >= b.point.len()) {
-            best = Some(Mount { point, dev: dev.to_string(), fstype: fstype.to_string(), source: source.to_string() });
+        if path.starts_with(&mount.point) && best.as_ref().is_none_or(|b| mount.point.len() >= b.point.len()) {
+            best = Some(mount);
         }
     }
-    best
+    (best, skipped)
 }
 
-/// Follows a sysfs symlink lexically, so that fixture trees under `--root` resolve too.
-fn resolve_link(link: &Path) -> Option<PathBuf> {
-    let target = std::fs::read_link(link).ok()?;
-    let joined = link.parent()?.join(target);
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
+/// One mountinfo line (proc(5)): `ID PARENT MAJ:MIN ROOT POINT OPTS [TAGS...] - FSTYPE SOURCE SUPER`.
+fn parse_mount(line: &str) -> Option<Mount> {
+    let (left, right) = line.split_once(" - ")?;
+    let f: Vec<&str> = left.split(' ').collect();
+    let r: Vec<&str> = right.split(' ').collect();
+    let (dev, point, fstype, source) = (f.get(2)?, f.get(4)?, r.first()?, r.get(1)?);
+    if f.len() < 6 || !dev.contains(':') || !point.starts_with('/') {
+        return None;
+    }
+    Some(Mount { point: unescape(point)?, dev: dev.to_string(), fstype: unescape(fstype)?, source: unescape(source)? })
+}
+
+/// Decodes the kernel's octal escapes (`\\040` space, `\\011` tab, `\\012` newline, `\\134`
+/// backslash, and any other `\\ooo`); `None` for a malformed escape.
+fn unescape(field: &str) -> Option<String> {
+    if !field.contains('\\') {
+        return Some(field.to_string());
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let octal = bytes.get(i + 1..i + 4)?;
+            if !octal.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                return None;
             }
-            Component::CurDir => {}
-            other => out.push(other),
+            out.push(u8::from_str_radix(std::str::from_utf8(octal).ok()?, 8).ok()?);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
         }
     }
-    out.exists().then_some(out)
+    String::from_utf8(out).ok()
 }
 
-fn walk_to_disks(dir: &Path, disks: &mut Vec<PathBuf>, evidence: &mut Vec<String>, depth: u8) {
+/// Follows a sysfs symlink to the device directory it names, inside the root.
+fn resolve_link(host: &Host, link: &Path) -> Option<PathBuf> {
+    host.resolve(link)
+}
+
+fn walk_to_disks(host: &Host, dir: &Path, disks: &mut Vec<PathBuf>, evidence: &mut Vec<String>, depth: u8) {
     let name = file_name(dir);
     if depth > 8 {
         evidence.push(format!("stopped at {name}: device stack too deep"));
         return;
     }
     let slaves: Vec<PathBuf> = std::fs::read_dir(dir.join("slaves"))
-        .map(|entries| entries.filter_map(|e| e.ok()).filter_map(|e| resolve_link(&e.path())).collect())
+        .map(|entries| entries.filter_map(|e| e.ok()).filter_map(|e| resolve_link(host, &e.path())).collect())
         .unwrap_or_default();
     if !slaves.is_empty() {
         let layer = if let Ok(dm) = std::fs::read_to_string(dir.join("dm/name")) {
@@ -386,12 +415,12 @@ fn walk_to_disks(dir: &Path, disks: &mut Vec<PathBuf>, evidence: &mut Vec<String
         let names: Vec<String> = slaves.iter().map(|s| file_name(s)).collect();
         evidence.push(format!("{name} is {layer} over {}", names.join(", ")));
         for slave in slaves {
-            walk_to_disks(&slave, disks, evidence, depth + 1);
+            walk_to_disks(host, &slave, disks, evidence, depth + 1);
         }
     } else if dir.join("partition").exists() {
         let Some(parent) = dir.parent() else { return };
         evidence.push(format!("{name} is a partition of {}", file_name(parent)));
-        walk_to_disks(parent, disks, evidence, depth + 1);
+        walk_to_disks(host, parent, disks, evidence, depth + 1);
     } else if !disks.contains(&dir.to_path_buf()) {
         disks.push(dir.to_path_buf());
     }
@@ -484,12 +513,24 @@ mod tests {
 
     #[test]
     fn longest_mount_prefix_wins() {
-        assert_eq!(mount_of(MOUNTINFO, Path::new("/etc")).map(|m| m.dev), Some("259:2".into()));
+        assert_eq!(mount_of(MOUNTINFO, Path::new("/etc")).0.map(|m| m.dev), Some("259:2".into()));
         assert_eq!(
-            mount_of(MOUNTINFO, Path::new("/var/lib/docker/overlay2")).map(|m| m.source),
+            mount_of(MOUNTINFO, Path::new("/var/lib/docker/overlay2")).0.map(|m| m.source),
             Some("/dev/vdb".into())
         );
-        assert_eq!(mount_of(MOUNTINFO, Path::new("/var/lib/dockerx")).map(|m| m.point), Some("/".into()));
+        assert_eq!(mount_of(MOUNTINFO, Path::new("/var/lib/dockerx")).0.map(|m| m.point), Some("/".into()));
+    }
+
+    #[test]
+    fn a_malformed_line_is_skipped_and_every_octal_escape_decoded() {
+        let table = "22 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n\
+            garbage without a separator\n\
+            40 22 0:50 / /srv/with\\040space\\011tab\\134x rw shared:1 - ext4 /dev/vdc rw\n\
+            41 22 0:51 / /srv/bad\\04 rw - ext4 /dev/vdd rw\n";
+        let (mount, skipped) = mount_of(table, Path::new("/srv/with space\ttab\\x/data"));
+        assert_eq!(skipped, 2, "the separator-less line and the broken escape");
+        assert_eq!(mount.map(|m| m.source), Some("/dev/vdc".into()));
+        assert_eq!(mount_of(table, Path::new("/etc")).0.map(|m| m.dev), Some("259:2".into()), "the table is kept");
     }
 
     #[test]

@@ -10,34 +10,37 @@ mod ssh;
 pub mod swarm;
 pub mod tuning;
 
-use crate::engine::Managed;
+mod model;
+
+pub use model::{Finding, Managed, Plan, Resource, ResourceReport, Status};
+
 use crate::profile::Profile;
 
-/// What the registry holds for one resource id.
-pub enum Slot<'p> {
-    Managed(Box<dyn Managed + 'p>),
-    /// The profile has no section for it.
-    Absent,
+/// Builds one resource from the profile; `None` when the profile has no section for it.
+type Build = for<'p> fn(&'p Profile) -> Option<Box<dyn Managed + 'p>>;
+
+fn boxed<'p, S, R: Managed + 'p>(
+    section: Option<&'p S>,
+    make: impl FnOnce(&'p S) -> R,
+) -> Option<Box<dyn Managed + 'p>> {
+    section.map(|s| Box::new(make(s)) as Box<dyn Managed + 'p>)
 }
 
-fn slot<'p, S, R: Managed + 'p>(section: Option<&'p S>, make: impl FnOnce(&'p S) -> R) -> Slot<'p> {
-    match section {
-        Some(s) => Slot::Managed(Box::new(make(s))),
-        None => Slot::Absent,
-    }
-}
+/// Every resource, in dependency order, with its id (what `--only` takes). The one list:
+/// a new resource is a new module and a line here.
+pub const ALL: &[(&str, Build)] = &[
+    ("host", |p| boxed(p.host.as_ref(), host::HostVerdicts::new)),
+    ("packages", |p| boxed(p.packages.as_ref(), packages::Packages::new)),
+    ("firewall", |p| boxed(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p)))),
+    ("docker", |p| boxed(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init)))),
+    ("swarm", |p| boxed(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref())))),
+    ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)))),
+    ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
+];
 
-/// One slot per id in `engine::RESOURCE_IDS`, in that order.
-pub fn all(p: &Profile) -> Vec<Slot<'_>> {
-    vec![
-        slot(p.host.as_ref(), host::HostVerdicts::new),
-        slot(p.packages.as_ref(), packages::Packages::new),
-        slot(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
-        slot(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init))),
-        slot(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()))),
-        slot(p.nginx.as_ref(), |n| nginx::Nginx::new(n, &p.source, world_open_ports(p))),
-        slot(p.tuning.as_ref(), tuning::Tuning::new),
-    ]
+/// The resource ids, in dependency order.
+pub fn ids() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|(id, _)| *id)
 }
 
 /// Ports that should not be open to the world on this host: swarm management and the
@@ -49,9 +52,7 @@ fn sensitive_ports(p: &Profile) -> Vec<(u16, String)> {
     }
     if let Some(n) = &p.nginx {
         for u in &n.upstream {
-            if let Some(port) = u.rsplit(':').next().and_then(|x| x.parse().ok()) {
-                ports.push((port, "the gateway behind nginx; open, it bypasses the proxy".to_string()));
-            }
+            ports.push((u.port, "the gateway behind nginx; open, it bypasses the proxy".to_string()));
         }
     }
     ports

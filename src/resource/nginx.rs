@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::engine::{Finding, Plan, Resource, Status};
+use super::{Finding, Plan, Resource, Status};
 use crate::fsutil;
 use crate::host::Host;
 use crate::profile::Nginx as Wanted;
-use crate::profile::units::format_duration;
 
 const NGINX_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,14 +44,13 @@ pub enum Invalid {
 
 pub struct Nginx<'p> {
     want: &'p Wanted,
-    source: &'p str,
     /// Ports the firewall profile opens to the world, to spot a bypassed proxy.
     open_ports: Vec<u16>,
 }
 
 impl<'p> Nginx<'p> {
-    pub fn new(want: &'p Wanted, source: &'p str, open_ports: Vec<u16>) -> Self {
-        Nginx { want, source, open_ports }
+    pub fn new(want: &'p Wanted, open_ports: Vec<u16>) -> Self {
+        Nginx { want, open_ports }
     }
 }
 
@@ -60,16 +58,18 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// The whole nginx.conf. Defaults are the article's values.
-pub fn render(n: &Wanted, source: &str) -> String {
+/// The whole nginx.conf. Defaults are the article's values. Every value comes from a validated
+/// profile type (one nginx word each), and nothing else is embedded: not the profile's path,
+/// which is the invoker's text and would make the same profile render differently by name.
+pub fn render(n: &Wanted) -> String {
     let mut c = String::new();
-    let _ = writeln!(c, "# Managed by vakt from {source}; edit the profile, not this file:");
+    let _ = writeln!(c, "# Managed by vakt from its profile; edit the profile, not this file:");
     let _ = writeln!(c, "# `vakt apply` replaces it (the previous one is kept as nginx.conf.vakt-prev).");
     let _ = writeln!(c, "user {};\nworker_processes {};\npid {};", n.user, n.worker_processes, n.pid.display());
     let _ = writeln!(c, "error_log {};\n\nevents {{\n    worker_connections 768;\n}}\n", n.error_log);
     let _ = writeln!(c, "http {{\n    include {};\n    default_type application/octet-stream;", n.mime_types);
     let _ = writeln!(c, "    access_log {};\n    server_tokens off;\n", n.access_log);
-    let _ = writeln!(c, "    keepalive_timeout {};", format_duration(n.keepalive_timeout));
+    let _ = writeln!(c, "    keepalive_timeout {};", n.keepalive_timeout);
     let _ = writeln!(c, "    keepalive_requests {};", n.keepalive_requests);
     let _ = writeln!(
         c,
@@ -97,8 +97,8 @@ pub fn render(n: &Wanted, source: &str) -> String {
     }
     let _ = writeln!(c, "            proxy_set_header X-Real-IP $remote_addr;");
     let _ = writeln!(c, "            # Critical for FaaS: long synchronous invocations");
-    let _ = writeln!(c, "            proxy_read_timeout {};", format_duration(n.proxy_read_timeout));
-    let _ = writeln!(c, "            proxy_send_timeout {};", format_duration(n.proxy_send_timeout));
+    let _ = writeln!(c, "            proxy_read_timeout {};", n.proxy_read_timeout);
+    let _ = writeln!(c, "            proxy_send_timeout {};", n.proxy_send_timeout);
     let _ = writeln!(c, "        }}\n    }}\n}}");
     c
 }
@@ -112,8 +112,7 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
     if n.proxy_read_timeout < n.longest_invocation {
         w.push(format!(
             "proxy_read_timeout {} is shorter than longest_invocation {}: long invocations end in 504 Gateway Time-out",
-            format_duration(n.proxy_read_timeout),
-            format_duration(n.longest_invocation)
+            n.proxy_read_timeout, n.longest_invocation
         ));
     }
     if n.client_max_body_size < n.client_body_buffer_size {
@@ -123,19 +122,20 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
         ));
     }
     for u in &n.upstream {
-        if let Some(port) = u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
-            && open_ports.contains(&port)
-        {
+        if open_ports.contains(&u.port) {
+            let port = u.port;
             w.push(format!("the gateway port {port} is also open in the firewall profile: clients can bypass nginx"));
         }
     }
     w
 }
 
-/// Runs `nginx -t` on `content` staged in a fresh directory beside symlinks to everything
-/// else in the live config directory, so relative includes resolve exactly as they would
-/// live, and the live directory is not touched.
-fn validate(host: &Host, live: &Path, content: &str) -> Result<(), Invalid> {
+/// Runs `nginx -t` on the config rendered from `want`, staged in a fresh directory beside
+/// symlinks to everything else in the live config directory, so relative includes resolve
+/// exactly as they would live, and the live directory is not touched. The staged copy points
+/// its pid file and logs into the staging directory: `nginx -t` opens them for writing, which
+/// an audit running unprivileged or under `ProtectSystem=strict` may not do to the live ones.
+fn validate(host: &Host, live: &Path, want: &Wanted) -> Result<(), Invalid> {
     let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
     let stage = tempfile::Builder::new()
         .prefix("vakt-nginx-")
@@ -148,15 +148,35 @@ fn validate(host: &Host, live: &Path, content: &str) -> Result<(), Invalid> {
             }
         }
     }
+    let own = |name: &str| stage.path().join(format!("vakt-test.{name}"));
+    let mut staged_want = want.clone();
+    staged_want.pid = own("pid");
+    staged_want.error_log = own("error.log").display().to_string();
+    staged_want.access_log = own("access.log").display().to_string();
     let staged = stage.path().join("nginx.conf");
-    std::fs::write(&staged, content)
+    std::fs::write(&staged, render(&staged_want))
         .map_err(|e| Invalid::NotRun(format!("failed to stage {}: {e}", staged.display())))?;
-    let staged = staged.display().to_string();
-    match host.runner.run(&["nginx", "-t", "-q", "-c", &staged], &[], NGINX_TIMEOUT) {
+    let (staged, early_log) = (staged.display().to_string(), own("early.log").display().to_string());
+    match host.runner.run(&["nginx", "-t", "-q", "-e", &early_log, "-c", &staged], &[], NGINX_TIMEOUT) {
         Ok(out) if out.success => Ok(()),
-        Ok(out) => Err(Invalid::Rejected(out.stderr.trim().replace(&staged, &live.display().to_string()))),
+        Ok(out) => {
+            let message = out.stderr.trim().replace(&staged, &live.display().to_string());
+            if could_not_run(&message) {
+                Err(Invalid::NotRun(format!("nginx -t could not open what it needs, so nothing is judged: {message}")))
+            } else {
+                Err(Invalid::Rejected(message))
+            }
+        }
         Err(e) => Err(Invalid::NotRun(format!("{e:#}"))),
     }
+}
+
+/// Whether `nginx -t` failed for want of permission (an unprivileged or sandboxed audit), not
+/// because of the config: EACCES, EROFS or EPERM on a file it opens.
+fn could_not_run(stderr: &str) -> bool {
+    ["(13: Permission denied)", "(30: Read-only file system)", "(1: Operation not permitted)"]
+        .iter()
+        .any(|e| stderr.contains(e))
 }
 
 /// The pending-reload marker of one config file (one nginx instance).
@@ -227,8 +247,8 @@ impl Resource for Nginx<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => bail!("failed to read {}: {e}", path.display()),
         };
-        let rendered = render(self.want, self.source);
-        let validation = validate(host, &path, &rendered);
+        let rendered = render(self.want);
+        let validation = validate(host, &path, self.want);
         let reload_pending = reload_marker(host, &path).is_set();
         Ok(Observed { path, current, rendered, validation, master: master_pid(host, &self.want.pid), reload_pending })
     }
@@ -336,7 +356,7 @@ mod tests {
 
     #[test]
     fn default_render_has_the_articles_settings() {
-        let conf = render(&nginx(""), "builtin:openfaas-swarm");
+        let conf = render(&nginx(""));
         for line in [
             "keepalive_timeout 65s;",
             "keepalive_requests 10000;",
@@ -347,7 +367,7 @@ mod tests {
             "proxy_http_version 1.1;",
             "proxy_set_header Connection \"\";",
             "proxy_set_header X-Real-IP $remote_addr;",
-            "proxy_read_timeout 5m;",
+            "proxy_read_timeout 300s;",
         ] {
             assert!(conf.contains(line), "missing {line}:\n{conf}");
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::engine::{Finding, Plan, Resource};
+use super::{Finding, Plan, Resource};
 use crate::host::Host;
 use crate::profile::Packages as Wanted;
 

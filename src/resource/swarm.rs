@@ -2,8 +2,9 @@
 //! never re-initialised, never left. Join tokens are never requested.
 
 use std::net::IpAddr;
+use std::path::Path;
 
-use crate::engine::{Finding, Plan, Resource, Status};
+use super::{Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, EngineFacts};
 use crate::host::Host;
 use crate::profile::{Advertise, Swarm as Wanted};
@@ -23,11 +24,11 @@ pub struct Init {
 
 pub struct Swarm<'p> {
     want: &'p Wanted,
-    docker_host: Option<&'p str>,
+    docker_host: Option<&'p Path>,
 }
 
 impl<'p> Swarm<'p> {
-    pub fn new(want: &'p Wanted, docker_host: Option<&'p str>) -> Self {
+    pub fn new(want: &'p Wanted, docker_host: Option<&'p Path>) -> Self {
         Swarm { want, docker_host }
     }
 }
@@ -60,7 +61,7 @@ impl Resource for Swarm<'_> {
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
-        let engine = Engine::observe(&host.docker_socket(self.docker_host));
+        let engine = host.docker_socket(self.docker_host).and_then(|s| Engine::observe(&s));
         Ok(Observed { engine, address: resolve(host, &self.want.advertise_addr) })
     }
 
@@ -87,7 +88,10 @@ impl Resource for Swarm<'_> {
         };
         match (s.state.as_str(), s.manager) {
             ("inactive", _) if self.want.init => {
-                let cmd = format!("docker swarm init --advertise-addr {addr} --listen-addr {}", self.want.listen_addr);
+                let cmd = format!(
+                    "swarm init through the Engine API (docker swarm init --advertise-addr {addr} --listen-addr {})",
+                    self.want.listen_addr
+                );
                 let f = Finding::drift(id, "swarm manager (not in a swarm yet)", cmd).with_evidence(why);
                 plan.fix(f, Init { advertise: addr });
             }
@@ -128,7 +132,7 @@ impl Resource for Swarm<'_> {
     }
 
     fn apply(&self, host: &Host, _o: &Observed, actions: Vec<Init>) -> anyhow::Result<()> {
-        let engine = Engine::connect(&host.docker_socket(self.docker_host))?;
+        let engine = Engine::connect(&host.docker_socket(self.docker_host).map_err(anyhow::Error::msg)?)?;
         for init in actions {
             tracing::debug!(target: "vakt::run", "engine API: swarm init --advertise-addr {} --listen-addr {}", init.advertise, self.want.listen_addr);
             engine.init_swarm(&init.advertise.to_string(), &self.want.listen_addr.to_string())?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::engine::{Finding, Plan, Resource, Status};
+use super::{Finding, Plan, Resource, Status};
 use crate::fsutil;
 use crate::host::Host;
 use crate::profile::Tuning as Wanted;
@@ -132,7 +132,8 @@ impl Resource for Tuning<'_> {
                     Status::Failed,
                 )),
                 Some(cur) => plan.fix(
-                    Finding::drift(id, title, format!("sysctl -w {key}={want}")).with_evidence(format!("now {cur}")),
+                    Finding::drift(id, title, format!("write {want} to {}", proc_path(key)))
+                        .with_evidence(format!("now {cur}")),
                     Action::Sysctl(key.clone(), want.clone()),
                 ),
             }
@@ -150,7 +151,7 @@ impl Resource for Tuning<'_> {
                         Status::Failed,
                     ));
                 } else {
-                    let change = format!("echo {want} > /sys/block/{disk}/queue/scheduler");
+                    let change = format!("write {want} to /sys/block/{disk}/queue/scheduler");
                     plan.fix(
                         Finding::drift(id, title, change).with_evidence(format!("now {current}")),
                         Action::Scheduler(disk.clone(), want.clone()),

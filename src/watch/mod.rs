@@ -394,7 +394,7 @@ async fn run_audit(root: &std::path::Path, profile: &Profile, m: &Mutex<metrics:
         .resources
         .iter()
         .flat_map(|r| &r.findings)
-        .filter(|f| matches!(f.status, crate::engine::Status::Drift | crate::engine::Status::Failed))
+        .filter(|f| matches!(f.status, crate::resource::Status::Drift | crate::resource::Status::Failed))
     {
         tracing::warn!(
             MESSAGE_ID = message_id::AUDIT,

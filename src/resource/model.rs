@@ -1,0 +1,147 @@
+//! What every resource is made of: the trait (observe → plan → apply), its plan, the findings
+//! every report is built from, and the type-erased face the engine drives.
+
+use serde::Serialize;
+
+use crate::host::Host;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Changed,
+    Skipped,
+    Unknown,
+    Drift,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Skipped => "skipped",
+            Status::Unknown => "unknown",
+            Status::Drift => "drift",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One audited item with a stable id (`firewall.rule.22/tcp`), a human title and the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub title: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// What apply does (or did) about a drift: usually the exact command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Finding {
+    pub fn new(id: impl Into<String>, title: impl Into<String>, status: Status) -> Finding {
+        Finding { id: id.into(), title: title.into(), status, evidence: Vec::new(), change: None, diff: None }
+    }
+
+    pub fn ok(id: impl Into<String>, title: impl Into<String>) -> Finding {
+        Finding::new(id, title, Status::Ok)
+    }
+
+    pub fn drift(id: impl Into<String>, title: impl Into<String>, change: impl Into<String>) -> Finding {
+        Finding { change: Some(change.into()), ..Finding::new(id, title, Status::Drift) }
+    }
+
+    pub fn unknown(id: impl Into<String>, title: impl Into<String>, reason: impl Into<String>) -> Finding {
+        Finding { evidence: vec![reason.into()], ..Finding::new(id, title, Status::Unknown) }
+    }
+
+    pub fn with_evidence(mut self, line: impl Into<String>) -> Finding {
+        self.evidence.push(line.into());
+        self
+    }
+}
+
+/// The difference between the profile and what was observed: findings for the report and
+/// resource-specific actions for `apply`. Empty `actions` means converged.
+#[derive(Debug)]
+pub struct Plan<A> {
+    pub findings: Vec<Finding>,
+    pub actions: Vec<A>,
+    pub warnings: Vec<String>,
+}
+
+impl<A> Default for Plan<A> {
+    fn default() -> Self {
+        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new() }
+    }
+}
+
+impl<A> Plan<A> {
+    pub fn pass(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    /// A drift that `apply` fixes with `action`.
+    pub fn fix(&mut self, finding: Finding, action: A) {
+        self.findings.push(finding);
+        self.actions.push(action);
+    }
+
+    pub fn warn(&mut self, text: impl Into<String>) {
+        self.warnings.push(text.into());
+    }
+}
+
+/// A managed part of the host. `plan` is pure; `observe` and `apply` do the I/O.
+pub trait Resource: Sync {
+    type Observed: Send;
+    type Action: Send;
+
+    fn id(&self) -> &'static str;
+    fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
+    fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
+    fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
+
+    /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine
+    /// that cannot be reached), rather than as unknown (a fact vakt cannot see).
+    fn unknown_fails_apply(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceReport {
+    pub id: &'static str,
+    pub findings: Vec<Finding>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ResourceReport {
+    pub(crate) fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
+        ResourceReport { id, findings, warnings, error: None }
+    }
+
+    pub(crate) fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
+        let reason = format!("{error:#}");
+        let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
+        finding.evidence.push(reason.clone());
+        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason) }
+    }
+}
+
+/// The type-erased face of a resource that the commands drive; the engine implements it for
+/// every `Resource`.
+pub trait Managed: Sync {
+    fn id(&self) -> &'static str;
+    fn check(&self, host: &Host) -> ResourceReport;
+    fn converge(&self, host: &Host) -> ResourceReport;
+}

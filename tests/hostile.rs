@@ -1,0 +1,199 @@
+//! Hostile input (issue 11): profile values that would reach a file, an argv or a clock, the
+//! profile file and `--root` themselves, and output that a reader closes or cannot take. Each
+//! test drives the built binary as an operator (or an attacker with a profile) would.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn write_profile(dir: &Path, body: &str) -> String {
+    let p = dir.join("p.toml");
+    std::fs::write(&p, body).expect("write");
+    p.display().to_string()
+}
+
+/// `vakt profile validate` refuses `body` with exit 2, naming `key` and saying `says`.
+fn refused(body: &str, key: &str, says: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write_profile(dir.path(), body);
+    let out = run(vakt().args(["profile", "validate", &p]));
+    assert_eq!(out.code, 2, "accepted: {body:?}\n{}", out.stdout);
+    assert!(out.stderr.contains(key) && out.stderr.contains(says), "{body:?}: {}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line, nothing from the file quoted: {}", out.stderr);
+    assert!(!out.stderr.contains('\x1b'), "control characters are escaped: {:?}", out.stderr);
+}
+
+#[test]
+fn values_that_would_inject_into_files_or_argv_are_refused_at_the_profile() {
+    // A newline in a sysctl value used to become a second line of sysctl.d (core_pattern!).
+    refused(
+        "[tuning.sysctl]\n\"vm.swappiness\" = \"10\\nkernel.core_pattern = |/srv/x\"\n",
+        "tuning.sysctl",
+        "one line",
+    );
+    refused("[tuning.sysctl]\n\"vm..swappiness\" = 1\n", "tuning.sysctl", "not a sysctl name");
+    refused("[tuning.sysctl]\n\"vm.swap piness\" = 1\n", "tuning.sysctl", "not a sysctl name");
+    refused("[tuning.sysctl]\n\"-vm.swappiness\" = 1\n", "tuning.sysctl", "not a sysctl name");
+    refused("[tuning.sysctl]\n\"vm.swappiness\" = \"1\\u001b[2J\"\n", "tuning.sysctl", "control characters");
+    // A comment that ufw would parse as one of its own options.
+    refused(
+        "[firewall]\n[[firewall.allow]]\nport = 22\ncomment = \"--datadir=/x\"\n",
+        "firewall.allow[0].comment",
+        "option",
+    );
+    // nginx values that must be one word.
+    refused("[nginx]\nlisten = \"80; worker_rlimit_nofile 4242\"\n", "nginx.listen", "not a port");
+    refused("[nginx]\nserver_name = \"a #b\"\n", "nginx.server_name", "one nginx word");
+    refused("[nginx]\nupstream = [\"127.0.0.1:8080 backup\"]\n", "nginx.upstream", "HOST:PORT");
+    refused("[nginx]\nerror_log = \"/var/log/x.log;\\nuser root\"\n", "nginx.error_log", "one nginx word");
+    refused("[nginx]\nclient_max_body_size = \"50 m\"\n", "nginx.client_max_body_size", "not a size");
+    // Paths: absolute and normalised.
+    refused("[nginx]\nconfig = \"/../../../srv/x/nginx.conf\"\n", "nginx.config", "not normalised");
+    refused("[nginx]\nconfig = \"etc/nginx.conf\"\n", "nginx.config", "not an absolute path");
+    refused("[nginx]\npid = \"/run//nginx.pid\"\n", "nginx.pid", "not normalised");
+    refused("[host]\nstorage_paths = [\"/var/lib/docker/..\"]\n", "host.storage_paths", "not normalised");
+    refused("[docker]\nhost = \"tcp://10.0.0.1:2375\"\n", "docker.host", "only unix sockets");
+}
+
+#[test]
+fn numbers_that_overflow_or_make_no_sense_are_refused_with_the_range() {
+    // Both used to wrap in release builds: to `client_max_body_size 0;` and to 384ms.
+    refused("[nginx]\nclient_max_body_size = \"17179869184g\"\n", "nginx.client_max_body_size", "too large");
+    refused("[nginx]\nproxy_read_timeout = \"18446744073709552s\"\n", "nginx.proxy_read_timeout", "too long");
+    refused("[nginx]\nproxy_read_timeout = \"30d\"\n", "nginx.proxy_read_timeout", "use 1s to 7d");
+    refused("[nginx]\nclient_body_buffer_size = \"0\"\n", "nginx.client_body_buffer_size", "use 1 to 1g");
+    refused("[watch]\ncheck_every = \"0s\"\n", "watch.check_every", "use 1m to 30d");
+    refused("[watch]\ninterval = \"0s\"\n", "watch.interval", "use 100ms to 1h");
+    refused("[watch]\ninterval = \"100ms\"\nwindow = \"100000d\"\n", "watch.window", "out of range");
+    refused("[docker]\nrestart_timeout = \"0s\"\n", "docker.restart_timeout", "use 1s to 10m");
+    refused("[nginx]\nworker_processes = \"99999\"\n", "nginx.worker_processes", "1 to 1024");
+    refused("[firewall]\n[[firewall.allow]]\nport = 70000\n", "p.toml:3:8", "not a port; use 1 to 65535");
+    refused("[firewall]\n[[firewall.allow]]\nport = \"22x\"\n", "firewall.allow[0].port", "not a port (1-65535)");
+}
+
+#[test]
+fn duplicates_are_profile_errors() {
+    refused(
+        "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 22\ncomment = \"again\"\n",
+        "firewall.allow[1].port",
+        "same rule as firewall.allow[0]",
+    );
+    refused("[packages]\ninstall = [\"ufw\", \"ufw\"]\n", "packages.install", "listed twice");
+    refused("[nginx]\nupstream = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n", "nginx.upstream", "listed twice");
+}
+
+#[test]
+fn the_profile_path_never_reaches_the_rendered_file() {
+    // A path with a newline used to become a live nginx directive in the header comment.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("d\nworker_rlimit_nofile 4242;\n#");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/nginx")).expect("root");
+    let p = sub.join("p.toml");
+    std::fs::write(&p, "[nginx]\n").expect("profile");
+    let out = run(vakt().arg("--root").arg(&root).args(["check", "--only", "nginx", "--diff", "-p"]).arg(&p));
+    assert!(!out.stdout.contains("\nworker_rlimit_nofile"), "{}", out.stdout);
+    assert!(out.stdout.contains("d\\nworker_rlimit_nofile"), "the path is shown escaped: {}", out.stdout);
+}
+
+#[test]
+fn the_profile_file_must_be_a_bounded_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(vakt().args(["profile", "validate", "/dev/zero"]));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let started = std::time::Instant::now();
+    let out = run(vakt().args(["check", "-p"]).arg(&fifo));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "a FIFO must not hang");
+
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(2 << 20))).expect("big");
+    let out = run(vakt().args(["profile", "validate"]).arg(&big));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("too large"), "{}", out.stderr);
+}
+
+#[test]
+fn errors_in_files_that_are_not_profiles_quote_no_line_of_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$s3cr3th4sh:19000:0:99999:7:::\n").expect("secret");
+    let out = run(vakt().args(["profile", "validate"]).arg(&secret));
+    assert_eq!(out.code, 2);
+    assert!(!out.stderr.contains("s3cr3t"), "{}", out.stderr);
+}
+
+#[test]
+fn a_dangling_system_profile_is_an_error_not_a_fallback() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("etc/vakt")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc/vakt/gone.toml", root.path().join("etc/vakt/profile.toml")).expect("link");
+    let out = run(vakt().arg("--root").arg(root.path()).args(["check", "--only", "host"]));
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("gone.toml"), "names the missing target: {}", out.stderr);
+    assert!(!out.stdout.contains("builtin:"), "no silent fallback: {}", out.stdout);
+}
+
+#[test]
+fn a_root_that_is_not_a_directory_is_an_invalid_invocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").expect("file");
+    for root in [dir.path().join("absent"), file] {
+        let out = run(vakt().arg("--root").arg(&root).arg("check"));
+        assert_eq!(out.code, 2, "{}", out.stdout);
+        assert!(out.stderr.contains("--root"), "{}", out.stderr);
+        assert!(out.stdout.is_empty(), "no audit of an empty tree: {}", out.stdout);
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_a_full_disk_is_one_error() {
+    let root = tempfile::tempdir().expect("tempdir");
+    for args in [&["profile", "show"][..], &["check", "--only", "host"][..]] {
+        // The reader reads nothing and goes away: no panic, no SIGABRT, no message.
+        let mut child = vakt()
+            .arg("--root")
+            .arg(root.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code().is_some(), "{args:?} died by a signal: {:?}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_vakt")).args(["profile", "show"]).stdout(full).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed to write to standard output") && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn machine_formats_carry_a_profile_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write_profile(dir.path(), "[watch]\ninterval = \"soon\"\n");
+    let out = run(vakt().args(["check", "--format", "json", "-p", &p]));
+    assert_eq!(out.code, 2);
+    let doc = json(&out);
+    assert!(doc["error"].as_str().is_some_and(|e| e.contains("watch.interval")), "{doc}");
+    let out = run(vakt().args(["check", "--format", "prometheus", "-p", &p]));
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.contains("vakt_check_up 0"), "{}", out.stdout);
+    let out = run(vakt().args(["check", "--format", "junit", "-p", &p]));
+    assert!(out.stdout.contains("<error message=") && out.stdout.contains("watch.interval"), "{}", out.stdout);
+}
