@@ -10,8 +10,9 @@ secs=60
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null 2>&1 || cargo fuzz build -O
-mkdir -p corpus/profile corpus/proc_stat corpus/storage corpus/ufw_rules corpus/daemon_json
+mkdir -p corpus/profile corpus/rendered corpus/proc_stat corpus/storage corpus/ufw_rules corpus/daemon_json
 cp ../profiles/*.toml corpus/profile/
+cp ../profiles/*.toml corpus/rendered/
 cp /proc/stat corpus/proc_stat/seed 2>/dev/null || true
 cp /proc/self/mountinfo corpus/storage/seed 2>/dev/null || true
 printf '### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368\n' > corpus/ufw_rules/seed

@@ -10,6 +10,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fsutil;
 pub mod host;
+pub mod invariants;
 pub mod logging;
 pub mod profile;
 pub mod report;

@@ -226,3 +226,30 @@ fn real_packets_reach_allowed_ports_only() {
     assert!(allowed.starts_with("open"), "port 80 is allowed: {allowed}");
     assert!(denied.starts_with("closed"), "port 9000 is denied: {denied}");
 }
+
+#[test]
+fn comments_reach_ufw_as_comments_never_as_options() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let rules_file = sb.file("etc/ufw/user.rules");
+    let before = std::fs::read(&rules_file).expect("user.rules");
+    // ufw scans its whole command line for `--datadir=`/`--rootdir=`: such a comment is an option.
+    let bad = profile(&sb, "[firewall]\n[[firewall.allow]]\nport = 22\ncomment = \"--datadir=/tmp/vakt-x\"\n");
+    let out = sb.vakt(&["apply", "-p", &bad, "--only", "firewall"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("firewall.allow[0].comment") && out.stderr.contains("option"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&rules_file).expect("user.rules"), before, "ufw never ran");
+
+    // What is legal reaches ufw whole, as one comment, and reads back as the same rule.
+    let odd = "ssh # admins; ticket 42 -- keep";
+    let good = profile(&sb, &format!("[firewall]\n[[firewall.allow]]\nport = 22\ncomment = \"{odd}\"\n"));
+    let out = sb.vakt(&["apply", "-p", &good, "--only", "firewall"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let hex: String = odd.bytes().map(|b| format!("{b:02x}")).collect();
+    let rules = std::fs::read_to_string(&rules_file).expect("user.rules");
+    assert!(rules.contains(&format!("comment={hex}")), "ufw stored the comment whole:\n{rules}");
+    assert!(ufw_status(&sb).contains(odd), "{}", ufw_status(&sb));
+    assert_eq!(sb.vakt(&["check", "-p", &good, "--only", "firewall"]).code, 0);
+}

@@ -144,7 +144,8 @@ fn rule_title(rule: &Rule) -> String {
     format!("allow {}/{} from {from}{comment}", rule.port_text(), rule.proto.as_str())
 }
 
-fn allow_command(rule: &Rule) -> Vec<String> {
+/// The `ufw allow` argv for a rule.
+pub fn allow_command(rule: &Rule) -> Vec<String> {
     let mut argv = vec!["ufw".to_string(), "allow".into()];
     if rule.proto != Proto::Both {
         argv.extend(["proto".into(), rule.proto.as_str().into()]);

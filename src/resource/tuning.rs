@@ -41,15 +41,7 @@ impl<'p> Tuning<'p> {
     }
 
     fn sysctl_file(&self) -> Option<String> {
-        if self.want.sysctl.is_empty() {
-            return None;
-        }
-        let mut text =
-            String::from("# Managed by vakt from the profile's [tuning.sysctl]; changes here are overwritten.\n");
-        for (k, v) in &self.want.sysctl {
-            text.push_str(&format!("{k} = {v}\n"));
-        }
-        Some(text)
+        sysctl_file(self.want)
     }
 
     fn udev_rule(&self) -> Option<String> {
@@ -58,6 +50,20 @@ impl<'p> Tuning<'p> {
             "# Managed by vakt: NVMe devices do their own queueing; the kernel scheduler only adds latency.\nACTION==\"add|change\", KERNEL==\"nvme[0-9]*n[0-9]*\", ATTR{{queue/scheduler}}=\"{s}\"\n"
         ))
     }
+}
+
+/// The sysctl.d file: a header and one `key = value` line per setting (the profile's
+/// validation keeps both to one line of their own characters).
+pub fn sysctl_file(want: &Wanted) -> Option<String> {
+    if want.sysctl.is_empty() {
+        return None;
+    }
+    let mut text =
+        String::from("# Managed by vakt from the profile's [tuning.sysctl]; changes here are overwritten.\n");
+    for (k, v) in &want.sysctl {
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    Some(text)
 }
 
 fn proc_path(key: &str) -> String {
