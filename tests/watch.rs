@@ -37,13 +37,27 @@ fn term(child: &mut Child) -> i32 {
 /// Receives notify datagrams until `until` returns true or `limit` passes.
 fn collect(sock: &UnixDatagram, limit: Duration, mut until: impl FnMut(&[String]) -> bool) -> Vec<String> {
     let mut got = Vec::new();
+    collect_timed_until(sock, limit, |(_, m)| {
+        got.push(m.to_string());
+        until(&got)
+    });
+    got
+}
+
+/// Notify datagrams with the time each arrived, until `until` returns true or `limit` passes.
+fn collect_timed_until(
+    sock: &UnixDatagram,
+    limit: Duration,
+    mut until: impl FnMut(&(Instant, String)) -> bool,
+) -> Vec<(Instant, String)> {
+    let mut got = Vec::new();
     let started = Instant::now();
     let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
     while started.elapsed() < limit {
         if let Ok(n) = sock.recv(&mut buf) {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            if until(&got) {
+            got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+            if got.last().is_some_and(&mut until) {
                 break;
             }
         }
@@ -108,9 +122,10 @@ fn a_stalled_sampler_stops_the_watchdog_pings() {
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind");
     let p = profile(dir.path(), "[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\n");
+    // 600 ms is the shortest watchdog a 200 ms interval can feed (a third of it); vakt refuses less.
     let mut child = spawn_watch(
         &["--root", root.to_str().expect("utf8"), "watch", "-p", &p],
-        &[("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")), ("WATCHDOG_USEC", "400000")],
+        &[("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")), ("WATCHDOG_USEC", "600000")],
     );
     let before = collect(&sock, Duration::from_secs(5), |g| g.iter().any(|m| m.contains("READY=1")));
     assert!(before.iter().any(|m| m.contains("READY=1")), "{before:?}");
@@ -308,4 +323,347 @@ fn sighup_with_an_invalid_profile_keeps_running() {
     child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
     assert_eq!(code, 0);
     assert!(err.contains("reload failed, keeping the running profile") && err.contains("interval"), "{err}");
+}
+
+// Issue 11 §5: the watchdog must not crash, starve or lie.
+
+fn pid_of(child: &Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(child.id() as i32)
+}
+
+fn hangup(child: &Child) {
+    let _ = nix::sys::signal::kill(pid_of(child), nix::sys::signal::Signal::SIGHUP);
+}
+
+/// The exit code, or `None` when the process was still running after `limit` (then killed).
+fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
+/// Notify datagrams with the time each arrived, for `limit`.
+fn collect_timed(sock: &UnixDatagram, limit: Duration) -> Vec<(Instant, String)> {
+    collect_timed_until(sock, limit, |_| false)
+}
+
+/// The longest silence between WATCHDOG=1 pings, counting from `from` to `to`. systemd restarts
+/// the service when it reaches WatchdogSec (WATCHDOG_USEC), 1 s in these tests.
+fn longest_ping_gap(got: &[(Instant, String)], from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut gap = Duration::ZERO;
+    for (at, _) in got.iter().filter(|(at, m)| m.contains("WATCHDOG=1") && *at >= from && *at <= to) {
+        gap = gap.max(at.duration_since(last));
+        last = *at;
+    }
+    gap.max(to.saturating_duration_since(last))
+}
+
+/// `GET /metrics` over a plain socket: the body and how long the answer took, or `None`.
+fn scrape(port: u16) -> Option<(String, Duration)> {
+    use std::io::Read;
+    let started = Instant::now();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.1 200").then(|| (reply, started.elapsed()))
+}
+
+/// A daemon's surroundings: a temporary directory, a notify socket bound in it, a profile.
+struct Notified {
+    dir: tempfile::TempDir,
+    sock: UnixDatagram,
+    profile: String,
+}
+
+fn notified(body: &str) -> Notified {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = UnixDatagram::bind(dir.path().join("notify.sock")).expect("bind notify socket");
+    let profile = profile(dir.path(), body);
+    Notified { dir, sock, profile }
+}
+
+impl Notified {
+    fn socket_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("notify.sock")
+    }
+
+    /// `vakt [global...] watch -p PROFILE` with NOTIFY_SOCKET and `env` set.
+    fn spawn(&self, global: &[&str], env: &[(&str, &str)]) -> Child {
+        let sock = self.socket_path().display().to_string();
+        let mut args = global.to_vec();
+        args.extend(["watch", "-p", &self.profile]);
+        let mut env = env.to_vec();
+        env.push(("NOTIFY_SOCKET", &sock));
+        spawn_watch(&args, &env)
+    }
+
+    /// Waits up to 5 s for READY=1; returns what arrived until then.
+    fn ready(&self) -> Vec<String> {
+        let got = collect(&self.sock, Duration::from_secs(5), |g| g.iter().any(|m| m.contains("READY=1")));
+        assert!(got.iter().any(|m| m.contains("READY=1")), "READY=1 sent: {got:?}");
+        got
+    }
+}
+
+#[test]
+fn unusable_timings_are_refused_at_start_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (profile, environment, words the error must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 3] = [
+        ("[watch]\ninterval = \"200ms\"\ncheck_every = \"0s\"\n", &[], &["check_every"]),
+        ("[watch]\ninterval = \"100ms\"\nwindow = \"100000d\"\n", &[], &["window"]),
+        // The shipped unit's WatchdogSec=30s cannot be fed by a sample once a minute.
+        ("[watch]\ninterval = \"1m\"\n", &[("WATCHDOG_USEC", "30000000")], &["interval", "1m", "30s"]),
+    ];
+    for (body, env, words) in cases {
+        let p = profile(dir.path(), body);
+        let mut child = spawn_watch(&["watch", "-p", &p], env);
+        let code = exit_within(&mut child, Duration::from_secs(5));
+        let err = stderr_of(&mut child);
+        assert_eq!(code, Some(2), "{body:?} is refused as invalid: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        for w in words {
+            assert!(err.contains(w), "the error names {w}: {err}");
+        }
+    }
+}
+
+#[test]
+fn watchdog_usec_zero_means_no_watchdog() {
+    let n = notified("[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\n");
+    let mut child = n.spawn(&[], &[("WATCHDOG_USEC", "0")]);
+    let got = collect(&n.sock, Duration::from_secs(2), |_| false);
+    let code = term(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?} {err}");
+    assert!(!got.iter().any(|m| m.contains("WATCHDOG=1")), "no pings without a watchdog: {got:?}");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn sighup_with_unusable_timings_keeps_the_running_profile() {
+    let n = notified("[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\n");
+    let mut child = n.spawn(&[], &[("WATCHDOG_USEC", "1000000")]);
+    n.ready();
+    for bad in [
+        "[watch]\ninterval = \"200ms\"\ncheck_every = \"0s\"\n",
+        "[watch]\ninterval = \"100ms\"\nwindow = \"100000d\"\n",
+        "[watch]\ninterval = \"1m\"\n",
+    ] {
+        std::fs::write(&n.profile, bad).expect("profile");
+        hangup(&child);
+        let from = Instant::now();
+        let got = collect_timed(&n.sock, Duration::from_millis(1500));
+        assert!(child.try_wait().expect("wait").is_none(), "still running after reloading {bad:?}");
+        let gap = longest_ping_gap(&got, from, Instant::now());
+        assert!(gap < Duration::from_secs(1), "pings go on at the old interval after {bad:?}: gap {gap:?}");
+    }
+    let code = term(&mut child);
+    let err = stderr_of(&mut child);
+    assert_eq!(code, 0, "{err}");
+    let failures: Vec<&str> =
+        err.lines().filter(|l| l.contains("reload failed, keeping the running profile")).collect();
+    assert_eq!(failures.len(), 3, "{err}");
+    for (line, key) in failures.iter().zip(["check_every", "window", "interval"]) {
+        assert!(line.contains(key), "{line}");
+    }
+    assert!(failures[2].contains("1m") && failures[2].contains("WatchdogSec=1s"), "{}", failures[2]);
+}
+
+#[test]
+fn a_slow_audit_neither_delays_the_pings_nor_overlaps() {
+    let n = notified(
+        "[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\ncheck_every = \"1s\"\n[packages]\ninstall = [\"nginx\"]\n",
+    );
+    // dpkg-query that takes 1.5 s, logging when each run starts and ends.
+    let bin = n.dir.path().join("bin");
+    let log = n.dir.path().join("audits.log");
+    write_file(
+        &bin,
+        "dpkg-query",
+        &format!("#!/bin/sh\necho start >> {l}\nsleep 1.5\necho end >> {l}\n", l = log.display()),
+    );
+    assert!(Command::new("chmod").arg("+x").arg(bin.join("dpkg-query")).status().expect("chmod").success());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut child = n.spawn(&[], &[("WATCHDOG_USEC", "1000000"), ("PATH", &path)]);
+    n.ready();
+    let from = Instant::now();
+    let got = collect_timed(&n.sock, Duration::from_secs(5));
+    let gap = longest_ping_gap(&got, from, Instant::now());
+    let _ = term(&mut child);
+    let runs = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = runs.lines().collect();
+    assert!(lines.iter().filter(|l| **l == "start").count() >= 2, "the audit ran repeatedly: {runs}");
+    for pair in lines.chunks(2) {
+        assert!(pair[0] == "start" && pair.get(1).is_none_or(|e| *e == "end"), "never two audits at once: {runs}");
+    }
+    assert!(gap < Duration::from_secs(1), "pings go on while the audit runs: longest gap {gap:?}");
+}
+
+#[test]
+fn a_garbled_proc_stat_is_an_error_not_a_zero() {
+    let n = notified("[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\n");
+    let root = n.dir.path().join("root");
+    write_file(&root, "proc/stat", "intr 12 0 3\nctxt 4567\nbtime 1700000000\n");
+    let mut child = n.spawn(&["--root", root.to_str().expect("utf8")], &[("WATCHDOG_USEC", "1000000")]);
+    let got = collect(&n.sock, Duration::from_secs(3), |_| false);
+    let alive = child.try_wait().expect("wait").is_none();
+    let _ = term(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(alive, "a bad sample is not a crash: {err}");
+    assert!(!got.iter().any(|m| m.contains("READY=1")), "not ready without a sample: {got:?}");
+    assert!(!got.iter().any(|m| m.contains("WATCHDOG=1")), "no pings without samples: {got:?}");
+    assert!(!got.iter().any(|m| m.contains("STATUS=steal")), "no figures made up: {got:?}");
+    let status = got.iter().rev().find(|m| m.contains("STATUS=")).unwrap_or_else(|| panic!("a status: {got:?}"));
+    assert!(
+        status.contains("proc/stat") && status.contains("no cpuN lines"),
+        "the status says what is wrong: {status}"
+    );
+    // Fifteen failed samples in three seconds, but not fifteen error lines.
+    let errors = err.lines().filter(|l| l.contains("no cpuN lines")).count();
+    assert!((1..=2).contains(&errors), "the error is logged with back-off ({errors} lines): {err}");
+}
+
+#[test]
+fn sighup_applies_metrics_window_and_check_every() {
+    let (old_port, new_port) = (free_port(), free_port());
+    let n = notified(&format!("[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\nmetrics = \"127.0.0.1:{old_port}\"\n"));
+    let mut child = n.spawn(&[], &[]);
+    let ready = n.ready();
+    assert!(ready.iter().any(|m| m.contains("over 1s")), "{ready:?}");
+    assert!(scrape(old_port).is_some(), "metrics on the first port");
+    std::fs::write(
+        &n.profile,
+        format!(
+            "[watch]\ninterval = \"200ms\"\nwindow = \"2s\"\nmetrics = \"127.0.0.1:{new_port}\"\ncheck_every = \"1s\"\n[host]\nhypervisor = \"any\"\ncontainer = \"allow\"\nstorage = \"any\"\n"
+        ),
+    )
+    .expect("profile");
+    hangup(&child);
+    let after = collect(&n.sock, Duration::from_secs(3), |_| false);
+    let new = scrape(new_port).map(|(text, _)| text);
+    let old = scrape(old_port);
+    let _ = term(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(after.last().is_some_and(|m| m.contains("over 2s")), "the new window is in use: {:?}", after.last());
+    let new = new.unwrap_or_else(|| panic!("metrics moved to the new port: {err}"));
+    assert!(old.is_none(), "the old port is closed");
+    assert!(new.contains("vakt_check_last_run_timestamp_seconds"), "the audit timer started: {new}");
+}
+
+/// User plus system CPU time of a process, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).expect("comm");
+    let fields: Vec<u64> = after_comm.split_whitespace().skip(11).take(2).map(|f| f.parse().unwrap_or(0)).collect();
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
+/// The soft limit on open files of this process, from /proc/self/limits.
+fn own_fd_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or(1024)
+}
+
+#[test]
+fn a_slow_client_flood_neither_starves_the_watchdog_nor_spins() {
+    if !require("prlimit", has("prlimit")) {
+        return;
+    }
+    const FD_LIMIT: usize = 256;
+    let clients = 1100.min(own_fd_limit().saturating_sub(100));
+    assert!(clients > FD_LIMIT * 2, "this test process may open only {clients} sockets");
+    let port = free_port();
+    let n = notified(&format!("[watch]\ninterval = \"200ms\"\nwindow = \"1s\"\nmetrics = \"127.0.0.1:{port}\"\n"));
+    let mut c = Command::new("prlimit");
+    c.arg(format!("--nofile={FD_LIMIT}:{FD_LIMIT}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_vakt"))
+        .args(["watch", "-p", &n.profile])
+        .env("NO_COLOR", "1")
+        .env("NOTIFY_SOCKET", n.socket_path())
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("vakt watch starts");
+    n.ready();
+
+    let sock = n.sock.try_clone().expect("socket");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let pings = std::thread::spawn(move || {
+        collect_timed_until(&sock, Duration::from_secs(60), |_| stopped.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    let (from, cpu_before) = (Instant::now(), cpu_time(child.id()));
+    // Slow clients: half send nothing, half one byte of a request line, and all stay open.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut flood = Vec::new();
+    for n in 0..clients {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            if n % 2 == 1 {
+                let _ = s.write_all(b"G");
+            }
+            flood.push(s);
+        }
+    }
+    let (connected, flooded) = (flood.len(), from.elapsed());
+    let mut scrapes = Vec::new();
+    while from.elapsed() < flooded + Duration::from_millis(4500) {
+        scrapes.push((from.elapsed(), scrape(port).map(|(_, took)| took)));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (to, cpu_used) = (Instant::now(), cpu_time(child.id()).saturating_sub(cpu_before));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = pings.join().expect("pings");
+    let alive = child.try_wait().expect("wait").is_none();
+    drop(flood);
+    let _ = term(&mut child);
+    let err = stderr_of(&mut child);
+
+    let ok: Vec<(Duration, Duration)> = scrapes.iter().filter_map(|(at, r)| r.map(|took| (*at, took))).collect();
+    let gap = longest_ping_gap(&got, from, to);
+    let report = format!(
+        "{connected} slow clients (connected within {flooded:?}) against RLIMIT_NOFILE={FD_LIMIT}: longest ping gap {gap:?}, {} pings, CPU {cpu_used:?} in {:?}, {}/{} scrapes answered, first at {:?}, slowest {:?}",
+        got.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count(),
+        to.duration_since(from),
+        ok.len(),
+        scrapes.len(),
+        ok.first().map(|s| s.0),
+        ok.iter().map(|s| s.1).max(),
+    );
+    eprintln!("{report}");
+    assert!(alive, "{report}\n{err}");
+    assert!(connected >= FD_LIMIT * 2, "the flood outnumbers the descriptors: {report}");
+    assert!(gap < Duration::from_secs(1), "WATCHDOG=1 goes on through the flood: {report}\n{err}");
+    assert!(cpu_used < Duration::from_millis(500), "no spinning on failed accepts: {report}");
+    // The first slow clients hold every slot until their 2 s header deadline and later ones are
+    // closed at once, so once all are in, a scrape gets a slot within that deadline.
+    assert!(
+        ok.first().is_some_and(|(at, _)| *at < flooded + Duration::from_secs(3)),
+        "scrapes answered within seconds: {report}"
+    );
+    assert!(scrapes.iter().rev().take(4).all(|(_, r)| r.is_some()), "and from then on: {report}");
+    assert!(ok.iter().all(|(_, took)| *took < Duration::from_secs(1)), "promptly: {report}");
 }

@@ -1,11 +1,8 @@
 //! The Prometheus endpoint: the classic text exposition format (what node_exporter serves and
-//! `promtool check metrics` accepts), with names that sit beside node_exporter's.
+//! `promtool check metrics` accepts), with names that sit beside node_exporter's. Serving it
+//! is `http.rs`'s job.
 
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -23,6 +20,8 @@ pub struct Metrics {
     pub steal_alarm: bool,
     pub iowait_alarm: bool,
     pub samples: u64,
+    /// Reads of /proc/stat that gave no figures.
+    pub sample_errors: u64,
     /// (state, count) of the last periodic audit, and when it ran.
     pub findings: Vec<(&'static str, usize)>,
     pub last_audit: Option<f64>,
@@ -98,6 +97,13 @@ impl Metrics {
         ];
         family(&mut o, "vakt_alarm_active", "gauge", "Whether an alarm is raised (1) or not (0).", &alarms);
         family(&mut o, "vakt_samples_total", "counter", "Samples of /proc/stat taken.", &one(self.samples as f64));
+        family(
+            &mut o,
+            "vakt_sample_errors_total",
+            "counter",
+            "Reads of /proc/stat that gave no figures (unreadable, no CPU lines, counters stuck).",
+            &one(self.sample_errors as f64),
+        );
         if let Some(at) = self.last_audit {
             let f: Vec<(String, f64)> =
                 self.findings.iter().map(|(s, n)| (format!("{{state=\"{s}\"}}"), *n as f64)).collect();
@@ -111,38 +117,6 @@ impl Metrics {
             );
         }
         o
-    }
-}
-
-/// Serves `GET /metrics` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            while len < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf[len..])).await {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => len += n,
-                }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let reply = if buf[..len].starts_with(b"GET /metrics ") {
-                let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 18\r\nConnection: close\r\n\r\ntry GET /metrics\r\n"
-                    .to_string()
-            };
-            let _ = stream.write_all(reply.as_bytes()).await;
-        });
     }
 }
 
