@@ -65,7 +65,7 @@ fn numbers_that_overflow_or_make_no_sense_are_refused_with_the_range() {
     refused("[nginx]\nproxy_read_timeout = \"18446744073709552s\"\n", "nginx.proxy_read_timeout", "too long");
     refused("[nginx]\nproxy_read_timeout = \"30d\"\n", "nginx.proxy_read_timeout", "use 1s to 7d");
     refused("[nginx]\nclient_body_buffer_size = \"0\"\n", "nginx.client_body_buffer_size", "use 1 to 1g");
-    refused("[watch]\ncheck_every = \"0s\"\n", "watch.check_every", "use 1m to 30d");
+    refused("[watch]\ncheck_every = \"0s\"\n", "watch.check_every", "use 1s to 30d");
     refused("[watch]\ninterval = \"0s\"\n", "watch.interval", "use 100ms to 1h");
     refused("[watch]\ninterval = \"100ms\"\nwindow = \"100000d\"\n", "watch.window", "out of range");
     refused("[docker]\nrestart_timeout = \"0s\"\n", "docker.restart_timeout", "use 1s to 10m");

@@ -557,7 +557,7 @@ fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
     };
     let check_every = match &w.check_every {
         None => None,
-        Some(c) => Some(duration("watch", "check_every", c, MINUTE..=30 * DAY)?),
+        Some(c) => Some(duration("watch", "check_every", c, SECOND..=30 * DAY)?),
     };
     Ok(Watch {
         interval,
