@@ -14,7 +14,7 @@ pub fn check(profile: &Profile) -> Result<(), String> {
         sysctl_file(t)?;
     }
     if let Some(f) = &profile.firewall {
-        for rule in &f.allow {
+        for rule in &f.rules {
             ufw_argv(&firewall::allow_command(rule), rule.comment.as_deref())?;
         }
     }

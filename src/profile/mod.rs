@@ -112,9 +112,41 @@ impl Proto {
     }
 }
 
-/// One `[[firewall.allow]]` entry: an inclusive port range, a protocol, a source.
+/// What a firewall rule does with the traffic it matches (ufw's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Allow,
+    /// Allow, but deny an address that opens 6 or more connections in 30 s (ufw's `limit`).
+    Limit,
+    Deny,
+    Reject,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Limit => "limit",
+            Action::Deny => "deny",
+            Action::Reject => "reject",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        [Action::Allow, Action::Limit, Action::Deny, Action::Reject].into_iter().find(|a| a.as_str() == text)
+    }
+
+    /// Whether traffic the rule matches gets in (rate-limited or not).
+    pub fn admits(self) -> bool {
+        matches!(self, Action::Allow | Action::Limit)
+    }
+}
+
+/// One `[[firewall.allow]]` or `[[firewall.rule]]` entry: an action, an inclusive port range,
+/// a protocol, a source.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
+    pub action: Action,
     pub ports: (u16, u16),
     pub proto: Proto,
     /// `None` is "any" (both address families).
@@ -147,7 +179,10 @@ pub struct Firewall {
     pub outgoing: Policy,
     pub routed: Policy,
     pub prune: bool,
-    pub allow: Vec<Rule>,
+    /// Networks the operator connects from; a rule limited to one of them keeps SSH open.
+    pub admin: Vec<IpNet>,
+    /// `[[firewall.allow]]` then `[[firewall.rule]]`, in profile order.
+    pub rules: Vec<Rule>,
 }
 
 #[derive(Debug, Clone)]
@@ -516,7 +551,7 @@ mod tests {
             "[firewall]\n[[firewall.allow]]\nport = \"6000:6007\"\nproto = \"udp\"\nfrom = \"10.1.2.3/8\"\n",
         )
         .expect("valid");
-        let rule = &p.firewall.expect("firewall").allow[0];
+        let rule = &p.firewall.expect("firewall").rules[0];
         assert_eq!(rule.ports, (6000, 6007));
         assert_eq!(rule.from, Some("10.0.0.0/8".parse().expect("cidr")));
     }
@@ -531,6 +566,7 @@ mod tests {
         };
         let mut firewall = raw::RawFirewall::default();
         firewall.allow.push(raw::RawRule {
+            action: Some("allow".into()),
             port: raw::RawPort::Number(22),
             proto: "tcp".into(),
             from: "any".into(),

@@ -58,7 +58,11 @@ pub struct RawFirewall {
     pub outgoing: String,
     pub routed: String,
     pub prune: bool,
+    /// Networks the operator administers the host from (the SSH lockout guard's judge).
+    pub admin: Vec<String>,
     pub allow: Vec<RawRule>,
+    /// Rules with an `action` (allow, limit, deny, reject).
+    pub rule: Vec<RawRule>,
 }
 
 impl Default for RawFirewall {
@@ -69,7 +73,9 @@ impl Default for RawFirewall {
             outgoing: "allow".into(),
             routed: "disabled".into(),
             prune: false,
+            admin: Vec::new(),
             allow: Vec::new(),
+            rule: Vec::new(),
         }
     }
 }
@@ -111,6 +117,8 @@ impl<'de> Deserialize<'de> for RawPort {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     pub port: RawPort,
     #[serde(default = "default_proto")]
     pub proto: String,

@@ -209,58 +209,95 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
     let policy = |key: &str, value: &str, allowed: &[&str]| -> Result<Policy, KeyError> {
         one_of("firewall", key, value, allowed).map(|v| Policy::parse(v).unwrap_or(Policy::Deny))
     };
-    let mut allow: Vec<Rule> = Vec::new();
-    for (i, r) in f.allow.into_iter().enumerate() {
-        let at = |key: &str, message: String| KeyError {
-            section: "firewall.allow".into(),
-            nth: Some(i),
-            key: key.into(),
-            message,
-        };
-        let ports = match &r.port {
-            raw::RawPort::Number(p) => (*p, *p),
-            raw::RawPort::Text(t) => parse_port_range(t).ok_or_else(|| {
-                at("port", format!("{} is not a port (1-65535) or a range like \"6000:6007\"", quoted(t)))
-            })?,
-        };
-        if ports.0 == 0 {
-            return Err(at("port", "port 0 is not a port; use 1-65535".into()));
-        }
-        let proto = match r.proto.as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            "both" | "any" => Proto::Both,
-            other => {
-                return Err(at("proto", format!("{} is not one of tcp, udp, both", quoted(other))));
+    let mut rules: Vec<(Rule, String)> = Vec::new();
+    let lists = [("allow", f.allow), ("rule", f.rule)];
+    for (list, raw_rules) in lists {
+        for (i, r) in raw_rules.into_iter().enumerate() {
+            let rule = validate_rule(list, i, r)?;
+            let here = format!("firewall.{list}[{i}]");
+            if let Some((_, first)) = rules.iter().find(|(a, _)| a.same_traffic(&rule)) {
+                let message = format!("the same traffic as {first}; list each rule once");
+                return Err(KeyError {
+                    section: format!("firewall.{list}"),
+                    nth: Some(i),
+                    key: "port".into(),
+                    message,
+                });
             }
-        };
-        if ports.0 != ports.1 && proto == Proto::Both {
-            return Err(at("proto", "ufw needs a port range to be tcp or udp, not both".into()));
+            rules.push((rule, here));
         }
-        let from =
-            match r.from.as_str() {
-                "any" => None,
-                text => Some(parse_cidr(text).ok_or_else(|| {
-                    at("from", format!("{} is not a CIDR like \"10.0.0.0/8\" or \"any\"", quoted(text)))
-                })?),
-            };
-        if let Some(c) = &r.comment {
-            ufw_comment(c).map_err(|m| at("comment", m))?;
-        }
-        let rule = Rule { ports, proto, from, comment: r.comment };
-        if let Some(first) = allow.iter().position(|a| a.same_traffic(&rule)) {
-            return Err(at("port", format!("the same rule as firewall.allow[{first}]; list each rule once")));
-        }
-        allow.push(rule);
     }
+    let admin = f
+        .admin
+        .iter()
+        .map(|a| {
+            parse_cidr(a)
+                .ok_or_else(|| err("firewall", "admin", format!("{} is not a CIDR like \"203.0.113.0/24\"", quoted(a))))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Firewall {
         enabled: f.enabled,
         incoming: policy("incoming", &f.incoming, &["allow", "deny", "reject"])?,
         outgoing: policy("outgoing", &f.outgoing, &["allow", "deny", "reject"])?,
         routed: policy("routed", &f.routed, &["allow", "deny", "reject", "disabled"])?,
         prune: f.prune,
-        allow,
+        admin,
+        rules: rules.into_iter().map(|(r, _)| r).collect(),
     })
+}
+
+/// One entry of `[[firewall.allow]]` (always allow) or `[[firewall.rule]]` (any action).
+fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError> {
+    let at = |key: &str, message: String| KeyError {
+        section: format!("firewall.{list}"),
+        nth: Some(i),
+        key: key.into(),
+        message,
+    };
+    let action = match (list, r.action.as_deref()) {
+        (_, None) => Action::Allow,
+        ("allow", Some("allow")) => Action::Allow,
+        ("allow", Some(other)) => {
+            return Err(at(
+                "action",
+                format!("{} in [[firewall.allow]]: write it as a [[firewall.rule]]", quoted(other)),
+            ));
+        }
+        (_, Some(text)) => Action::parse(text)
+            .ok_or_else(|| at("action", format!("{} is not one of allow, limit, deny, reject", quoted(text))))?,
+    };
+    let ports = match &r.port {
+        raw::RawPort::Number(p) => (*p, *p),
+        raw::RawPort::Text(t) => parse_port_range(t).ok_or_else(|| {
+            at("port", format!("{} is not a port (1-65535) or a range like \"6000:6007\"", quoted(t)))
+        })?,
+    };
+    if ports.0 == 0 {
+        return Err(at("port", "port 0 is not a port; use 1-65535".into()));
+    }
+    let proto = match r.proto.as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        "both" | "any" => Proto::Both,
+        other => return Err(at("proto", format!("{} is not one of tcp, udp, both", quoted(other)))),
+    };
+    if ports.0 != ports.1 && proto == Proto::Both {
+        return Err(at("proto", "ufw needs a port range to be tcp or udp, not both".into()));
+    }
+    if action == Action::Limit && proto != Proto::Tcp {
+        return Err(at("proto", "ufw rate-limits tcp only: a limit rule needs proto = \"tcp\"".into()));
+    }
+    let from = match r.from.as_str() {
+        "any" => None,
+        text => Some(
+            parse_cidr(text)
+                .ok_or_else(|| at("from", format!("{} is not a CIDR like \"10.0.0.0/8\" or \"any\"", quoted(text))))?,
+        ),
+    };
+    if let Some(c) = &r.comment {
+        ufw_comment(c).map_err(|m| at("comment", m))?;
+    }
+    Ok(Rule { action, ports, proto, from, comment: r.comment })
 }
 
 /// A ufw rule comment: printable, without quotes (ufw stores it hex-encoded, but shows it

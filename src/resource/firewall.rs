@@ -9,15 +9,18 @@ use ipnet::IpNet;
 use super::ssh::{self, SshFacts};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
-use crate::profile::{Firewall as Wanted, Policy, Proto, Rule};
+use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Rule};
 
 const UFW_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One rule as ufw records it in `user.rules`/`user6.rules`:
-/// `### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368`.
+/// `### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368`. The action word
+/// carries the rule's logging as a suffix (`allow_log`, `deny_log-all`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuple {
     pub action: String,
+    /// `log` or `log-all` when the rule logs, else empty.
+    pub log: String,
     pub proto: String,
     pub dport: String,
     pub dst: String,
@@ -65,8 +68,14 @@ pub fn parse_rules(text: &str, v6: bool) -> Vec<Tuple> {
         .map(|t| {
             let f: Vec<&str> = t.split_whitespace().filter(|w| !w.starts_with("comment=")).collect();
             let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+            let word = get(0);
+            let (action, log) = match word.split_once('_') {
+                Some((action, log)) => (action.to_string(), log.to_string()),
+                None => (word.clone(), String::new()),
+            };
             Tuple {
-                action: get(0),
+                action,
+                log,
                 proto: get(1),
                 dport: get(2),
                 dst: get(3),
@@ -74,7 +83,9 @@ pub fn parse_rules(text: &str, v6: bool) -> Vec<Tuple> {
                 src: get(5),
                 direction: f.last().copied().unwrap_or("").to_string(),
                 v6,
-                foreign: f.len() != 7 || get(0).contains(':'),
+                // Application-profile rules (9 fields), route rules (`route:allow`) and
+                // interface-bound ones are not vakt's.
+                foreign: f.len() != 7 || word.contains(':') || f[6] != "in",
             }
         })
         .collect()
@@ -96,7 +107,7 @@ impl Tuple {
     fn matches(&self, rule: &Rule) -> bool {
         let src = rule.from.map_or_else(|| any_net(self.v6).to_string(), |n| n.to_string());
         !self.foreign
-            && self.action == "allow"
+            && self.action == rule.action.as_str()
             && self.direction == "in"
             && self.proto == rule.proto.as_str()
             && self.dport == rule.port_text()
@@ -107,7 +118,13 @@ impl Tuple {
 
     fn describe(&self) -> String {
         let family = if self.v6 { " (v6)" } else { "" };
-        format!("{} {} {}/{} from {}{family}", self.direction, self.action, self.dport, self.proto, self.src)
+        let log = if self.log.is_empty() { String::new() } else { format!(" {}", self.log) };
+        let to = if self.dst == any_net(self.v6) { String::new() } else { format!(" to {}", self.dst) };
+        let sport = if self.sport == "any" { String::new() } else { format!(" port {}", self.sport) };
+        format!(
+            "{} {}{log} {}/{} from {}{sport}{to}{family}",
+            self.direction, self.action, self.dport, self.proto, self.src
+        )
     }
 
     /// The `ufw delete` command for this rule, when vakt can express it.
@@ -116,6 +133,9 @@ impl Tuple {
             return None;
         }
         let mut argv = vec!["ufw".to_string(), "delete".into(), self.action.clone()];
+        if !self.log.is_empty() {
+            argv.push(self.log.clone());
+        }
         if self.proto != "any" {
             argv.extend(["proto".into(), self.proto.clone()]);
         }
@@ -135,18 +155,19 @@ impl Tuple {
 
 fn rule_id(rule: &Rule) -> String {
     let from = rule.from.map(|n| format!("@{n}")).unwrap_or_default();
-    format!("firewall.rule.{}/{}{from}", rule.port_text(), rule.proto.as_str())
+    let action = if rule.action == RuleAction::Allow { String::new() } else { format!(":{}", rule.action.as_str()) };
+    format!("firewall.rule.{}/{}{from}{action}", rule.port_text(), rule.proto.as_str())
 }
 
 fn rule_title(rule: &Rule) -> String {
     let from = rule.from.map_or_else(|| "anywhere".to_string(), |n| n.to_string());
     let comment = rule.comment.as_ref().map(|c| format!(" ({c})")).unwrap_or_default();
-    format!("allow {}/{} from {from}{comment}", rule.port_text(), rule.proto.as_str())
+    format!("{} {}/{} from {from}{comment}", rule.action.as_str(), rule.port_text(), rule.proto.as_str())
 }
 
-/// The `ufw allow` argv for a rule.
+/// The ufw argv that adds a rule (`ufw allow ...`, `ufw limit ...`, `ufw deny ...`).
 pub fn allow_command(rule: &Rule) -> Vec<String> {
-    let mut argv = vec!["ufw".to_string(), "allow".into()];
+    let mut argv = vec!["ufw".to_string(), rule.action.as_str().into()];
     if rule.proto != Proto::Both {
         argv.extend(["proto".into(), rule.proto.as_str().into()]);
     }
@@ -190,12 +211,17 @@ impl Firewall<'_> {
                 if v6 && !o.ipv6 {
                     continue;
                 }
-                // A rule limited to a network counts when it holds this session's client
-                // (or when there is no session to judge by).
-                let covered = self.want.allow.iter().any(|r| {
-                    r.covers(*port, Proto::Tcp)
+                // A rule limited to a network counts only when it admits the operator: it
+                // holds this session's client, or one of the profile's admin networks.
+                let covered = self.want.rules.iter().any(|r| {
+                    r.action.admits()
+                        && r.covers(*port, Proto::Tcp)
                         && r.from.is_none_or(|net| {
-                            matches!(net, IpNet::V6(_)) == v6 && o.ssh.client.is_none_or(|c| net.contains(&c))
+                            matches!(net, IpNet::V6(_)) == v6
+                                && match o.ssh.client {
+                                    Some(c) => net.contains(&c),
+                                    None => self.want.admin.iter().any(|a| net.contains(a)),
+                                }
                         })
                 });
                 if !covered {
@@ -251,7 +277,7 @@ impl Resource for Firewall<'_> {
         let want = self.want;
         let run = |argv: Vec<String>| (shell_words(&argv), Action::Run(argv));
 
-        for rule in &want.allow {
+        for rule in &want.rules {
             let missing: Vec<bool> = families(rule, o.ipv6)
                 .into_iter()
                 .filter(|v6| !o.rules.iter().any(|t| t.v6 == *v6 && t.matches(rule)))
@@ -267,7 +293,7 @@ impl Resource for Firewall<'_> {
                     action,
                 );
             }
-            if rule.from.is_none() {
+            if rule.from.is_none() && rule.action.admits() {
                 for (port, why) in &self.sensitive {
                     if rule.covers(*port, Proto::Tcp) {
                         plan.warn(format!("port {port} ({why}) is open to the world; limit it with `from = \"CIDR\"`"));
@@ -278,10 +304,18 @@ impl Resource for Firewall<'_> {
                 plan.warn(format!("{}: IPv6 is disabled in /etc/default/ufw, the rule cannot apply", rule_id(rule)));
             }
         }
-        let wanted = |t: &Tuple| want.allow.iter().any(|r| t.matches(r) && families(r, o.ipv6).contains(&t.v6));
+        let wanted = |t: &Tuple| want.rules.iter().any(|r| t.matches(r) && families(r, o.ipv6).contains(&t.v6));
         for extra in o.rules.iter().filter(|t| !wanted(t)) {
             let id = format!("firewall.extra.{}", extra.describe().replace(' ', "_"));
             match extra.delete_command() {
+                // vakt owns allow rules only: pruning one can only close the firewall. A deny,
+                // limit or reject rule it did not list (fail2ban's bans, an operator's block)
+                // is never deleted.
+                Some(_) if extra.action != "allow" => plan.warn(format!(
+                    "{} rule not in the profile, kept (vakt never deletes a rule that blocks): {}",
+                    extra.action,
+                    extra.describe()
+                )),
                 Some(argv) if want.prune => {
                     // `ufw delete ... from any` removes both families at once: plan it once.
                     let (text, action) = run(argv);
@@ -413,6 +447,53 @@ mod tests {
     }
 
     #[test]
+    fn logging_tuples_keep_their_action_and_delete_with_their_log_word() {
+        let rules = parse_rules(
+            "### tuple ### allow_log tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n\
+             ### tuple ### deny_log-all any any 0.0.0.0/0 any 198.51.100.7 in\n\
+             ### tuple ### route:allow tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in\n",
+            false,
+        );
+        assert_eq!((rules[0].action.as_str(), rules[0].log.as_str()), ("allow", "log"));
+        assert_eq!(
+            rules[0].delete_command().map(|a| a.join(" ")),
+            Some("ufw delete allow log proto tcp from any to any port 80".into())
+        );
+        assert_eq!((rules[1].action.as_str(), rules[1].log.as_str()), ("deny", "log-all"));
+        assert!(rules[2].foreign, "route rules are not vakt's");
+    }
+
+    #[test]
+    fn prune_never_deletes_a_rule_that_blocks() {
+        let want = profile("[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n");
+        let existing = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n\
+             ### tuple ### deny any any 0.0.0.0/0 any 198.51.100.7 in\n\
+             ### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n\
+             ### tuple ### reject tcp 3306 0.0.0.0/0 any 0.0.0.0/0 in\n\
+             ### tuple ### allow_log tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n";
+        let plan = Firewall::new(&want, vec![]).plan(&observed(parse_rules(existing, false)));
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(changes, vec!["ufw delete allow log proto tcp from any to any port 80"]);
+        assert_eq!(plan.warnings.iter().filter(|w| w.contains("never deletes a rule that blocks")).count(), 3);
+    }
+
+    #[test]
+    fn a_limited_rule_covers_ssh_only_for_the_operator() {
+        let mut o = observed(vec![]);
+        o.enabled = false;
+        let limited = "[firewall]\n[[firewall.rule]]\naction = \"limit\"\nport = 22\nfrom = \"10.9.0.0/16\"\n";
+        // No session and no admin network: a CIDR-limited rule does not prove the operator gets in.
+        let plan = Firewall::new(&profile(limited), vec![]).plan(&o);
+        assert!(plan.findings.iter().any(|f| f.id == "firewall.ssh-guard"), "refused");
+        let admin = limited.replace("[firewall]\n", "[firewall]\nadmin = [\"10.9.8.0/24\"]\n");
+        let plan = Firewall::new(&profile(&admin), vec![]).plan(&o);
+        assert!(!plan.findings.iter().any(|f| f.id == "firewall.ssh-guard"), "the admin network is inside the rule");
+        // A deny rule never counts as access.
+        let deny = "[firewall]\n[[firewall.rule]]\naction = \"deny\"\nport = 22\n";
+        assert!(Firewall::new(&profile(deny), vec![]).plan(&o).findings.iter().any(|f| f.id == "firewall.ssh-guard"));
+    }
+
+    #[test]
     fn guard_refuses_when_ssh_port_is_not_allowed() {
         let want = profile("[firewall]\n[[firewall.allow]]\nport = 80\n");
         let mut o = observed(vec![]);
@@ -446,7 +527,7 @@ mod properties {
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
         match words.get(1).copied() {
-            Some("allow") => {
+            Some(action @ ("allow" | "limit" | "deny" | "reject")) => {
                 let proto = after("proto").unwrap_or("any");
                 let src = after("from").unwrap_or("any");
                 let port = after("port").unwrap_or("any");
@@ -462,7 +543,8 @@ mod properties {
                 };
                 for v6 in fams {
                     let t = Tuple {
-                        action: "allow".into(),
+                        action: action.into(),
+                        log: String::new(),
                         proto: proto.into(),
                         dport: port.into(),
                         dst: any_net(v6).into(),
@@ -479,6 +561,10 @@ mod properties {
             }
             Some("delete") => {
                 let action = words[2];
+                let log = match words[3] {
+                    "log" | "log-all" => words[3],
+                    _ => "",
+                };
                 let proto = after("proto").unwrap_or("any");
                 let from_at = words.iter().position(|w| *w == "from").unwrap_or(0);
                 let to_at = words.iter().position(|w| *w == "to").unwrap_or(0);
@@ -489,6 +575,7 @@ mod properties {
                 o.rules.retain(|t| {
                     let net = |w: &str| if w == "any" { any_net(t.v6).to_string() } else { w.to_string() };
                     !(t.action == action
+                        && t.log == log
                         && t.proto == proto
                         && t.src == net(src)
                         && t.dst == net(dst)
@@ -511,8 +598,13 @@ mod properties {
         }
     }
 
-    fn rule() -> impl Strategy<Value = (u16, u8, u8)> {
-        (prop::sample::select(vec![80u16, 443, 2377, 8080]), 0u8..3, 0u8..3)
+    fn rule() -> impl Strategy<Value = (u16, u8, u8, &'static str)> {
+        (
+            prop::sample::select(vec![80u16, 443, 2377, 8080]),
+            0u8..3,
+            0u8..3,
+            prop::sample::select(vec!["allow", "limit", "deny", "reject"]),
+        )
     }
 
     fn tuple() -> impl Strategy<Value = Tuple> {
@@ -522,9 +614,14 @@ mod properties {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            (
+                prop::sample::select(vec!["allow", "limit", "deny", "reject"]),
+                prop::sample::select(vec!["", "log", "log-all"]),
+            ),
         )
-            .prop_map(|(port, proto, v6, limited, foreign)| Tuple {
-                action: "allow".into(),
+            .prop_map(|(port, proto, v6, limited, foreign, (action, log))| Tuple {
+                action: action.into(),
+                log: log.into(),
                 proto: proto.into(),
                 dport: port.into(),
                 dst: any_net(v6).into(),
@@ -555,16 +652,22 @@ mod properties {
             let mut text = format!("[firewall]\nprune = {prune}\n[[firewall.allow]]\nport = 22\n");
             // A profile lists each rule once (duplicates are a profile error).
             let rules: std::collections::BTreeSet<_> = rules.into_iter().collect();
-            for (port, proto, from) in rules {
-                let proto = ["tcp", "udp", "both"][proto as usize];
+            // One action per traffic (two are a profile error).
+            let mut seen = std::collections::BTreeSet::new();
+            for (port, proto, from, action) in rules {
+                let proto = if action == "limit" { "tcp" } else { ["tcp", "udp", "both"][proto as usize] };
                 let from = ["any", "10.0.0.0/8", "2001:db8::/32"][from as usize];
-                text.push_str(&format!("[[firewall.allow]]\nport = {port}\nproto = \"{proto}\"\nfrom = \"{from}\"\n"));
+                if seen.insert((port, proto, from)) {
+                    text.push_str(&format!("[[firewall.rule]]\naction = \"{action}\"\nport = {port}\nproto = \"{proto}\"\nfrom = \"{from}\"\n"));
+                }
             }
             let want = crate::profile::parse("t", &text).expect("valid").firewall.expect("firewall");
             let fw = Firewall::new(&want, vec![]);
+            let existing: Vec<Tuple> = existing.into_iter().filter(|t| ipv6 || !t.v6).collect();
+            let existing_blocking: Vec<Tuple> = existing.iter().filter(|t| t.action != "allow").cloned().collect();
             let mut state = Observed {
                 enabled, ipv6, incoming, outgoing, routed,
-                rules: existing.into_iter().filter(|t| ipv6 || !t.v6).collect(),
+                rules: existing,
                 ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
                 docker_present: false,
             };
@@ -575,7 +678,11 @@ mod properties {
             let again = fw.plan(&state);
             prop_assert!(again.actions.is_empty(), "still planned: {:?}", again.findings.iter().filter_map(|f| f.change.clone()).collect::<Vec<_>>());
             if prune {
-                prop_assert!(state.rules.iter().all(|t| t.foreign || want.allow.iter().any(|r| t.matches(r))), "extras left: {:?}", state.rules);
+                prop_assert!(state.rules.iter().all(|t| t.foreign || t.action != "allow" || want.rules.iter().any(|r| t.matches(r))), "extras left: {:?}", state.rules);
+            }
+            // A rule that blocks is never deleted unless the profile asks for the same.
+            for t in existing_blocking.iter() {
+                prop_assert!(state.rules.contains(t), "deleted a blocking rule it does not own: {t:?}");
             }
         }
     }

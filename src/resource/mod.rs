@@ -61,5 +61,10 @@ fn sensitive_ports(p: &Profile) -> Vec<(u16, String)> {
 /// Ports the firewall profile opens to anyone.
 fn world_open_ports(p: &Profile) -> Vec<u16> {
     let Some(f) = &p.firewall else { return Vec::new() };
-    f.allow.iter().filter(|r| r.from.is_none()).flat_map(|r| r.ports.0..=r.ports.1).take(4096).collect()
+    f.rules
+        .iter()
+        .filter(|r| r.from.is_none() && r.action.admits())
+        .flat_map(|r| r.ports.0..=r.ports.1)
+        .take(4096)
+        .collect()
 }

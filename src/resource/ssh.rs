@@ -1,8 +1,12 @@
-//! Which port sshd really serves: its configuration, the current session, its sockets.
+//! Which ports sshd really serves: `sshd -T` where it can run (the authority), else its
+//! configuration files as sshd reads them (Include, Match, ListenAddress), systemd's
+//! `ssh.socket` when SSH is socket-activated, the current session, and sshd's own sockets.
 //! The firewall's lockout guard is built on this.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::host::Host;
 
@@ -14,25 +18,18 @@ pub struct SshFacts {
     pub evidence: Vec<String>,
 }
 
+const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+
 pub fn discover(host: &Host) -> SshFacts {
     let mut facts = SshFacts::default();
-    let mut configured = BTreeSet::new();
-    if let Some(main) = host.read_opt("/etc/ssh/sshd_config") {
-        configured.extend(config_ports(&main));
-        let dropins = host.path("/etc/ssh/sshd_config.d");
-        let mut files: Vec<_> = std::fs::read_dir(dropins)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.sort();
-        for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "conf")) {
-            configured.extend(std::fs::read_to_string(f).map(|t| config_ports(&t)).unwrap_or_default());
-        }
-        if configured.is_empty() {
-            configured.insert(22);
-        }
-        facts.evidence.push(format!("sshd_config: Port {}", join(&configured)));
+    if let Some((ports, source)) = configured_ports(host) {
+        facts.evidence.push(format!("{source}: port {}", join(&ports)));
+        facts.ports.extend(ports);
     }
-    facts.ports.extend(&configured);
+    if let Some((ports, source)) = socket_unit_ports(host) {
+        facts.evidence.push(format!("{source} (socket activation): port {}", join(&ports)));
+        facts.ports.extend(ports);
+    }
     if let Ok(conn) = std::env::var("SSH_CONNECTION")
         && let Some((client, port)) = session(&conn)
     {
@@ -46,7 +43,7 @@ pub fn discover(host: &Host) -> SshFacts {
         facts.ports.extend(listening);
     }
     if facts.ports.is_empty() {
-        facts.evidence.push("no sshd configuration, session or socket found; assuming port 22".into());
+        facts.evidence.push("no sshd configuration, socket unit, session or socket found; assuming port 22".into());
         facts.ports.insert(22);
     }
     facts
@@ -56,17 +53,205 @@ fn join(ports: &BTreeSet<u16>) -> String {
     ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// `Port` lines of an sshd_config (keywords are case-insensitive; only the first match of a
-/// `Match` block's scope matters, and Port is not allowed there).
-pub fn config_ports(text: &str) -> BTreeSet<u16> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let key = words.next()?;
-            key.eq_ignore_ascii_case("port").then(|| words.next()?.parse().ok())?
-        })
-        .collect()
+/// The ports sshd's configuration makes it listen on, and where that was learnt.
+fn configured_ports(host: &Host) -> Option<(BTreeSet<u16>, String)> {
+    if !host.path(SSHD_CONFIG).exists() {
+        return None;
+    }
+    // `sshd -T` resolves everything exactly as sshd will, but reads the live /etc/ssh: only
+    // on the running system. It needs root and /run/sshd; when it cannot run, read the files.
+    if host.is_live()
+        && let Ok(out) = host.runner.run(&["sshd", "-T"], &[], Duration::from_secs(10))
+        && out.success
+    {
+        let ports = effective_ports(&out.stdout);
+        if !ports.is_empty() {
+            return Some((ports, "sshd -T".into()));
+        }
+    }
+    let mut config = SshdConfig::default();
+    read_config(host, Path::new(SSHD_CONFIG), &mut config, 0);
+    Some((config.ports(), SSHD_CONFIG.into()))
+}
+
+/// The `port` and `listenaddress` lines of `sshd -T` output (lowercase keywords, one value each).
+pub fn effective_ports(dump: &str) -> BTreeSet<u16> {
+    let mut config = SshdConfig::default();
+    for line in dump.lines() {
+        config.keyword(line, false);
+    }
+    config.ports()
+}
+
+/// What sshd listens on, as its configuration says.
+#[derive(Debug, Default)]
+struct SshdConfig {
+    ports: Vec<u16>,
+    /// ListenAddress entries: the port when given (`host:port`, `[v6]:port`), else `None`.
+    listen: Vec<Option<u16>>,
+}
+
+impl SshdConfig {
+    /// ListenAddress without a port listens on every Port; no ListenAddress means every
+    /// address on every Port (22 when none is set).
+    fn ports(&self) -> BTreeSet<u16> {
+        let ports: BTreeSet<u16> =
+            if self.ports.is_empty() { [22].into() } else { self.ports.iter().copied().collect() };
+        if self.listen.is_empty() {
+            return ports;
+        }
+        self.listen.iter().flat_map(|l| l.map_or_else(|| ports.clone(), |p| [p].into())).collect()
+    }
+
+    /// Reads one line; returns the Include patterns it names. Inside a Match block only
+    /// Include matters (Port and ListenAddress are not allowed there).
+    fn keyword(&mut self, line: &str, in_match: bool) -> Vec<String> {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            return Vec::new();
+        }
+        let (key, rest) = line.split_once(|c: char| c.is_whitespace() || c == '=').unwrap_or((line, ""));
+        let args: Vec<&str> =
+            rest.trim_start_matches(|c: char| c.is_whitespace() || c == '=').split_whitespace().collect();
+        let args: Vec<String> =
+            args.iter().take_while(|a| !a.starts_with('#')).map(|a| a.trim_matches('"').to_string()).collect();
+        match key.to_ascii_lowercase().as_str() {
+            "include" => return args,
+            "port" if !in_match => self.ports.extend(args.first().and_then(|p| p.parse::<u16>().ok())),
+            "listenaddress" if !in_match => {
+                if let Some(addr) = args.first() {
+                    self.listen.push(listen_port(addr));
+                }
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+}
+
+/// The port of a ListenAddress value, if it names one: `1.2.3.4:22`, `[::1]:22`, `host:22`.
+fn listen_port(addr: &str) -> Option<u16> {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split_once("]:").and_then(|(_, p)| p.parse().ok());
+    }
+    match addr.matches(':').count() {
+        1 => addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()),
+        _ => None,
+    }
+}
+
+/// Reads `path` (a path as on the host) into `config`, following Include the way sshd does:
+/// relative patterns are under /etc/ssh, a `*` or `?` glob in the last component matches
+/// files in lexical order, and a Match block ends at the end of the file that opened it.
+fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
+    // sshd's own limit on nested includes.
+    if depth > 16 {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(host.path(path)) else { return };
+    let mut in_match = false;
+    for line in text.lines() {
+        if line.trim_start().to_ascii_lowercase().starts_with("match") {
+            in_match = true;
+            continue;
+        }
+        for pattern in config.keyword(line, in_match) {
+            let pattern =
+                if pattern.starts_with('/') { PathBuf::from(pattern) } else { Path::new("/etc/ssh").join(pattern) };
+            for file in expand(host, &pattern) {
+                read_config(host, &file, config, depth + 1);
+            }
+        }
+    }
+}
+
+/// The files a pattern with a glob in its last component names, sorted (as glob(3) does).
+fn expand(host: &Host, pattern: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    if !name.contains(['*', '?']) {
+        return vec![pattern.to_path_buf()];
+    }
+    let Ok(entries) = std::fs::read_dir(host.path(dir)) else { return Vec::new() };
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| glob_match(name, n)).collect();
+    names.sort();
+    names.into_iter().map(|n| dir.join(n)).collect()
+}
+
+/// `*` and `?` matching of one file name (no character classes, as sshd configs use them).
+fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((b'?', rest)) => !n.is_empty() && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    !name.starts_with('.') && go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// Where systemd looks for a unit, most important first.
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/run/systemd/generator",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+
+/// The TCP ports of `ssh.socket` when it is enabled: with socket activation (Ubuntu's
+/// default since 22.10) PID 1 holds the listener and sshd's Port reaches it only through
+/// the unit (or the drop-in that sshd's generator writes).
+fn socket_unit_ports(host: &Host) -> Option<(BTreeSet<u16>, String)> {
+    let enabled = std::fs::read_dir(host.path("/etc/systemd/system"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wants"))
+        .any(|e| e.path().join("ssh.socket").symlink_metadata().is_ok());
+    if !enabled {
+        return None;
+    }
+    let unit = UNIT_DIRS.iter().map(|d| Path::new(d).join("ssh.socket")).find(|p| host.path(p).is_file())?;
+    let mut files = vec![unit.clone()];
+    // Drop-ins: by file name across the directories, the more important directory winning.
+    let mut dropins: Vec<(String, PathBuf)> = Vec::new();
+    for dir in UNIT_DIRS {
+        let dir = Path::new(dir).join("ssh.socket.d");
+        let Ok(entries) = std::fs::read_dir(host.path(&dir)) else { continue };
+        for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.ends_with(".conf")) {
+            if !dropins.iter().any(|(n, _)| *n == name) {
+                dropins.push((name.clone(), dir.join(&name)));
+            }
+        }
+    }
+    dropins.sort();
+    files.extend(dropins.into_iter().map(|(_, p)| p));
+    let mut streams: Vec<String> = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(host.path(file)).unwrap_or_default();
+        for line in text.lines().map(str::trim) {
+            if let Some(value) = line.strip_prefix("ListenStream=") {
+                if value.trim().is_empty() {
+                    streams.clear();
+                } else {
+                    streams.push(value.trim().to_string());
+                }
+            }
+        }
+    }
+    let ports: BTreeSet<u16> = streams.iter().filter_map(|s| stream_port(s)).collect();
+    Some((ports, unit.display().to_string()))
+}
+
+/// The port of a `ListenStream=` value: `22`, `0.0.0.0:22`, `[::]:22`; unix paths have none.
+fn stream_port(value: &str) -> Option<u16> {
+    if value.starts_with('/') || value.starts_with('@') {
+        return None;
+    }
+    value.rsplit(':').next()?.parse().ok().filter(|p| *p != 0)
 }
 
 /// `SSH_CONNECTION` is "client_ip client_port server_ip server_port".
@@ -129,11 +314,66 @@ fn listen_entries(table: &str) -> Vec<(u16, u64)> {
 mod tests {
     use super::*;
 
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tmp");
+        for (path, text) in files {
+            let p = root.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        root
+    }
+
+    fn ports_of(root: &Path) -> BTreeSet<u16> {
+        let host = Host::new(root);
+        let mut config = SshdConfig::default();
+        read_config(&host, Path::new(SSHD_CONFIG), &mut config, 0);
+        config.ports()
+    }
+
     #[test]
-    fn reads_port_lines_case_insensitively() {
-        let ports = config_ports("# Port 99\nPort 2222\n  port 22 # second\nPermitRootLogin no\n");
-        assert_eq!(ports.into_iter().collect::<Vec<_>>(), vec![22, 2222]);
-        assert!(config_ports("Include /etc/ssh/sshd_config.d/*.conf\n").is_empty());
+    fn follows_includes_skips_match_and_honours_listen_address() {
+        let root = tree(&[
+            (SSHD_CONFIG, "Include /etc/ssh/sshd_config.d/*.conf\nPort 22\nMatch User backup\n  Port 9999\n"),
+            ("/etc/ssh/sshd_config.d/10-port.conf", "port=2222 # moved\n"),
+            ("/etc/ssh/sshd_config.d/.hidden.conf", "Port 7\n"),
+        ]);
+        assert_eq!(ports_of(root.path()), [22, 2222].into());
+        let root = tree(&[(
+            SSHD_CONFIG,
+            "Port 2200\nListenAddress 10.0.0.1\nListenAddress [::1]:2201\nListenAddress 127.0.0.1:2202\n",
+        )]);
+        assert_eq!(ports_of(root.path()), [2200, 2201, 2202].into());
+        let root = tree(&[(SSHD_CONFIG, "PermitRootLogin no\n")]);
+        assert_eq!(ports_of(root.path()), [22].into(), "sshd's default");
+    }
+
+    #[test]
+    fn socket_units_and_their_dropins_name_the_ports() {
+        let root = tree(&[
+            ("/lib/systemd/system/ssh.socket", "[Socket]\nListenStream=22\nAccept=no\n"),
+            (
+                "/etc/systemd/system/ssh.socket.d/port.conf",
+                "[Socket]\nListenStream=\nListenStream=0.0.0.0:2222\nListenStream=[::]:2222\n",
+            ),
+        ]);
+        let host = Host::new(root.path());
+        assert_eq!(socket_unit_ports(&host), None, "a socket unit that is not enabled listens on nothing");
+        std::fs::create_dir_all(root.path().join("etc/systemd/system/sockets.target.wants")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/ssh.socket",
+            root.path().join("etc/systemd/system/sockets.target.wants/ssh.socket"),
+        )
+        .expect("link");
+        assert_eq!(socket_unit_ports(&host).map(|(p, _)| p), Some([2222].into()), "the drop-in reset the list");
+    }
+
+    #[test]
+    fn reads_sshd_t_output() {
+        assert_eq!(
+            effective_ports("port 2222\nport 22\nlistenaddress [::]:2222\nlistenaddress 0.0.0.0:2222\n"),
+            [2222].into()
+        );
     }
 
     #[test]
