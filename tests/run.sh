@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): installs what the tests need, proves the host's own
-# firewall, ufw, nginx and Docker configuration are left byte-identical, and runs every tier:
+# The one test command (README, .ci/run): installs what the tests need (its installer first
+# proven against a fresh machine's conditions), proves the host's own firewall, ufw, nginx and
+# Docker configuration are left byte-identical, naming any path that appeared, went or changed,
+# and runs every tier:
 # lints; unit, property, fixture-tree and system tests against real ufw/iptables, dockerd,
 # nginx, journald, node_exporter and the kernel, each started privately; crash safety with
 # the test-only failpoints; cargo deny; the benchmark and fuzzing suites in smoke mode; and
