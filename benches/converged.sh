@@ -14,7 +14,6 @@ ln -s /proc "$T/proc"; ln -s /sys "$T/sys"
 mount --bind "$T/etc/ufw" /etc/ufw
 mount --bind "$T/etc/default/ufw" /etc/default/ufw
 mount --bind "$T/run" /run
-mkdir -p /run/docker
 ip link set lo up
 ip link add vkb0 type veth peer name vkb1
 ip addr add 10.250.0.2/24 dev vkb0; ip link set vkb0 up; ip link set vkb1 up
@@ -52,8 +51,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo '{"storage-driver": "overlay2"}' > "$T/etc/docker/daemon.json"
-dockerd --data-root "$T/data" --exec-root "$T/exec" --pidfile "$T/docker.pid" --host "unix://$T/docker.sock" \
-  --config-file "$T/etc/docker/daemon.json" --iptables=false >"$T/dockerd.log" 2>&1 &
+"$(dirname "$0")/../tests/common/private-dockerd.sh" "$T" >"$T/dockerd.log" 2>&1 &
 for i in $(seq 1 150); do curl -sf --unix-socket "$T/docker.sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.2; done
 
 # First apply, timed once, and the same firewall steps with plain ufw in a fresh copy.

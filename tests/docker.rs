@@ -4,6 +4,7 @@ mod common;
 
 use common::dockerd::DockerSandbox;
 use common::*;
+use std::process::Command;
 
 fn ready() -> bool {
     require("root", is_root()) && require("dockerd, docker and curl", has("dockerd") && has("docker") && has("curl"))
@@ -250,4 +251,42 @@ fn killed_during_the_restart_a_rerun_converges() {
     assert_eq!(sb.docker(&["info", "--format", "{{.Debug}}"]).stdout.trim(), "true", "Docker runs the new file");
     let again = sb.vakt(&["apply", "-p", &p, "--only", "docker", "--format", "json"]);
     assert!(changes(&json(&again), "changed").is_empty(), "and then nothing is pending");
+}
+
+/// Every entry under `dir` with its size and modification time; empty when `dir` is absent.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        let meta = std::fs::symlink_metadata(&path).expect("metadata");
+        out.push(format!("{} {} {:?}", path.display(), meta.len(), meta.modified().ok()));
+        if meta.is_dir() {
+            out.extend(tree(&path));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// dockerd 20.10 writes its trust key to /etc/docker/key.json whatever --config-file says; on a
+/// fresh CI machine that file (or the directory) appearing failed the host-untouched check of
+/// the test command (issue 12). The engine must see a fresh /etc/docker of its own and write there.
+#[test]
+fn the_private_engine_writes_its_key_in_its_own_etc_docker_not_the_machines() {
+    if !ready() {
+        return;
+    }
+    let host = std::path::Path::new("/etc/docker");
+    let existed = host.exists();
+    let before = tree(host);
+    let sb = DockerSandbox::start(None);
+    let pid = std::fs::read_to_string(sb.file("docker.pid")).expect("pid file");
+    let seen =
+        run(Command::new("nsenter").args([&format!("--mount=/proc/{}/ns/mnt", pid.trim()), "ls", "-A", "/etc/docker"]));
+    assert_eq!(seen.code, 0, "the engine's /etc/docker: {}", seen.stderr);
+    assert_eq!(seen.stdout, "key.json\n", "the engine starts from an empty /etc/docker and writes only its key there");
+    drop(sb);
+    assert_eq!(host.exists(), existed, "/etc/docker was created or removed on this machine");
+    assert_eq!(tree(host), before, "the private engine changed /etc/docker on this machine");
 }

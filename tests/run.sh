@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): installs what the tests need, proves the host's own
-# firewall, ufw, nginx and Docker configuration are left byte-identical, and runs every tier:
+# The one test command (README, .ci/run): installs what the tests need (its installer first
+# proven against a fresh machine's conditions), proves the host's own firewall, ufw, nginx and
+# Docker configuration are left byte-identical, naming any path that appeared, went or changed,
+# and runs every tier:
 # lints; unit, property, fixture-tree and system tests against real ufw/iptables, dockerd,
 # nginx, journald, node_exporter and the kernel, each started privately; crash safety with
 # the test-only failpoints; cargo deny; the benchmark and fuzzing suites in smoke mode; and
@@ -9,39 +11,96 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3)
+policy_rc_d=/usr/sbin/policy-rc.d
 
+fail() { echo "tests/run.sh: FAILED: $*" >&2; exit 1; }
+
+# Installs the packages that are not installed (held ones count as installed, as in vakt) with
+# the policy hook POLICY denying service starts: the tests start private instances. A hook
+# that already exists (images built for containers ship one) is used as it is and left alone.
 install_missing() {
-  local missing=()
+  local policy=$1 missing=() p created= rc=0
   for p in "${packages[@]}"; do
-    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^.i' || missing+=("$p")
   done
-  [ ${#missing[@]} -eq 0 ] && return
+  [ ${#missing[@]} -eq 0 ] && return 0
   echo "tests/run.sh: installing ${missing[*]}"
-  # Install without starting the packages' services: the tests start private instances.
-  local policy=/usr/sbin/policy-rc.d created=
   if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; created=1; fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ -n "$created" ] && rm -f "$policy"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || rc=$?
+  if [ -n "$created" ]; then rm -f "$policy"; fi
+  return "$rc"
 }
 
-# What the suite must never change on this machine.
+# install_missing on a fresh machine, whatever this one has: stand-ins for dpkg-query (nothing
+# installed) and apt-get (records whether the hook denied starts during the install), once with
+# a hook already there and once without. The run must go on, a hook it found must be byte-
+# identical afterwards, and one it made must be gone.
+selftest_install_missing() {
+  local d hook log sum
+  d=$(mktemp -d); hook=$d/policy-rc.d; log=$d/apt.log
+  mkdir "$d/bin"
+  printf '#!/bin/sh\nexit 1\n' > "$d/bin/dpkg-query"
+  printf '#!/bin/sh\ncase " $* " in *" install "*) "%s"; echo "install hook-exit=$?" >> "%s";; esac\n' "$hook" "$log" > "$d/bin/apt-get"
+  chmod 755 "$d/bin/dpkg-query" "$d/bin/apt-get"
+  printf '#!/bin/sh\n# the machine'"'"'s own hook\nexit 101\n' > "$hook"; chmod 755 "$hook"
+  sum=$(sha256sum < "$hook")
+  (PATH="$d/bin:$PATH" install_missing "$hook" >/dev/null) || fail "install_missing returned non-zero where policy-rc.d already existed"
+  [ "$(sha256sum < "$hook")" = "$sum" ] || fail "install_missing changed an existing policy-rc.d"
+  rm "$hook"
+  (PATH="$d/bin:$PATH" install_missing "$hook" >/dev/null) || fail "install_missing returned non-zero where policy-rc.d was absent"
+  [ ! -e "$hook" ] || fail "install_missing left behind the policy-rc.d it created"
+  [ "$(cat "$log")" = "$(printf 'install hook-exit=101\ninstall hook-exit=101')" ] \
+    || fail "service starts were not denied during both installs: $(cat "$log")"
+  rm -rf "$d"
+}
+
+# One line per watched path that exists, and per path under it: type, mode, owner and content
+# hash (or link target), so a file or directory that appears, goes or changes is named.
+paths_state() {
+  local present=() p
+  for p in "$@"; do { [ -e "$p" ] || [ -L "$p" ]; } && present+=("$p"); done
+  [ ${#present[@]} -eq 0 ] && return 0
+  find "${present[@]}" -print0 | sort -z | while IFS= read -r -d '' p; do
+    if [ -L "$p" ]; then h="-> $(readlink "$p")"
+    elif [ -f "$p" ]; then h=$(sha256sum < "$p" | cut -c1-64)
+    else h=-; fi
+    printf '%s\t%s %s\n' "$p" "$(stat -c '%F %a %U:%G' "$p")" "$h"
+  done
+}
+
+# What the suite must never change on this machine: the firewall rules, IP forwarding, and
+# everything under the firewall, web server, Docker and sysctl configuration, including files
+# and directories that did not exist before (a test dockerd writing its key.json there).
+watched=(/etc/ufw /etc/default/ufw /etc/nginx /etc/docker /etc/sysctl.d "$policy_rc_d")
+firewall_rules() {
+  command -v iptables-save >/dev/null && iptables-save 2>/dev/null | grep -v '^#' || true
+  command -v ip6tables-save >/dev/null && ip6tables-save 2>/dev/null | grep -v '^#' || true
+}
 host_state() {
-  {
-    command -v iptables-save >/dev/null && iptables-save 2>/dev/null | grep -v '^#' || true
-    command -v ip6tables-save >/dev/null && ip6tables-save 2>/dev/null | grep -v '^#' || true
-    find /etc/ufw /etc/default/ufw /etc/nginx /etc/docker /etc/sysctl.d -type f 2>/dev/null | sort | xargs -r sha256sum
-    cat /proc/sys/net/ipv4/ip_forward
-  }
+  paths_state "${watched[@]}"
+  printf 'firewall rules (iptables-save, ip6tables-save)\t%s\n' "$(firewall_rules | sha256sum | cut -c1-64)"
+  printf '/proc/sys/net/ipv4/ip_forward\t%s\n' "$(cat /proc/sys/net/ipv4/ip_forward)"
 }
 
+# Prints "created: P", "removed: P" or "changed: P" for each path whose line differs.
+state_changes() {
+  awk -F'\t' '$1 == "" { next }
+    NR == FNR { was[$1] = $2; next }
+    { seen[$1] = 1; if (!($1 in was)) print "created: " $1; else if (was[$1] != $2) print "changed: " $1 }
+    END { for (p in was) if (!(p in seen)) print "removed: " p }' <(printf '%s\n' "$1") <(printf '%s\n' "$2") | sort
+}
+
+selftest_install_missing
 if [ "$(id -u)" = 0 ]; then
-  install_missing
+  hook_before=$(paths_state "$policy_rc_d")
+  install_missing "$policy_rc_d"
+  [ "$(paths_state "$policy_rc_d")" = "$hook_before" ] || fail "installing the packages created, removed or changed $policy_rc_d"
 else
   echo "tests/run.sh: not root: system tests that need root will skip (never under CI=true)"
 fi
 
 before=$(host_state)
+rules_before=$(firewall_rules)
 
 echo "== lints"
 cargo fmt --check
@@ -69,8 +128,9 @@ fi
 
 after=$(host_state)
 if [ "$before" != "$after" ]; then
-  echo "tests/run.sh: FAILED: the suite changed this machine's firewall, /etc/ufw, /etc/nginx, /etc/docker or sysctls:" >&2
-  diff <(echo "$before") <(echo "$after") >&2 || true
+  echo "tests/run.sh: FAILED: the suite changed this machine (the tests must only touch private copies):" >&2
+  state_changes "$before" "$after" >&2
+  diff <(echo "$rules_before") <(firewall_rules) >&2 || true
   exit 1
 fi
-echo "== host untouched: iptables, /etc/ufw, /etc/nginx, /etc/docker, sysctls are as before"
+echo "== host untouched: iptables, ip_forward, and every path under ${watched[*]} are as before"

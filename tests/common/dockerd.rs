@@ -29,12 +29,14 @@ fi
 "$T/bin/start-dockerd"
 "#;
 
+/// Starts the sandbox's dockerd in the current network namespace and waits for its socket;
+/// `PRIVATE_DOCKERD` is replaced by the repository's `tests/common/private-dockerd.sh`, which
+/// keeps /run and /etc (dockerd writes /etc/docker/key.json) private to the engine.
 const START: &str = r#"#!/bin/sh
-# Starts the sandbox's dockerd in the current network namespace and waits for its socket.
 set -u
 T="$VAKT_TEST_SANDBOX"
 rm -f "$T/docker.sock"
-unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && mkdir -p /run/docker && exec dockerd --data-root "$0/data" --exec-root "$0/exec" --pidfile "$0/docker.pid" --host "unix://$0/docker.sock" --config-file "$0/etc/docker/daemon.json" --iptables=false' "$T" >>"$T/dockerd.log" 2>&1 &
+"PRIVATE_DOCKERD" "$T" >>"$T/dockerd.log" 2>&1 &
 child=$!
 for i in $(seq 1 150); do
   if [ -S "$T/docker.sock" ] && curl -sf --unix-socket "$T/docker.sock" http://d/_ping >/dev/null 2>&1; then exit 0; fi
@@ -65,7 +67,9 @@ impl DockerSandbox {
         // dockerd's --config-file must exist; an absent file is simulated by an empty object
         // until the test removes it.
         std::fs::write(&conf, daemon_json.unwrap_or("{}")).expect("daemon.json");
-        for (name, body) in [("systemctl", STANDIN), ("start-dockerd", START)] {
+        let helper = super::repo("tests/common/private-dockerd.sh");
+        let start = START.replace("PRIVATE_DOCKERD", &helper.display().to_string());
+        for (name, body) in [("systemctl", STANDIN), ("start-dockerd", start.as_str())] {
             let p = dir.path().join("bin").join(name);
             std::fs::write(&p, body).expect("script");
             sh(&format!("chmod 755 {}", p.display()));

@@ -21,10 +21,12 @@ install_tools() {
   apt-get update -qq
   if ! apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils debootstrap e2fsprogs >/dev/null 2>&1; then
     # A qemu-utils from bookworm-backports is already installed on some machines: take the
-    # matching qemu-system-x86 from there, through a temporary source list.
+    # matching qemu-system-x86 from there, through a temporary source list on the machine's
+    # own mirror.
     parts=$(mktemp -d)
     cp /etc/apt/sources.list.d/*.sources "$parts/" 2>/dev/null || true
-    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > "$parts/backports.sources"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$("$here/apt-mirror.sh")" > "$parts/backports.sources"
     opts=(-o Dir::Etc::SourceParts="$parts" -o Dir::Etc::SourceList=/dev/null)
     apt-get "${opts[@]}" update -qq
     apt-get "${opts[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 debootstrap e2fsprogs >/dev/null
