@@ -253,3 +253,107 @@ fn comments_reach_ufw_as_comments_never_as_options() {
     assert!(ufw_status(&sb).contains(odd), "{}", ufw_status(&sb));
     assert_eq!(sb.vakt(&["check", "-p", &good, "--only", "firewall"]).code, 0);
 }
+
+/// The state an ordinary public server carries: fail2ban's ban inserted first, a rate-limited
+/// SSH rule, an operator's block, and a logging rule.
+fn existing_state(sb: &UfwSandbox) {
+    for argv in [
+        &["ufw", "allow", "22/tcp"][..],
+        &["ufw", "--force", "enable"],
+        &["ufw", "insert", "1", "deny", "from", "198.51.100.7"],
+        &["ufw", "limit", "2222/tcp"],
+        &["ufw", "deny", "proto", "tcp", "from", "203.0.113.0/24", "to", "any", "port", "3306"],
+        &["ufw", "allow", "log", "8443/tcp"],
+    ] {
+        let out = run(&mut sb.command(argv));
+        assert_eq!(out.code, 0, "{argv:?}: {}{}", out.stdout, out.stderr);
+    }
+}
+
+#[test]
+fn prune_deletes_allow_rules_only_and_handles_logging_rules() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    existing_state(&sb);
+    let p = profile(&sb, "[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 80\n");
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(apply.code, 0, "the apply goes through the logging rule to the end:\n{}{}", apply.stdout, apply.stderr);
+    let status = ufw_status(&sb);
+    for kept in ["198.51.100.7", "2222/tcp                   LIMIT IN", "3306/tcp                   DENY IN"] {
+        assert!(status.contains(kept), "{kept} must survive prune:\n{status}");
+    }
+    assert!(!status.contains("8443"), "the extra allow (with logging) is pruned:\n{status}");
+    assert!(status.contains("80/tcp"), "{status}");
+    let report = json(&apply);
+    let warnings = report["resources"][0]["warnings"].to_string();
+    assert!(warnings.contains("never deletes a rule that blocks"), "the blocks are reported: {warnings}");
+    let again = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert!(json(&again)["commands"].as_array().is_none_or(|c| c.is_empty()), "{}", again.stdout);
+}
+
+#[test]
+fn limit_and_deny_rules_from_the_profile_reach_ufw() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(
+        &sb,
+        "[firewall]\n[[firewall.rule]]\naction = \"limit\"\nport = 22\ncomment = \"ssh\"\n\
+         [[firewall.rule]]\naction = \"deny\"\nport = 3306\nfrom = \"203.0.113.0/24\"\n",
+    );
+    let done = quartet(&sb, &p);
+    assert!(done.contains(&"ufw limit proto tcp from any to any port 22 comment ssh".to_string()), "{done:?}");
+    let status = ufw_status(&sb);
+    assert!(status.contains("22/tcp                     LIMIT IN    Anywhere"), "{status}");
+    assert!(status.contains("3306/tcp                   DENY IN     203.0.113.0/24"), "{status}");
+    assert!(sb.iptables_save().contains("ufw-user-limit"), "rate limiting is in netfilter");
+}
+
+#[test]
+fn a_cidr_rule_keeps_ssh_only_when_it_admits_the_admin_network() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let limited = "[firewall]\n[[firewall.allow]]\nport = 22\nfrom = \"10.9.0.0/16\"\n";
+    let p = profile(&sb, limited);
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 1, "no session, no admin network: refused\n{}", out.stdout);
+    assert!(out.stdout.contains("refusing to change the firewall"), "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("inactive"));
+    let p = profile(&sb, &limited.replace("[firewall]\n", "[firewall]\nadmin = [\"10.9.8.0/24\"]\n"));
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("Status: active"));
+}
+
+#[test]
+fn socket_activated_ssh_on_another_port_is_guarded() {
+    if !ready() {
+        return;
+    }
+    // Ubuntu's socket activation: sshd_config says nothing, ssh.socket's drop-in moves SSH.
+    let sb = UfwSandbox::new();
+    std::fs::write(sb.file("/etc/ssh/sshd_config"), "PermitRootLogin no\n").expect("sshd_config");
+    for (path, text) in [
+        ("lib/systemd/system/ssh.socket", "[Socket]\nListenStream=22\nAccept=no\n"),
+        ("etc/systemd/system/ssh.socket.d/listen.conf", "[Socket]\nListenStream=\nListenStream=2200\n"),
+    ] {
+        std::fs::create_dir_all(sb.file(path).parent().expect("dir")).expect("mkdir");
+        std::fs::write(sb.file(path), text).expect("unit");
+    }
+    std::fs::create_dir_all(sb.file("etc/systemd/system/sockets.target.wants")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/ssh.socket",
+        sb.file("etc/systemd/system/sockets.target.wants/ssh.socket"),
+    )
+    .expect("enable");
+    let p = profile(&sb, ARTICLE);
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("2200/tcp") && out.stdout.contains("socket activation"), "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("inactive"), "nothing changed");
+}

@@ -206,8 +206,17 @@ impl Firewall<'_> {
     /// Refuses a plan that would leave incoming SSH denied: returns what to add, if anything.
     fn lockout(&self, o: &Observed) -> Option<String> {
         let mut missing = Vec::new();
+        // Without a session to judge by, the admin networks say which families the operator
+        // uses; otherwise both must stay open.
+        let families: Vec<bool> = match (o.ssh.client, self.want.admin.is_empty()) {
+            (None, false) => [false, true]
+                .into_iter()
+                .filter(|v6| self.want.admin.iter().any(|a| a.addr().is_ipv6() == *v6))
+                .collect(),
+            _ => vec![false, true],
+        };
         for port in &o.ssh.ports {
-            for v6 in [false, true] {
+            for &v6 in &families {
                 if v6 && !o.ipv6 {
                     continue;
                 }
