@@ -79,7 +79,7 @@ fn duplicates_are_profile_errors() {
     refused(
         "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 22\ncomment = \"again\"\n",
         "firewall.allow[1].port",
-        "same rule as firewall.allow[0]",
+        "same traffic as firewall.allow[0]",
     );
     refused("[packages]\ninstall = [\"ufw\", \"ufw\"]\n", "packages.install", "listed twice");
     refused("[nginx]\nupstream = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n", "nginx.upstream", "listed twice");
