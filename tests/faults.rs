@@ -84,10 +84,13 @@ fn missing_binaries_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("etc/nginx")).expect("mkdir");
     std::fs::write(dir.path().join("etc/nginx/nginx.conf"), "events {}\n").expect("conf");
-    std::fs::write(dir.path().join("p.toml"), "[nginx]\n[packages]\ninstall = [\"ufw\"]\n").expect("profile");
+    // On the running system (offline, under --root, validation would wait for the first boot).
+    let t = dir.path().display();
+    let profile = format!(
+        "[nginx]\nconfig = \"{t}/etc/nginx/nginx.conf\"\npid = \"{t}/nginx.pid\"\n[packages]\ninstall = [\"ufw\"]\n"
+    );
+    std::fs::write(dir.path().join("p.toml"), profile).expect("profile");
     let out = run(vakt()
-        .arg("--root")
-        .arg(dir.path())
         .args(["apply", "-p"])
         .arg(dir.path().join("p.toml"))
         .env("PATH", "/nonexistent"));

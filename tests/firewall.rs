@@ -42,8 +42,15 @@ fn quartet(sb: &UfwSandbox, profile: &str) -> Vec<String> {
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     let report = json(&again);
     assert!(commands(&report, "changed").is_empty(), "second apply changes nothing");
-    let ran: Vec<String> =
-        report["commands"].as_array().cloned().unwrap_or_default().iter().map(|c| c.to_string()).collect();
+    // Observation may read (`sshd -T`); nothing may change ufw.
+    let ran: Vec<String> = report["commands"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str().map(String::from))
+        .filter(|c| c.starts_with("ufw"))
+        .collect();
     assert!(ran.is_empty(), "no ufw command runs on a converged host: {ran:?}");
 
     let last = sb.vakt(&["check", "-p", profile, "--only", "firewall"]);
@@ -290,7 +297,7 @@ fn prune_deletes_allow_rules_only_and_handles_logging_rules() {
     let warnings = report["resources"][0]["warnings"].to_string();
     assert!(warnings.contains("never deletes a rule that blocks"), "the blocks are reported: {warnings}");
     let again = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
-    assert!(json(&again)["commands"].as_array().is_none_or(|c| c.is_empty()), "{}", again.stdout);
+    assert!(!json(&again)["commands"].to_string().contains("\"ufw"), "{}", again.stdout);
 }
 
 #[test]
@@ -356,4 +363,77 @@ fn socket_activated_ssh_on_another_port_is_guarded() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("2200/tcp") && out.stdout.contains("socket activation"), "{}", out.stdout);
     assert!(ufw_status(&sb).contains("inactive"), "nothing changed");
+}
+
+#[test]
+fn an_image_prepared_offline_gets_its_rules_and_is_enabled_at_first_boot() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(&sb, ARTICLE);
+    let offline = sb.vakt_offline(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(offline.code, 0, "converged what it can offline:\n{}{}", offline.stdout, offline.stderr);
+    let report = json(&offline);
+    assert_eq!(status_of(&report, "firewall.enabled"), "skipped", "enabling waits for the first boot");
+    assert!(report.to_string().contains("deferred to the first boot"), "{report}");
+    let ran = report["commands"].to_string();
+    assert!(ran.contains(&format!("--rootdir={}", sb.root().display())), "ufw acted on the image: {ran}");
+    let rules = std::fs::read_to_string(sb.file("etc/ufw/user.rules")).expect("user.rules");
+    for port in ["22", "80", "8080", "2377"] {
+        assert!(rules.contains(&format!("### tuple ### allow tcp {port} ")), "{port} in the image:\n{rules}");
+    }
+    assert!(!sb.iptables_save().contains("ufw-"), "nothing reached netfilter:\n{}", sb.iptables_save());
+
+    // The first boot finishes only the deferred part.
+    let boot = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(boot.code, 0, "{}", boot.stdout);
+    assert_eq!(commands(&json(&boot), "changed"), vec!["ufw --force enable"]);
+    assert!(ufw_status(&sb).contains("Status: active"));
+}
+
+#[test]
+fn the_sshd_config_reader_agrees_with_sshd_itself() {
+    if !ready() || !require("sshd", has("sshd")) {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let cases = [
+        ("Port 2222\n", ""),
+        ("Include /etc/ssh/sshd_config.d/*.conf\nPort 22\n", "Port 2200\n"),
+        ("Include sshd_config.d/*.conf\n", "ListenAddress 127.0.0.1:2201\nListenAddress [::1]:2202\n"),
+        ("Port 2203\nPort 2204\nListenAddress 0.0.0.0\n", ""),
+        ("Port 2205\nMatch User backup\n  AllowTcpForwarding no\n", ""),
+        ("port=2206 # the equals form\n", ""),
+    ];
+    for (main, dropin) in cases {
+        std::fs::write(sb.file("etc/ssh/sshd_config"), main).expect("sshd_config");
+        std::fs::create_dir_all(sb.file("etc/ssh/sshd_config.d")).expect("mkdir");
+        std::fs::write(sb.file("etc/ssh/sshd_config.d/50-test.conf"), dropin).expect("dropin");
+        let dump = run(&mut sb.command(&["sshd", "-T"]));
+        assert_eq!(dump.code, 0, "sshd -T: {}", dump.stderr);
+        let mut theirs: Vec<u16> = dump
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("listenaddress "))
+            .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+            .collect();
+        theirs.sort();
+        theirs.dedup();
+        // vakt's own reader: offline (--root), where sshd -T does not apply.
+        // A profile the guard refuses: its evidence names the ports it read.
+        let p = profile(&sb, "[firewall]\n[[firewall.allow]]\nport = 9\n");
+        let out = sb.vakt_offline(&["check", "-p", &p, "--only", "firewall", "--format", "json"]);
+        let evidence =
+            out.stdout.lines().find(|l| l.contains("/etc/ssh/sshd_config: port")).unwrap_or_default().to_string();
+        let ours: Vec<u16> = evidence
+            .rsplit("port ")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches([',', '"'])
+            .split(", ")
+            .filter_map(|p| p.trim_matches('"').parse().ok())
+            .collect();
+        assert_eq!(ours, theirs, "{main:?} + {dropin:?}: sshd -T says {theirs:?}\n{evidence}");
+    }
 }

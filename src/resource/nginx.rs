@@ -24,6 +24,8 @@ pub struct Observed {
     validation: Result<(), Invalid>,
     master: Option<u32>,
     reload_pending: bool,
+    /// Preparing an image offline (`--root`): no nginx of its runs here to reload.
+    offline: bool,
     /// `sites-enabled/default` when it is the link to Debian's placeholder site and the
     /// profile disables it.
     default_site: Option<PathBuf>,
@@ -294,8 +296,9 @@ impl Resource for Nginx<'_> {
             placeholder_site(&path).filter(|_| self.want.include_sites && self.want.disable_default_site);
         let validation = validate(host, &path, self.want, default_site.as_deref());
         let reload_pending = reload_marker(host, &path).is_set();
-        let master = master_pid(host, &self.want.pid);
-        Ok(Observed { path, current, rendered, validation, master, reload_pending, default_site })
+        let master = if host.is_live() { master_pid(host, &self.want.pid) } else { None };
+        let offline = !host.is_live();
+        Ok(Observed { path, current, rendered, validation, master, reload_pending, offline, default_site })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -314,6 +317,11 @@ impl Resource for Nginx<'_> {
             );
             f.evidence.push(e.clone());
             plan.pass(f);
+        } else if let Err(Invalid::NotRun(e)) = &o.validation
+            && o.offline
+        {
+            let f = Finding::deferred(id, format!("{shown} cannot be validated here"), "validate and write it");
+            plan.pass(f.with_evidence(e.clone()));
         } else if let Err(Invalid::NotRun(e)) = &o.validation {
             // Nothing is written without a successful validation.
             let title = format!("{shown} cannot be validated, so it is not managed now");
@@ -347,7 +355,7 @@ impl Resource for Nginx<'_> {
             }
             plan.fix(f, Action::Write(o.rendered.clone()));
         }
-        if o.master.is_none() {
+        if o.master.is_none() && !o.offline {
             plan.warn(format!(
                 "nginx is not running (no live process in {}); a new config takes effect when it starts",
                 self.want.pid.display()
