@@ -251,3 +251,55 @@ fn killed_during_the_restart_a_rerun_converges() {
     let again = sb.vakt(&["apply", "-p", &p, "--only", "docker", "--format", "json"]);
     assert!(changes(&json(&again), "changed").is_empty(), "and then nothing is pending");
 }
+
+/// Forwards `front` to the engine at `back`, holding every `swarm/init` request for `delay`
+/// first: the real engine, answering as slowly as a loaded host does.
+fn slow_swarm_init_proxy(front: &std::path::Path, back: std::path::PathBuf, delay: std::time::Duration) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let listener = UnixListener::bind(front).expect("bind the proxy");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(engine) = UnixStream::connect(&back) else { continue };
+            let (mut from_client, mut to_engine) =
+                (client.try_clone().expect("clone"), engine.try_clone().expect("clone"));
+            let (mut from_engine, mut to_client) = (engine, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..n]).contains("/swarm/init") {
+                        std::thread::sleep(delay);
+                    }
+                    if to_engine.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_engine, &mut to_client);
+            });
+        }
+    });
+}
+
+/// Issue 13: swarm init has its own bound, longer than an observation's 5 s.
+#[test]
+fn a_slow_swarm_init_is_waited_for() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let proxy = sb.file("slow.sock");
+    slow_swarm_init_proxy(&proxy, sb.socket(), std::time::Duration::from_secs(8));
+    let p = profile(&sb, &format!("[swarm]\ninit = true\nadvertise_addr = \"{}\"\n", sb.advertise_ip()));
+    let root = sb.root().display().to_string();
+    let started = std::time::Instant::now();
+    let apply = run(sb
+        .command(&[env!("CARGO_BIN_EXE_vakt"), "--root", &root, "apply", "-p", &p, "--only", "swarm"])
+        .env("DOCKER_HOST", format!("unix://{}", proxy.display())));
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert!(apply.stdout.contains("changed  swarm.node"), "{}", apply.stdout);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(8), "the init really was held back");
+    let node = sb.docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}"]).stdout;
+    assert_eq!(node.trim(), format!("active {}", sb.advertise_ip()));
+}
