@@ -61,6 +61,26 @@ fn docker_socket_answering_slowly_times_out() {
     assert!(took < Duration::from_secs(20), "a timeout, not a hang: {took:?}");
 }
 
+/// Issue 13: a TCP endpoint is named as unsupported, in a finding, never taken for a path.
+#[test]
+fn a_tcp_docker_host_is_named_in_the_findings() {
+    let dir = tree_with_daemon_json();
+    std::fs::write(dir.path().join("p.toml"), format!("{DOCKER}[swarm]\n")).expect("profile");
+    let out = run(vakt()
+        .arg("--root")
+        .arg(dir.path())
+        .args(["check", "--only", "docker,swarm", "-p"])
+        .arg(dir.path().join("p.toml"))
+        .env("DOCKER_HOST", "tcp://192.0.2.1:2375"));
+    assert_eq!(out.code, 1, "the file part still reports drift:\n{}", out.stdout);
+    let said = "DOCKER_HOST=tcp://192.0.2.1:2375: vakt talks to the engine over a unix socket only (unix:///PATH)";
+    for id in ["docker.engine.driver", "swarm.node"] {
+        let line = out.stdout.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("no {id}:\n{}", out.stdout));
+        assert!(line.starts_with("unknown"), "{line}");
+    }
+    assert_eq!(out.stdout.matches(said).count(), 2, "{}", out.stdout);
+}
+
 #[test]
 fn docker_unreachable_is_a_clear_failure_in_apply_and_the_file_part_still_works() {
     let dir = tree_with_daemon_json();
