@@ -395,6 +395,7 @@ fn a_slow_swarm_init_is_waited_for() {
     assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
     assert!(apply.stdout.contains("changed  swarm.node"), "{}", apply.stdout);
     assert!(started.elapsed() >= std::time::Duration::from_secs(8), "the init really was held back");
+    assert!(!apply.stdout.contains("SWMTKN") && !apply.stderr.contains("SWMTKN"), "join tokens are never printed");
     let node = sb.docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}"]).stdout;
     assert_eq!(node.trim(), format!("active {}", sb.advertise_ip()));
 }
