@@ -57,8 +57,28 @@ fn docker_socket_answering_slowly_times_out() {
         }
     });
     let (out, took) = check_docker(dir.path(), &sock);
-    assert!(out.stdout.contains("failed to answer /info: no answer within 5s"), "{}", out.stdout);
+    assert!(out.stdout.contains("slow.sock did not answer /info within 5s"), "{}", out.stdout);
     assert!(took < Duration::from_secs(20), "a timeout, not a hang: {took:?}");
+}
+
+/// Issue 13: a TCP endpoint is named as unsupported, in a finding, never taken for a path.
+#[test]
+fn a_tcp_docker_host_is_named_in_the_findings() {
+    let dir = tree_with_daemon_json();
+    std::fs::write(dir.path().join("p.toml"), format!("{DOCKER}[swarm]\n")).expect("profile");
+    let out = run(vakt()
+        .arg("--root")
+        .arg(dir.path())
+        .args(["check", "--only", "docker,swarm", "-p"])
+        .arg(dir.path().join("p.toml"))
+        .env("DOCKER_HOST", "tcp://192.0.2.1:2375"));
+    assert_eq!(out.code, 1, "the file part still reports drift:\n{}", out.stdout);
+    let said = "DOCKER_HOST=tcp://192.0.2.1:2375: vakt talks to the engine over a unix socket only (unix:///PATH)";
+    for id in ["docker.engine.driver", "swarm.node"] {
+        let line = out.stdout.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("no {id}:\n{}", out.stdout));
+        assert!(line.starts_with("unknown"), "{line}");
+    }
+    assert_eq!(out.stdout.matches(said).count(), 2, "{}", out.stdout);
 }
 
 #[test]
@@ -90,10 +110,7 @@ fn missing_binaries_are_named() {
         "[nginx]\nconfig = \"{t}/etc/nginx/nginx.conf\"\npid = \"{t}/nginx.pid\"\n[packages]\ninstall = [\"ufw\"]\n"
     );
     std::fs::write(dir.path().join("p.toml"), profile).expect("profile");
-    let out = run(vakt()
-        .args(["apply", "-p"])
-        .arg(dir.path().join("p.toml"))
-        .env("PATH", "/nonexistent"));
+    let out = run(vakt().args(["apply", "-p"]).arg(dir.path().join("p.toml")).env("PATH", "/nonexistent"));
     assert!(
         out.stdout.contains("`nginx` was not found on PATH; install it (Debian package `nginx`)"),
         "{}",

@@ -409,8 +409,12 @@ impl Resource for Firewall<'_> {
             }
             plan.findings.push(guard);
         }
-        let deferred: Vec<String> =
-            plan.actions.iter().filter_map(|Action::Run(argv)| defer(argv).then(|| shell_words(argv))).collect();
+        let deferred: Vec<String> = plan
+            .actions
+            .iter()
+            .filter(|Action::Run(argv)| defer(argv))
+            .map(|Action::Run(argv)| shell_words(argv))
+            .collect();
         plan.actions.retain(|Action::Run(argv)| !defer(argv));
         for f in plan.findings.iter_mut() {
             if let Some(change) = f.change.take_if(|c| f.status == Status::Drift && deferred.contains(c)) {

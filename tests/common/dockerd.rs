@@ -18,15 +18,26 @@ pub struct DockerSandbox {
 }
 
 const STANDIN: &str = r#"#!/bin/sh
-# systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd.
+# systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd. Each
+# call's argv is appended to systemctl.argv. After a failed start the unit counts as failed with
+# its start limit hit (docker.service restarts itself until it is), and every restart is refused
+# until `systemctl reset-failed docker`, as systemd does.
 set -u
 T="$VAKT_TEST_SANDBOX"
-[ "$1 $2" = "restart docker" ] || { echo "stand-in handles only 'restart docker'" >&2; exit 1; }
+echo "$*" >>"$T/systemctl.argv"
+case "$1 $2" in
+  "reset-failed docker") rm -f "$T/start-limit-hit"; exit 0 ;;
+  "restart docker") ;;
+  *) echo "stand-in handles only 'restart docker' and 'reset-failed docker'" >&2; exit 1 ;;
+esac
+if [ -f "$T/start-limit-hit" ]; then
+  echo "Job for docker.service failed because start of the service was attempted too often." >&2; exit 1
+fi
 if [ -f "$T/docker.pid" ]; then
   pid=$(cat "$T/docker.pid"); kill "$pid" 2>/dev/null
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
-"$T/bin/start-dockerd"
+"$T/bin/start-dockerd" || { touch "$T/start-limit-hit"; exit 1; }
 "#;
 
 /// Starts the sandbox's dockerd in the current network namespace and waits for its socket;
