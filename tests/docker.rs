@@ -178,12 +178,13 @@ fn driver_switch_with_docker_stopped_is_judged_from_the_data_root() {
     // The sandbox keeps its data in /data; the default data root leads there.
     std::fs::create_dir_all(sb.file("var/lib")).expect("mkdir");
     std::os::unix::fs::symlink("/data", sb.file("var/lib/docker")).expect("link");
+    // Judged as an image prepared offline, where the data root is read from disk too.
     let p = profile(&sb, DOCKER_ONLY);
     let refused = "holds 1 image and 1 container on vfs; switching to overlay2 would hide them";
-    let check = sb.vakt(&["check", "-p", &p, "--only", "docker"]);
+    let check = sb.vakt_offline(&["check", "-p", &p, "--only", "docker"]);
     assert_eq!(check.code, 1, "{}", check.stdout);
     assert!(check.stdout.contains(refused), "{}", check.stdout);
-    let apply = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    let apply = sb.vakt_offline(&["apply", "-p", &p, "--only", "docker"]);
     assert_eq!(apply.code, 1, "{}", apply.stdout);
     assert!(
         apply.stdout.contains(&format!("Docker is not answering and its data root {}", sb.file("data").display()))
@@ -199,7 +200,7 @@ fn driver_switch_with_docker_stopped_is_judged_from_the_data_root() {
     std::fs::remove_file(sb.file("var/lib/docker")).expect("rm link");
     let named = "{\"storage-driver\": \"vfs\", \"data-root\": \"/data\"}\n";
     std::fs::write(sb.file("etc/docker/daemon.json"), named).expect("write");
-    let apply = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    let apply = sb.vakt_offline(&["apply", "-p", &p, "--only", "docker"]);
     assert_eq!(apply.code, 1, "{}", apply.stdout);
     assert!(apply.stdout.contains(refused), "{}", apply.stdout);
     assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), named);
@@ -215,12 +216,7 @@ fn a_tcp_docker_host_is_a_finding_and_nothing_is_restarted() {
     let original = "{\"storage-driver\": \"overlay2\"}\n";
     let sb = DockerSandbox::start(Some(original));
     let pid = std::fs::read_to_string(sb.file("docker.pid")).expect("pid");
-    let root = sb.root().display().to_string();
-    let vakt_tcp = |args: &[&str]| {
-        let mut argv = vec![env!("CARGO_BIN_EXE_vakt"), "--root", &root];
-        argv.extend_from_slice(args);
-        run(sb.command(&argv).env("DOCKER_HOST", "tcp://127.0.0.1:2375"))
-    };
+    let vakt_tcp = |args: &[&str]| run(sb.live_command(args).env("DOCKER_HOST", "tcp://127.0.0.1:2375"));
     let said = "DOCKER_HOST=tcp://127.0.0.1:2375: vakt talks to the engine over a unix socket only";
     let p = profile(&sb, &format!("{DOCKER_ONLY}[swarm]\n"));
     let check = vakt_tcp(&["check", "-p", &p, "--only", "docker,swarm"]);
@@ -274,7 +270,16 @@ fn unreachable_docker_is_unknown_in_check_and_a_failure_in_apply() {
     std::fs::write(&p, format!("{DOCKER_ONLY}[swarm]\n")).expect("profile");
     std::fs::create_dir_all(dir.path().join("etc/docker")).expect("mkdir");
     std::fs::write(dir.path().join("etc/docker/daemon.json"), "{\"storage-driver\": \"overlay2\"}").expect("file");
-    let check = run(vakt().arg("--root").arg(dir.path()).args(["check", "--only", "docker,swarm", "-p"]).arg(&p));
+    // On a live host (this tree's /etc/docker and /run over the machine's) with no engine.
+    let t = dir.path().display();
+    let script =
+        format!("mkdir -p {t}/run; mount --bind {t}/etc/docker /etc/docker; mount --bind {t}/run /run; exec \"$@\"");
+    let check = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-ec", &script, "sandbox", env!("CARGO_BIN_EXE_vakt")])
+        .args(["check", "--only", "docker,swarm", "-p"])
+        .arg(&p)
+        .env("DOCKER_HOST", format!("unix://{t}/run/docker.sock"))
+        .env("NO_COLOR", "1"));
     assert_eq!(check.code, 3, "could not verify, nothing else wrong:\n{}", check.stdout);
     assert!(check.stdout.contains("docker.sock does not exist"), "{}", check.stdout);
 }
@@ -426,10 +431,9 @@ fn a_slow_swarm_init_is_waited_for() {
     let proxy = sb.file("slow.sock");
     slow_swarm_init_proxy(&proxy, sb.socket(), std::time::Duration::from_secs(8));
     let p = profile(&sb, &format!("[swarm]\ninit = true\nadvertise_addr = \"{}\"\n", sb.advertise_ip()));
-    let root = sb.root().display().to_string();
     let started = std::time::Instant::now();
     let apply = run(sb
-        .command(&[env!("CARGO_BIN_EXE_vakt"), "--root", &root, "apply", "-p", &p, "--only", "swarm"])
+        .command(&[env!("CARGO_BIN_EXE_vakt"), "apply", "-p", &p, "--only", "swarm"])
         .env("DOCKER_HOST", format!("unix://{}", proxy.display())));
     assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
     assert!(apply.stdout.contains("changed  swarm.node"), "{}", apply.stdout);

@@ -23,9 +23,7 @@ fn tree_with_daemon_json() -> tempfile::TempDir {
 
 fn check_docker(root: &std::path::Path, socket: &std::path::Path) -> (Run, Duration) {
     let started = Instant::now();
-    let out = run(vakt()
-        .arg("--root")
-        .arg(root)
+    let out = run(vakt_live_in(root)
         .args(["check", "--only", "docker,swarm", "-p"])
         .arg(root.join("p.toml"))
         .env("DOCKER_HOST", format!("unix://{}", socket.display())));
@@ -34,6 +32,9 @@ fn check_docker(root: &std::path::Path, socket: &std::path::Path) -> (Run, Durat
 
 #[test]
 fn docker_socket_present_but_dead() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     std::fs::write(dir.path().join("p.toml"), format!("{DOCKER}[swarm]\n")).expect("profile");
     let sock = dir.path().join("dead.sock");
@@ -47,6 +48,9 @@ fn docker_socket_present_but_dead() {
 
 #[test]
 fn docker_socket_answering_slowly_times_out() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     let sock = dir.path().join("slow.sock");
     let listener = UnixListener::bind(&sock).expect("bind");
@@ -64,11 +68,12 @@ fn docker_socket_answering_slowly_times_out() {
 /// Issue 13: a TCP endpoint is named as unsupported, in a finding, never taken for a path.
 #[test]
 fn a_tcp_docker_host_is_named_in_the_findings() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     std::fs::write(dir.path().join("p.toml"), format!("{DOCKER}[swarm]\n")).expect("profile");
-    let out = run(vakt()
-        .arg("--root")
-        .arg(dir.path())
+    let out = run(vakt_live_in(dir.path())
         .args(["check", "--only", "docker,swarm", "-p"])
         .arg(dir.path().join("p.toml"))
         .env("DOCKER_HOST", "tcp://192.0.2.1:2375"));
@@ -83,12 +88,13 @@ fn a_tcp_docker_host_is_named_in_the_findings() {
 
 #[test]
 fn docker_unreachable_is_a_clear_failure_in_apply_and_the_file_part_still_works() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     let missing = dir.path().join("missing.sock");
     std::fs::write(dir.path().join("p.toml"), "[docker]\nrestart = false\n[swarm]\n").expect("profile");
-    let out = run(vakt()
-        .arg("--root")
-        .arg(dir.path())
+    let out = run(vakt_live_in(dir.path())
         .args(["apply", "-p"])
         .arg(dir.path().join("p.toml"))
         .env("DOCKER_HOST", format!("unix://{}", missing.display())));

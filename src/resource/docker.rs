@@ -44,6 +44,9 @@ pub struct Observed {
     exec_flags: Vec<String>,
     /// A restart that an earlier, interrupted apply still owed.
     restart_pending: bool,
+    /// Preparing an image offline (`--root`): its Docker is not running here; the file is
+    /// written and the engine judged at the first boot.
+    offline: bool,
 }
 
 #[derive(Debug)]
@@ -185,8 +188,13 @@ impl Resource for Docker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::Missing,
             Err(e) => return Err(anyhow!("failed to read {}: {e}", path.display())),
         };
+        let offline = !host.is_live();
         let socket = host.docker_socket(self.want.host.as_deref());
-        let engine = socket.clone().and_then(|s| Engine::observe(&s));
+        let engine = if offline {
+            Err("an image prepared offline: its Docker runs at the first boot".to_string())
+        } else {
+            socket.clone().and_then(|s| Engine::observe(&s))
+        };
         let on_disk = match (&engine, &file) {
             (Err(_), FileState::Present { map, .. }) => Some(data_root_of(map)),
             (Err(_), FileState::Missing) => Some(DEFAULT_DATA_ROOT),
@@ -198,7 +206,7 @@ impl Resource for Docker<'_> {
             (root, held)
         });
         let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
-        Ok(Observed { path, file, socket, engine, on_disk, exec_flags: exec_flags(host), restart_pending })
+        Ok(Observed { path, file, socket, engine, on_disk, exec_flags: exec_flags(host), restart_pending, offline })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -254,6 +262,7 @@ impl Resource for Docker<'_> {
         if let Err(reason) = &o.socket
             && needs_write
             && self.want.restart
+            && !o.offline
         {
             refusals.push(format!(
                 "{reason}; vakt changes daemon.json and restarts Docker only where it can check through the Engine API that Docker came back"
@@ -269,7 +278,8 @@ impl Resource for Docker<'_> {
             return plan;
         }
 
-        let write_change = match (&o.file, self.want.restart) {
+        let write_change = match (&o.file, self.want.restart && !o.offline) {
+            _ if o.offline => format!("write {shown} (Docker reads it when it starts at the first boot)"),
             (FileState::Missing, true) => format!("create {shown} and restart docker"),
             (FileState::Missing, false) => format!("create {shown}"),
             (_, true) => format!("write {shown} and restart docker"),
@@ -303,6 +313,9 @@ impl Resource for Docker<'_> {
         let id = "docker.engine.driver";
         let title = format!("Docker runs on {}", self.want.storage_driver);
         match (&o.engine, engine_driver) {
+            _ if o.offline => {
+                plan.pass(Finding::deferred(id, title, "start Docker and check its driver through the Engine API"))
+            }
             (Err(reason), _) => plan.pass(Finding::unknown(id, title, reason.clone())),
             (Ok(_), Some(d)) if d == self.want.storage_driver => {
                 plan.pass(Finding::ok(id, title));
@@ -340,11 +353,11 @@ impl Resource for Docker<'_> {
                     if let Some(dir) = o.path.parent() {
                         std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
                     }
-                    if self.want.restart {
+                    if self.want.restart && !o.offline {
                         pending.set()?;
                     }
                     fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
-                    restart |= self.want.restart;
+                    restart |= self.want.restart && !o.offline;
                 }
                 Action::Restart => restart = true,
             }

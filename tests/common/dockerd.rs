@@ -134,7 +134,29 @@ impl DockerSandbox {
         c
     }
 
+    /// vakt on the sandbox as its live host, in a private mount namespace where the sandbox's
+    /// /etc/docker, /run and (when the test wrote one) unit directory lie over the machine's.
+    /// `--root` elsewhere means an image prepared offline, where nothing is restarted.
+    pub fn live_command(&self, args: &[&str]) -> Command {
+        let root = self.root().display().to_string();
+        let script = format!(
+            "mkdir -p {root}/etc/docker {root}/run; mount --bind {root}/etc/docker /etc/docker; \
+             mount --bind {root}/run /run; \
+             if [ -d {root}/lib/systemd/system ]; then mount --bind {root}/lib/systemd/system /lib/systemd/system; fi; \
+             exec \"$@\""
+        );
+        let mut argv = vec!["unshare", "-m", "--propagation", "private", "sh", "-ec", &script, "sandbox"];
+        argv.push(env!("CARGO_BIN_EXE_vakt"));
+        argv.extend_from_slice(args);
+        self.command(&argv)
+    }
+
     pub fn vakt(&self, args: &[&str]) -> Run {
+        run(&mut self.live_command(args))
+    }
+
+    /// vakt preparing the sandbox tree as an image, offline (`--root`).
+    pub fn vakt_offline(&self, args: &[&str]) -> Run {
         let root = self.root().display().to_string();
         let mut argv = vec![env!("CARGO_BIN_EXE_vakt"), "--root", &root];
         argv.extend_from_slice(args);
