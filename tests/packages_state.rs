@@ -60,14 +60,6 @@ fn vakt_on(root: &Path, args: &[&str]) -> Run {
     run(vakt().arg("--root").arg(root).args(args))
 }
 
-fn evidence(report: &serde_json::Value, id: &str) -> String {
-    let f = findings(report).into_iter().find(|f| f["id"] == id).unwrap_or_else(|| panic!("no {id}"));
-    f["evidence"]
-        .as_array()
-        .map(|e| e.iter().filter_map(|l| l.as_str()).collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default()
-}
-
 /// The report's `commands` (every command vakt ran) observed dpkg and ran no apt-get.
 fn assert_no_apt_get(report: &serde_json::Value) {
     let commands: Vec<&str> = report["commands"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();

@@ -278,8 +278,13 @@ impl Resource for Docker<'_> {
             return plan;
         }
 
-        let write_change = match (&o.file, self.want.restart && !o.offline) {
+        let write_change = match (&o.file, restarts(self.want, o)) {
             _ if o.offline => format!("write {shown} (Docker reads it when it starts at the first boot)"),
+            _ if o.engine.is_err() => {
+                format!(
+                    "write {shown} (Docker is not answering; vakt does not start it, it reads the file when it starts)"
+                )
+            }
             (FileState::Missing, true) => format!("create {shown} and restart docker"),
             (FileState::Missing, false) => format!("create {shown}"),
             (_, true) => format!("write {shown} and restart docker"),
@@ -316,6 +321,10 @@ impl Resource for Docker<'_> {
             _ if o.offline => {
                 plan.pass(Finding::deferred(id, title, "start Docker and check its driver through the Engine API"))
             }
+            (Err(reason), _) if needs_write && self.want.restart => plan.pass(
+                Finding::unknown(id, title, reason.clone())
+                    .with_evidence("vakt neither starts nor restarts a Docker that is not answering"),
+            ),
             (Err(reason), _) => plan.pass(Finding::unknown(id, title, reason.clone())),
             (Ok(_), Some(d)) if d == self.want.storage_driver => {
                 plan.pass(Finding::ok(id, title));
@@ -353,11 +362,11 @@ impl Resource for Docker<'_> {
                     if let Some(dir) = o.path.parent() {
                         std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
                     }
-                    if self.want.restart && !o.offline {
+                    if restarts(self.want, o) {
                         pending.set()?;
                     }
                     fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
-                    restart |= self.want.restart && !o.offline;
+                    restart |= restarts(self.want, o);
                 }
                 Action::Restart => restart = true,
             }
@@ -382,6 +391,13 @@ impl Resource for Docker<'_> {
             }
         }
     }
+}
+
+/// Whether a new daemon.json is followed by a restart: only of a Docker that answered. A
+/// restart of a stopped docker.service starts it, and what the operator stopped (to move its
+/// data root, say) stays stopped; it reads the file when it starts. Offline, nothing runs here.
+fn restarts(want: &Wanted, o: &Observed) -> bool {
+    want.restart && !o.offline && o.engine.is_ok()
 }
 
 fn restart_docker(host: &Host) -> anyhow::Result<()> {
@@ -478,5 +494,50 @@ mod offline_guard {
             offline_switch_refusal("overlay2", None, root, &Err("permission denied".into())).expect("refused");
         assert_eq!(status, Status::Unknown);
         assert!(said.contains("cannot tell"), "{said}");
+    }
+}
+
+#[cfg(test)]
+mod stopped_engine {
+    use super::data_root::{ByDriver, Held};
+    use super::*;
+
+    /// A live host whose Docker does not answer, with an operator's daemon.json at `path`
+    /// naming no driver and a data root holding overlay2 data.
+    fn observed(path: PathBuf) -> Observed {
+        let text = "{\"log-level\": \"warn\"}\n".to_string();
+        let map = parse_daemon_json(&text).expect("json");
+        let held: ByDriver = [("overlay2".to_string(), Held { images: 1, containers: 1 })].into();
+        Observed {
+            path,
+            file: FileState::Present { text, map },
+            socket: Ok(PathBuf::from("/var/run/docker.sock")),
+            engine: Err("/var/run/docker.sock does not exist".into()),
+            on_disk: Some((PathBuf::from("/var/lib/docker"), Ok(held))),
+            exec_flags: Vec::new(),
+            restart_pending: false,
+            offline: false,
+        }
+    }
+
+    #[test]
+    fn a_docker_that_does_not_answer_gets_its_file_and_is_not_started() {
+        let want = crate::profile::parse("t", "[docker]\n").expect("valid").docker.expect("docker");
+        let dir = tempfile::tempdir().expect("tmp");
+        let o = observed(dir.path().join("daemon.json"));
+        let plan = Docker::new(&want, false).plan(&o);
+        let write = plan.findings.iter().find(|f| f.id == "docker.daemon.storage-driver").expect("drift");
+        let change = write.change.as_deref().unwrap_or("");
+        assert!(change.contains("vakt does not start it") && !change.contains("restart docker"), "{change}");
+        let engine = plan.findings.iter().find(|f| f.id == "docker.engine.driver").expect("engine");
+        assert_eq!(engine.status, Status::Unknown);
+        assert!(matches!(plan.actions.as_slice(), [Action::Write(_)]), "{:?}", plan.actions);
+
+        let host = Host::new(dir.path());
+        Docker::new(&want, false).apply(&host, &o, plan.actions).expect("written");
+        assert!(host.runner.commands().is_empty(), "nothing ran: {:?}", host.runner.commands());
+        let written = std::fs::read_to_string(dir.path().join("daemon.json")).expect("written");
+        assert!(written.contains("\"storage-driver\": \"overlay2\""), "{written}");
+        assert!(!fsutil::Pending::new(&host, "docker-restart").is_set(), "no restart owed to a stopped Docker");
     }
 }

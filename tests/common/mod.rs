@@ -87,6 +87,15 @@ pub fn changes(report: &serde_json::Value, status: &str) -> Vec<(String, String)
     findings(report).iter().filter(|f| f["status"] == status).map(|f| (text(&f["id"]), text(&f["change"]))).collect()
 }
 
+/// The evidence lines of the finding `id`, one per line.
+pub fn evidence(report: &serde_json::Value, id: &str) -> String {
+    let f = findings(report).into_iter().find(|f| f["id"] == id).unwrap_or_else(|| panic!("no finding {id}"));
+    f["evidence"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|l| l.as_str()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
 pub fn status_of(report: &serde_json::Value, id: &str) -> String {
     statuses(report).into_iter().find(|(i, _)| i == id).map(|(_, s)| s).unwrap_or_else(|| panic!("no finding {id}"))
 }
