@@ -22,11 +22,21 @@ const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 
 pub fn discover(host: &Host) -> SshFacts {
     let mut facts = SshFacts::default();
+    let socket = socket_unit_ports(host);
     if let Some((ports, source)) = configured_ports(host) {
-        facts.evidence.push(format!("{source}: port {}", join(&ports)));
-        facts.ports.extend(ports);
+        // With socket activation and no standalone ssh.service, PID 1 listens where the socket
+        // unit says; sshd_config's Port is not listened on (Ubuntu's generator turns it into a
+        // socket drop-in, which the unit read already includes).
+        if socket.is_some() && !service_enabled(host) {
+            facts
+                .evidence
+                .push(format!("{source}: port {} (not listened on: ssh.socket listens instead)", join(&ports)));
+        } else {
+            facts.evidence.push(format!("{source}: port {}", join(&ports)));
+            facts.ports.extend(ports);
+        }
     }
-    if let Some((ports, source)) = socket_unit_ports(host) {
+    if let Some((ports, source)) = socket {
         facts.evidence.push(format!("{source} (socket activation): port {}", join(&ports)));
         facts.ports.extend(ports);
     }
@@ -191,6 +201,15 @@ fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     !name.starts_with('.') && go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// Whether a standalone ssh.service (or sshd.service) is enabled beside the socket.
+fn service_enabled(host: &Host) -> bool {
+    let Ok(entries) = std::fs::read_dir(host.path("/etc/systemd/system")) else { return false };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wants"))
+        .any(|e| ["ssh.service", "sshd.service"].iter().any(|s| e.path().join(s).symlink_metadata().is_ok()))
 }
 
 /// Where systemd looks for a unit, most important first.
@@ -366,6 +385,23 @@ mod tests {
         )
         .expect("link");
         assert_eq!(socket_unit_ports(&host).map(|(p, _)| p), Some([2222].into()), "the drop-in reset the list");
+    }
+
+    #[test]
+    fn an_enabled_socket_listens_instead_of_sshd_config_unless_the_service_runs_too() {
+        let root = tree(&[
+            (SSHD_CONFIG, "Port 22\n"),
+            ("/lib/systemd/system/ssh.socket", "[Socket]\nListenStream=2222\n"),
+        ]);
+        let wants = root.path().join("etc/systemd/system/sockets.target.wants");
+        std::fs::create_dir_all(&wants).expect("mkdir");
+        std::os::unix::fs::symlink("/lib/systemd/system/ssh.socket", wants.join("ssh.socket")).expect("link");
+        let host = Host::new(root.path());
+        assert_eq!(discover(&host).ports, [2222].into());
+        let services = root.path().join("etc/systemd/system/multi-user.target.wants");
+        std::fs::create_dir_all(&services).expect("mkdir");
+        std::os::unix::fs::symlink("/lib/systemd/system/ssh.service", services.join("ssh.service")).expect("link");
+        assert_eq!(discover(&host).ports, [22, 2222].into(), "a standalone sshd listens on its Port too");
     }
 
     #[test]
