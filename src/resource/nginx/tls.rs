@@ -45,7 +45,7 @@ pub fn parse_cert(pem: &[u8]) -> Result<CertInfo, String> {
 /// The DER of the first certificate `openssl s_client` printed, if any.
 pub fn served_der(s_client_stdout: &str) -> Option<Vec<u8>> {
     let start = s_client_stdout.find("-----BEGIN CERTIFICATE-----")?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(s_client_stdout[start..].as_bytes()).ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&s_client_stdout.as_bytes()[start..]).ok()?;
     Some(pem.contents)
 }
 
