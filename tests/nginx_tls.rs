@@ -1,8 +1,9 @@
 //! HTTPS for the gateway (issue 17) with real components only: Debian's pebble as the ACME
 //! server (its own test CA), real certbot in webroot mode, real nginx, a gateway stand-in
 //! behind it. Everything runs in a private network namespace where `gateway.test` resolves to
-//! loopback through an /etc/hosts bound in a private mount namespace; /etc/letsencrypt and
-//! /run are bound to temporary directories there too, so the machine's own are never touched.
+//! loopback through a hosts file bound in a private mount namespace; certbot's default config
+//! directory and the runtime directory are bound to temporary ones there too, so the machine's
+//! own are never touched.
 
 mod common;
 
@@ -91,7 +92,7 @@ EOF
         self.dir.path().join(rel).display().to_string()
     }
 
-    /// `argv` in the namespace, with the private /etc/hosts, /etc/letsencrypt and /run.
+    /// `argv` in the namespace, with the private hosts file, certbot directory and runtime dir.
     fn command(&self, argv: &[&str]) -> Command {
         let t = self.dir.path().display();
         let mut c = Command::new("ip");
