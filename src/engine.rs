@@ -29,7 +29,9 @@ impl<R: Resource> Managed for R {
         match self.observe(host) {
             Ok(observed) => {
                 let plan = self.plan(&observed);
-                ResourceReport::new(self.id(), plan.findings, plan.warnings)
+                let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
+                report.gauges = plan.gauges;
+                report
             }
             Err(e) => ResourceReport::not_observed(self.id(), Status::Unknown, &e),
         }
@@ -42,6 +44,7 @@ impl<R: Resource> Managed for R {
         };
         let plan = self.plan(&observed);
         let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
+        report.gauges = plan.gauges;
         if plan.actions.is_empty() {
             fail_unknowns(&mut report, self.unknown_fails_apply());
             return report;
@@ -247,7 +250,7 @@ mod tests {
 
     fn report(statuses: &[Status], error: Option<&str>) -> ResourceReport {
         let findings = statuses.iter().map(|s| Finding::new("x", "x", *s)).collect();
-        ResourceReport { id: "x", findings, warnings: Vec::new(), error: error.map(String::from) }
+        ResourceReport { id: "x", findings, warnings: Vec::new(), error: error.map(String::from), gauges: Vec::new() }
     }
 
     #[test]

@@ -21,11 +21,17 @@ pub fn check(profile: &Profile) -> Result<(), String> {
     Ok(())
 }
 
-/// nginx.conf: every line is blank, a comment, a block opening or closing, or one directive
-/// ending in its only `;`; the profile's values appear as whole words in their directives; and
-/// the file has exactly as many lines as the same profile with every value a placeholder.
+/// nginx.conf, in both phases of `[nginx.tls]` (before and after the certificate): every line
+/// is blank, a comment, a block opening or closing, or one directive ending in its only `;`;
+/// the profile's values appear as whole words in their directives; and the file has exactly as
+/// many lines as the same profile with every value a placeholder.
 fn nginx_conf(want: &crate::profile::Nginx) -> Result<(), String> {
-    let conf = nginx::render(want);
+    nginx_phase(want, false)?;
+    if want.tls.is_some() { nginx_phase(want, true) } else { Ok(()) }
+}
+
+fn nginx_phase(want: &crate::profile::Nginx, https: bool) -> Result<(), String> {
+    let conf = nginx::render(want, https);
     for (i, line) in conf.lines().enumerate() {
         let t = line.trim();
         let shape_ok = t.is_empty()
@@ -47,7 +53,12 @@ fn nginx_conf(want: &crate::profile::Nginx) -> Result<(), String> {
     for u in &mut placeholder.upstream {
         u.host = "x".into();
     }
-    let expected = nginx::render(&placeholder).lines().count();
+    if let Some(t) = &mut placeholder.tls {
+        t.domains = t.domains.iter().map(|_| "x.x".to_string()).collect();
+        t.webroot = "/x".into();
+        t.certbot_config_dir = "/x".into();
+    }
+    let expected = nginx::render(&placeholder, https).lines().count();
     if conf.lines().count() != expected {
         return Err(format!("nginx.conf has {} lines, its structure {expected}", conf.lines().count()));
     }
@@ -73,6 +84,40 @@ fn nginx_conf(want: &crate::profile::Nginx) -> Result<(), String> {
         if !conf.lines().any(|l| l.trim() == format!("server {u};")) {
             return Err(format!("nginx.conf: upstream server {u} is not one `server` line"));
         }
+    }
+    if let Some(t) = &want.tls { tls_slots(&conf, t, https) } else { Ok(()) }
+}
+
+/// The TLS parts: the challenge root in every phase; with the certificate, the TLS server's
+/// listen, names, certificate paths and protocols each on its own line, and the redirect.
+fn tls_slots(conf: &str, t: &crate::profile::NginxTls, https: bool) -> Result<(), String> {
+    let has = |line: String| conf.lines().filter(|l| l.trim() == line).count();
+    let live = t.live_dir();
+    if has(format!("root {};", t.webroot.display())) != 1 {
+        return Err(format!("nginx.conf: the challenge `root` does not hold exactly {:?}", t.webroot));
+    }
+    let lines = [
+        format!("listen {} ssl default_server;", t.listen),
+        format!("server_name {};", t.domains.join(" ")),
+        format!("ssl_certificate {};", live.join("fullchain.pem").display()),
+        format!("ssl_certificate_key {};", live.join("privkey.pem").display()),
+        "ssl_protocols TLSv1.2 TLSv1.3;".to_string(),
+    ];
+    for line in lines {
+        let want = usize::from(https);
+        if has(line.clone()) != want {
+            return Err(format!(
+                "nginx.conf (https {https}): `{line}` appears {} times, not {want}",
+                has(line.clone())
+            ));
+        }
+    }
+    let redirect = has("return 301 https://$host$request_uri;".to_string());
+    if redirect != usize::from(https && t.redirect_http) {
+        return Err(format!("nginx.conf (https {https}): {redirect} redirects"));
+    }
+    if t.domains.iter().any(|d| d.contains(char::is_whitespace)) {
+        return Err("nginx.conf: a TLS name holds whitespace".into());
     }
     Ok(())
 }
@@ -135,6 +180,7 @@ mod tests {
             upstreams in prop::collection::vec(hostile(), 1..3),
             sysctl in prop::collection::vec((hostile(), hostile()), 0..3),
             comment in hostile(),
+            tls in prop::collection::vec(hostile(), 0..3),
         ) {
             let keys = ["user", "pid", "error_log", "access_log", "mime_types", "listen", "server_name",
                 "client_max_body_size", "client_body_buffer_size", "proxy_read_timeout", "keepalive_timeout", "config"];
@@ -146,7 +192,20 @@ mod tests {
                 }
             }
             let list: Vec<String> = upstreams.iter().map(|u| quoted(&format!("127.0.0.1:80{u}"))).collect();
-            text.push_str(&format!("upstream = [{}]\n[tuning.sysctl]\n", list.join(", ")));
+            text.push_str(&format!("upstream = [{}]\n", list.join(", ")));
+            if tls.len() % 3 != 0 {
+                let domains: Vec<String> = tls.iter().map(|d| quoted(&format!("gw{d}.example"))).collect();
+                text.push_str(&format!(
+                    "[nginx.tls]\ndomains = [{}]\nemail = {}\nwebroot = {}\ncertbot_config_dir = {}\nacme_directory = {}\nhsts = true\nredirect_http = {}\n",
+                    domains.join(", "),
+                    quoted(&format!("ops{comment}@example.com")),
+                    quoted(&format!("/srv/{}", values[0])),
+                    quoted(&format!("/etc/{}", values[1])),
+                    quoted(&format!("https://acme{}", values[2])),
+                    tls.len() % 2 == 0,
+                ));
+            }
+            text.push_str("[tuning.sysctl]\n");
             for (k, v) in &sysctl {
                 text.push_str(&format!("{} = {}\n", quoted(&format!("vm.{k}")), quoted(v)));
             }

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3)
+packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3 certbot pebble openssl)
 policy_rc_d=/usr/sbin/policy-rc.d
 
 fail() { echo "tests/run.sh: FAILED: $*" >&2; exit 1; }
@@ -71,7 +71,7 @@ paths_state() {
 # What the suite must never change on this machine: the firewall rules, IP forwarding, and
 # everything under the firewall, web server, Docker and sysctl configuration, including files
 # and directories that did not exist before (a test dockerd writing its key.json there).
-watched=(/etc/ufw /etc/default/ufw /etc/nginx /etc/docker /etc/sysctl.d "$policy_rc_d")
+watched=(/etc/ufw /etc/default/ufw /etc/nginx /etc/letsencrypt /etc/docker /etc/sysctl.d "$policy_rc_d")
 firewall_rules() {
   command -v iptables-save >/dev/null && iptables-save 2>/dev/null | grep -v '^#' || true
   command -v ip6tables-save >/dev/null && ip6tables-save 2>/dev/null | grep -v '^#' || true

@@ -283,6 +283,38 @@ pub struct Nginx {
     /// Remove the link to Debian's placeholder site (`sites-enabled/default`), which would
     /// claim the default server in front of the gateway.
     pub disable_default_site: bool,
+    pub tls: Option<NginxTls>,
+}
+
+/// HTTPS for the gateway: a certificate from ACME through certbot (webroot mode).
+#[derive(Debug, Clone)]
+pub struct NginxTls {
+    /// DNS names, lowercase; the first one names certbot's lineage (`live/NAME/`).
+    pub domains: Vec<String>,
+    pub email: String,
+    /// An `https://` URL without whitespace or control characters.
+    pub acme_directory: String,
+    pub listen: Listen,
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security` max-age, when HSTS is asked for.
+    pub hsts: Option<Duration>,
+    /// A certificate with less left than this is drift (certbot's timer renews at 30 days).
+    pub expiry_warn: Duration,
+    pub webroot: PathBuf,
+    pub certbot_config_dir: PathBuf,
+    pub certbot_work_dir: PathBuf,
+    pub certbot_logs_dir: PathBuf,
+}
+
+impl NginxTls {
+    /// certbot's name for the certificate (its `--cert-name`).
+    pub fn cert_name(&self) -> &str {
+        &self.domains[0]
+    }
+
+    pub fn live_dir(&self) -> PathBuf {
+        self.certbot_config_dir.join("live").join(self.cert_name())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -548,6 +580,38 @@ mod tests {
         assert!(m.contains("test.toml:2:1") && m.contains("unknown unit"), "{m}");
         let m = invalid("[host]\nhypervisor = \"kvn\"\n");
         assert!(m.contains("did you mean `kvm`"), "{m}");
+    }
+
+    #[test]
+    fn tls_values_that_would_reach_certbots_argv_are_refused_by_key() {
+        let base = "[nginx.tls]\ndomains = [\"gw.example.com\"]\nemail = \"ops@example.com\"\n";
+        for (extra, key, why) in [
+            ("acme_directory = \"http://acme.example/dir\"\n", "nginx.tls.acme_directory", "https:// URL"),
+            ("acme_directory = \"https://a.example/d --server x\"\n", "nginx.tls.acme_directory", "https:// URL"),
+            ("acme_directory = \"https://a.example/\\u0007\"\n", "nginx.tls.acme_directory", "https:// URL"),
+            ("acme_directory = \"--staging\"\n", "nginx.tls.acme_directory", "https:// URL"),
+            ("domains = [\"-d.example.com\"]\n", "nginx.tls.domains", "DNS name"),
+            ("domains = [\"*.example.com\"]\n", "nginx.tls.domains", "DNS name"),
+            ("domains = [\"10.0.0.1/x\"]\n", "nginx.tls.domains", "DNS name"),
+            ("domains = []\n", "nginx.tls.domains", "list the names"),
+            ("email = \"-ops@example.com\"\n", "nginx.tls.email", "plain address"),
+            ("email = \"Ops <ops@example.com>\"\n", "nginx.tls.email", "plain address"),
+            ("webroot = \"/var/www/a b\"\n", "nginx.tls.webroot", "one nginx word"),
+            ("tls_listen = \"443\"\n", "tls_listen", "unknown key"),
+        ] {
+            let text = format!("{base}{extra}").replacen(
+                "domains = [\"gw.example.com\"]\n",
+                "",
+                usize::from(extra.starts_with("domains")),
+            );
+            let text =
+                if extra.starts_with("email") { text.replacen("email = \"ops@example.com\"\n", "", 1) } else { text };
+            let m = invalid(&text);
+            assert!(m.contains(key) && m.contains(why), "{extra}: {m}");
+        }
+        let p = parse("t", &format!("{base}acme_directory = \"https://127.0.0.1:14000/dir\"\n")).expect("valid");
+        let t = p.nginx.expect("nginx").tls.expect("tls");
+        assert_eq!((t.cert_name(), t.listen.port(), t.redirect_http, t.hsts), ("gw.example.com", 443, true, None));
     }
 
     #[test]

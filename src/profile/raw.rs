@@ -203,6 +203,45 @@ pub struct RawNginx {
     pub longest_invocation: String,
     pub include_sites: bool,
     pub default_site: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawNginxTls>,
+}
+
+/// `[nginx.tls]`: HTTPS for the gateway with a certificate from ACME through certbot.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNginxTls {
+    pub domains: Vec<String>,
+    pub email: String,
+    pub acme_directory: String,
+    pub listen: String,
+    pub redirect_http: bool,
+    pub hsts: bool,
+    pub hsts_max_age: String,
+    pub expiry_warn: String,
+    pub webroot: String,
+    pub certbot_config_dir: String,
+    pub certbot_work_dir: String,
+    pub certbot_logs_dir: String,
+}
+
+impl Default for RawNginxTls {
+    fn default() -> Self {
+        RawNginxTls {
+            domains: Vec::new(),
+            email: String::new(),
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            listen: "443".into(),
+            redirect_http: true,
+            hsts: false,
+            hsts_max_age: "365d".into(),
+            expiry_warn: "14d".into(),
+            webroot: "/var/www/vakt-acme".into(),
+            certbot_config_dir: "/etc/letsencrypt".into(),
+            certbot_work_dir: "/var/lib/letsencrypt".into(),
+            certbot_logs_dir: "/var/log/letsencrypt".into(),
+        }
+    }
 }
 
 impl Default for RawNginx {
@@ -233,6 +272,7 @@ impl Default for RawNginx {
             longest_invocation: "300s".into(),
             include_sites: true,
             default_site: "disable".into(),
+            tls: None,
         }
     }
 }

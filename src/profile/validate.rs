@@ -493,6 +493,7 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
         listen: nginx_listen(&n.listen)?,
         include_sites: n.include_sites,
         disable_default_site: one_of("nginx", "default_site", &n.default_site, &["disable", "keep"])? == "disable",
+        tls: n.tls.map(validate_nginx_tls).transpose()?,
         user: n.user,
         worker_processes: n.worker_processes,
         error_log: n.error_log,
@@ -507,6 +508,91 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
         tcp_nodelay: n.tcp_nodelay,
         proxy_http_version: n.proxy_http_version,
         proxy_clear_connection: n.proxy_clear_connection,
+    })
+}
+
+/// A name certbot may ask a certificate for: a DNS hostname of two or more labels, lowercase
+/// letters, digits and inner hyphens (no wildcards: HTTP-01 cannot prove them).
+fn tls_domain(v: &str) -> Result<String, KeyError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let name = v.to_ascii_lowercase();
+    if name.len() <= 253 && name.contains('.') && name.split('.').all(label_ok) {
+        Ok(name)
+    } else {
+        Err(err("nginx.tls", "domains", format!("{} is not a DNS name like \"gateway.example.com\"", quoted(v))))
+    }
+}
+
+/// The ACME account address: `local@domain`, the local part from a conservative set, nothing
+/// certbot's argv could read as an option.
+fn tls_email(v: &str) -> Result<(), KeyError> {
+    let ok = v.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && local.len() <= 64
+            && !local.starts_with(['-', '.'])
+            && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b))
+            && tls_domain(domain).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(err("nginx.tls", "email", format!("{} is not a plain address like \"ops@example.com\"", quoted(v))))
+    }
+}
+
+/// The ACME directory reaches certbot's argv: an `https://` URL with a host, printable ASCII
+/// without whitespace or quotes.
+fn tls_directory(v: &str) -> Result<(), KeyError> {
+    let host = v.strip_prefix("https://").map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    let printable = v.bytes().all(|b| b.is_ascii_graphic() && !b"\"'\\`".contains(&b));
+    match host {
+        Some(h) if !h.is_empty() && !h.starts_with(['-', ':', '@']) && printable && v.len() <= 2048 => Ok(()),
+        _ => Err(err(
+            "nginx.tls",
+            "acme_directory",
+            format!("{} is not an https:// URL without spaces or quotes", quoted(v)),
+        )),
+    }
+}
+
+fn validate_nginx_tls(t: raw::RawNginxTls) -> Result<NginxTls, KeyError> {
+    if t.domains.is_empty() {
+        return Err(err("nginx.tls", "domains", "list the names to serve, e.g. [\"gateway.example.com\"]"));
+    }
+    let domains = t.domains.iter().map(|d| tls_domain(d)).collect::<Result<Vec<_>, _>>()?;
+    if let Some((i, d)) = domains.iter().enumerate().find(|(i, d)| domains[..*i].contains(d)) {
+        return Err(err("nginx.tls", "domains", format!("`{d}` is listed twice (entry {i})")));
+    }
+    tls_email(&t.email)?;
+    tls_directory(&t.acme_directory)?;
+    let listen = nginx_listen(&t.listen).map_err(|e| KeyError { section: "nginx.tls".into(), ..e })?;
+    let path = |key: &str, v: &str| {
+        let p = host_path("nginx.tls", key, v)?;
+        nginx_token(key, v).map_err(|e| KeyError { section: "nginx.tls".into(), ..e })?;
+        Ok::<_, KeyError>(p)
+    };
+    Ok(NginxTls {
+        domains,
+        email: t.email,
+        acme_directory: t.acme_directory,
+        listen,
+        redirect_http: t.redirect_http,
+        hsts: if t.hsts {
+            Some(duration("nginx.tls", "hsts_max_age", &t.hsts_max_age, Duration::ZERO..=2 * 365 * DAY)?)
+        } else {
+            None
+        },
+        expiry_warn: duration("nginx.tls", "expiry_warn", &t.expiry_warn, Duration::ZERO..=60 * DAY)?,
+        webroot: path("webroot", &t.webroot)?,
+        certbot_config_dir: path("certbot_config_dir", &t.certbot_config_dir)?,
+        certbot_work_dir: path("certbot_work_dir", &t.certbot_work_dir)?,
+        certbot_logs_dir: path("certbot_logs_dir", &t.certbot_logs_dir)?,
     })
 }
 

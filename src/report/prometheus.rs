@@ -33,6 +33,16 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    // Resources' own gauges, grouped by name so each has one HELP and TYPE.
+    let mut gauges: Vec<&crate::resource::Gauge> = report.resources.iter().flat_map(|r| &r.gauges).collect();
+    gauges.sort_by_key(|g| g.name);
+    for (i, g) in gauges.iter().enumerate() {
+        if i == 0 || gauges[i - 1].name != g.name {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+        }
+        let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
+        let _ = writeln!(out, "{}{{{}}} {}", g.name, labels.join(","), g.value);
+    }
     let s = &report.summary;
     out.push_str("# HELP vakt_check_findings Audited items by status.\n# TYPE vakt_check_findings gauge\n");
     for (status, n) in [

@@ -12,7 +12,7 @@ pub mod tuning;
 
 mod model;
 
-pub use model::{Finding, Managed, Plan, Resource, ResourceReport, Status};
+pub use model::{Finding, Gauge, Managed, Plan, Resource, ResourceReport, Status};
 
 use crate::profile::Profile;
 
@@ -34,7 +34,7 @@ pub const ALL: &[(&str, Build)] = &[
     ("firewall", |p| boxed(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p)))),
     ("docker", |p| boxed(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init)))),
     ("swarm", |p| boxed(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref())))),
-    ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)))),
+    ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.source))),
     ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
 ];
 

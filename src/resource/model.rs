@@ -84,12 +84,24 @@ pub struct Plan<A> {
     pub findings: Vec<Finding>,
     pub actions: Vec<A>,
     pub warnings: Vec<String>,
+    /// Measurements for the Prometheus output (`check --format prometheus`).
+    pub gauges: Vec<Gauge>,
 }
 
 impl<A> Default for Plan<A> {
     fn default() -> Self {
-        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new() }
+        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new(), gauges: Vec::new() }
     }
+}
+
+/// One sample of a Prometheus gauge a resource measured (a certificate's time to expiry).
+/// Samples with the same `name` share its `help`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
 }
 
 impl<A> Plan<A> {
@@ -133,18 +145,20 @@ pub struct ResourceReport {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gauges: Vec<Gauge>,
 }
 
 impl ResourceReport {
     pub(crate) fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
-        ResourceReport { id, findings, warnings, error: None }
+        ResourceReport { id, findings, warnings, error: None, gauges: Vec::new() }
     }
 
     pub(crate) fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
         let reason = format!("{error:#}");
         let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
         finding.evidence.push(reason.clone());
-        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason) }
+        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason), gauges: Vec::new() }
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Finding, Plan, Resource, Status};
+mod tls;
+
+use super::{Finding, Gauge, Plan, Resource, Status};
 use crate::fsutil;
 use crate::host::Host;
 use crate::profile::Nginx as Wanted;
@@ -29,6 +31,10 @@ pub struct Observed {
     /// `sites-enabled/default` when it is the link to Debian's placeholder site and the
     /// profile disables it.
     default_site: Option<PathBuf>,
+    /// `[nginx.tls]`: the certificate, the deploy hook, what nginx serves.
+    tls: Option<tls::State>,
+    /// Whether `rendered` holds the TLS server (a usable certificate is on disk).
+    https: bool,
 }
 
 #[derive(Debug)]
@@ -36,8 +42,14 @@ pub enum Action {
     Write(String),
     /// Remove the link to Debian's placeholder site (its file stays in sites-available).
     DisableDefaultSite(PathBuf),
-    /// The file is right but nginx may not run it: an earlier reload was interrupted.
+    /// The file is right but nginx may not run it: an earlier reload was interrupted, or
+    /// certbot renewed the certificate.
     Reload,
+    /// Install certbot's deploy hook.
+    WriteHook(PathBuf, String),
+    /// Ask certbot for a certificate (after the HTTP config with the challenge location is
+    /// live), then put the TLS server in place.
+    Obtain,
 }
 
 /// Why the rendered config was not accepted.
@@ -53,11 +65,18 @@ pub struct Nginx<'p> {
     want: &'p Wanted,
     /// Ports the firewall profile opens to the world, to spot a bypassed proxy.
     open_ports: Vec<u16>,
+    /// The profile's source, for certbot's deploy hook to run vakt on.
+    profile: String,
 }
 
 impl<'p> Nginx<'p> {
     pub fn new(want: &'p Wanted, open_ports: Vec<u16>) -> Self {
-        Nginx { want, open_ports }
+        Nginx { want, open_ports, profile: String::new() }
+    }
+
+    pub fn with_profile(mut self, source: &str) -> Self {
+        self.profile = source.to_string();
+        self
     }
 }
 
@@ -68,7 +87,10 @@ fn on_off(b: bool) -> &'static str {
 /// The whole nginx.conf. Defaults are the article's values. Every value comes from a validated
 /// profile type (one nginx word each), and nothing else is embedded: not the profile's path,
 /// which is the invoker's text and would make the same profile render differently by name.
-pub fn render(n: &Wanted) -> String {
+/// With `[nginx.tls]`, `https` says whether the certificate is there: without it the plain
+/// HTTP server proxies and answers ACME challenges (the first phase of a fresh host), with it
+/// the TLS server is added and plain HTTP redirects when asked.
+pub fn render(n: &Wanted, https: bool) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "# Managed by vakt from its profile; edit the profile, not this file:");
     let _ = writeln!(c, "# `vakt apply` replaces it (the previous one is kept as nginx.conf.vakt-prev).");
@@ -106,6 +128,29 @@ pub fn render(n: &Wanted) -> String {
         "\n    server {{\n        listen {} default_server;\n        server_name {};\n",
         n.listen, n.server_name
     );
+    let https = n.tls.as_ref().filter(|_| https);
+    if let Some(t) = &n.tls {
+        tls::render_challenge(&mut c, t);
+    }
+    match https {
+        Some(t) if t.redirect_http => {
+            let _ = writeln!(
+                c,
+                "        location / {{\n            return 301 https://$host$request_uri;\n        }}\n    }}"
+            );
+        }
+        _ => proxy_location(&mut c, n),
+    }
+    if let Some(t) = https {
+        tls::render_server_head(&mut c, t);
+        proxy_location(&mut c, n);
+    }
+    let _ = writeln!(c, "}}");
+    c
+}
+
+/// The gateway's `location /` and the end of its server block.
+fn proxy_location(c: &mut String, n: &Wanted) {
     let _ = writeln!(c, "        location / {{\n            proxy_pass http://faas_gateway;");
     let _ = writeln!(c, "            proxy_http_version {};", n.proxy_http_version);
     if n.proxy_clear_connection {
@@ -115,8 +160,7 @@ pub fn render(n: &Wanted) -> String {
     let _ = writeln!(c, "            # Critical for FaaS: long synchronous invocations");
     let _ = writeln!(c, "            proxy_read_timeout {};", n.proxy_read_timeout);
     let _ = writeln!(c, "            proxy_send_timeout {};", n.proxy_send_timeout);
-    let _ = writeln!(c, "        }}\n    }}\n}}");
-    c
+    let _ = writeln!(c, "        }}\n    }}");
 }
 
 /// Plan-time warnings about settings that defeat themselves.
@@ -151,7 +195,7 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
 /// exactly as they would live, and the live directory is not touched. The staged copy points
 /// its pid file and logs into the staging directory: `nginx -t` opens them for writing, which
 /// an audit running unprivileged or under `ProtectSystem=strict` may not do to the live ones.
-fn validate(host: &Host, live: &Path, want: &Wanted, without: Option<&Path>) -> Result<(), Invalid> {
+fn validate(host: &Host, live: &Path, want: &Wanted, https: bool, without: Option<&Path>) -> Result<(), Invalid> {
     let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
     let stage = tempfile::Builder::new()
         .prefix("vakt-nginx-")
@@ -164,7 +208,7 @@ fn validate(host: &Host, live: &Path, want: &Wanted, without: Option<&Path>) -> 
     staged_want.error_log = own("error.log").display().to_string();
     staged_want.access_log = own("access.log").display().to_string();
     let staged = stage.path().join("nginx.conf");
-    std::fs::write(&staged, render(&staged_want))
+    std::fs::write(&staged, render(&staged_want, https))
         .map_err(|e| Invalid::NotRun(format!("failed to stage {}: {e}", staged.display())))?;
     let (staged, early_log) = (staged.display().to_string(), own("early.log").display().to_string());
     match host.runner.run(&["nginx", "-t", "-q", "-e", &early_log, "-c", &staged], &[], NGINX_TIMEOUT) {
@@ -291,14 +335,28 @@ impl Resource for Nginx<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => bail!("failed to read {}: {e}", path.display()),
         };
-        let rendered = render(self.want);
+        let mut tls = self.want.tls.as_ref().map(|t| tls::observe(host, t, &self.profile));
+        let https = match (&self.want.tls, &tls) {
+            (Some(t), Some(state)) => state.usable(t).is_some(),
+            _ => false,
+        };
+        let rendered = render(self.want, https);
         let default_site =
             placeholder_site(&path).filter(|_| self.want.include_sites && self.want.disable_default_site);
-        let validation = validate(host, &path, self.want, default_site.as_deref());
+        let validation = validate(host, &path, self.want, https, default_site.as_deref());
         let reload_pending = reload_marker(host, &path).is_set();
         let master = if host.is_live() { master_pid(host, &self.want.pid) } else { None };
         let offline = !host.is_live();
-        Ok(Observed { path, current, rendered, validation, master, reload_pending, offline, default_site })
+        // Whether nginx serves the certificate on disk is asked only of an nginx that runs the
+        // TLS config on disk: anything else is a config drift first.
+        if let (Some(t), Some(state), Some(_)) = (&self.want.tls, &mut tls, master)
+            && https
+            && current.as_deref() == Some(rendered.as_str())
+            && let Some(cert) = state.usable(t).cloned()
+        {
+            state.served = tls::probe_served(host, t, &cert);
+        }
+        Ok(Observed { path, current, rendered, validation, master, reload_pending, offline, default_site, tls, https })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -355,6 +413,9 @@ impl Resource for Nginx<'_> {
             }
             plan.fix(f, Action::Write(o.rendered.clone()));
         }
+        if let (Some(t), Some(state)) = (&self.want.tls, &o.tls) {
+            self.plan_tls(&mut plan, o, t, state);
+        }
         if o.master.is_none() && !o.offline {
             plan.warn(format!(
                 "nginx is not running (no live process in {}); a new config takes effect when it starts",
@@ -367,10 +428,14 @@ impl Resource for Nginx<'_> {
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
         let pending = reload_marker(host, &o.path);
         let mut wrote = false;
+        let mut reload = false;
+        let mut obtain = false;
         let mut unlinked: Option<(PathBuf, PathBuf)> = None;
         for action in actions {
             match action {
-                Action::Reload => {}
+                Action::Reload => reload = true,
+                Action::WriteHook(path, script) => tls::write_hook(&path, &script)?,
+                Action::Obtain => obtain = true,
                 Action::DisableDefaultSite(link) => {
                     let target =
                         std::fs::read_link(&link).with_context(|| format!("failed to read {}", link.display()))?;
@@ -379,6 +444,7 @@ impl Resource for Nginx<'_> {
                     }
                     std::fs::remove_file(&link).with_context(|| format!("failed to remove {}", link.display()))?;
                     unlinked = Some((link, target));
+                    reload = true;
                 }
                 Action::Write(content) => {
                     if let Some(dir) = o.path.parent() {
@@ -389,19 +455,152 @@ impl Resource for Nginx<'_> {
                     }
                     fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
                     wrote = true;
+                    reload = true;
                 }
             }
         }
-        let Some(master) = o.master else { return Ok(()) };
+        if let Some(master) = o.master.filter(|_| reload) {
+            if let Err(e) = self.reload(host, master) {
+                let undo = self.undo(o, wrote, unlinked.as_ref()).and_then(|()| self.reload(host, master));
+                let undo = undo.and_then(|()| pending.clear());
+                match undo {
+                    Ok(()) => bail!("{e:#}; the previous {} was restored and nginx reloaded", o.path.display()),
+                    Err(u) => bail!("{e:#}; restoring the previous {} failed too: {u:#}", o.path.display()),
+                }
+            }
+            pending.clear()?;
+        }
+        match (&self.want.tls, obtain) {
+            (Some(t), true) => self.obtain_and_enable(host, o, t),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Nginx<'_> {
+    /// The second phase: certbot answers the challenge through the HTTP config now live, then
+    /// the TLS config is validated with the new certificate, swapped in and reloaded, and the
+    /// HTTP config put back if the reload fails. A certbot failure leaves the HTTP gateway.
+    fn obtain_and_enable(&self, host: &Host, o: &Observed, t: &crate::profile::NginxTls) -> anyhow::Result<()> {
+        tls::obtain(host, t).context("the gateway keeps serving plain HTTP")?;
+        let https = render(self.want, true);
+        if o.https && o.rendered == https {
+            // Renewed inside the warning window: same config, new certificate.
+            return match o.master {
+                Some(master) => self.reload(host, master),
+                None => Ok(()),
+            };
+        }
+        match validate(host, &o.path, self.want, true, None) {
+            Ok(()) => {}
+            Err(Invalid::Rejected(e) | Invalid::NotRun(e)) => {
+                bail!("nginx -t rejects the TLS config with the new certificate, so the gateway keeps plain HTTP: {e}")
+            }
+        }
+        let http = std::fs::read_to_string(&o.path).ok();
+        let pending = reload_marker(host, &o.path);
+        if o.master.is_some() {
+            pending.set()?;
+        }
+        fsutil::write_atomic(&o.path, https.as_bytes(), true)?;
+        let Some(master) = o.master else { return pending.clear() };
         if let Err(e) = self.reload(host, master) {
-            let undo = self.undo(o, wrote, unlinked.as_ref()).and_then(|()| self.reload(host, master));
-            let undo = undo.and_then(|()| pending.clear());
+            let undo = match &http {
+                Some(old) => fsutil::write_atomic(&o.path, old.as_bytes(), false),
+                None => std::fs::remove_file(&o.path).with_context(|| format!("failed to remove {}", o.path.display())),
+            };
+            let undo = undo.and_then(|()| self.reload(host, master)).and_then(|()| pending.clear());
             match undo {
-                Ok(()) => bail!("{e:#}; the previous {} was restored and nginx reloaded", o.path.display()),
-                Err(u) => bail!("{e:#}; restoring the previous {} failed too: {u:#}", o.path.display()),
+                Ok(()) => bail!("{e:#}; the plain HTTP config was restored and nginx reloaded"),
+                Err(u) => bail!("{e:#}; restoring the plain HTTP config failed too: {u:#}"),
             }
         }
         pending.clear()
+    }
+
+    fn plan_tls(&self, plan: &mut Plan<Action>, o: &Observed, t: &crate::profile::NginxTls, state: &tls::State) {
+        let names = t.domains.join(", ");
+        let id = "nginx.tls.certificate";
+        let title = format!("a certificate for {names} from {}", t.acme_directory);
+        let obtain =
+            format!("run certbot in webroot mode through the gateway's HTTP server, then serve HTTPS on {}", t.listen);
+        match (&state.cert, state.usable(t)) {
+            (Err(e), _) => {
+                let f = Finding::unknown(id, title.clone(), e.clone());
+                plan.pass(f);
+                return;
+            }
+            (Ok(_), Some(cert)) => {
+                let days = tls::days_left(cert.not_after, state.now);
+                plan.gauges.push(Gauge {
+                    name: "vakt_certificate_expiry_seconds",
+                    help: "Seconds until the certificate's notAfter (negative once expired).",
+                    labels: vec![("resource", "nginx".into()), ("cert", t.cert_name().into())],
+                    value: (cert.not_after - state.now) as f64,
+                });
+                // The names and days left are in the title: text output shows no evidence of
+                // compliant items, and this is what an operator reads the audit for.
+                let title = format!("{title}: names {}, expires in {days} days", cert.names.join(", "));
+                let evidence = [format!("read from {}", state.cert_path.display())];
+                if !state.needs_certbot(t) {
+                    let mut f = Finding::ok(id, title);
+                    f.evidence.extend(evidence);
+                    plan.pass(f);
+                } else if o.offline {
+                    let mut f = Finding::deferred(id, title, "renew it with certbot");
+                    f.evidence.extend(evidence);
+                    plan.pass(f);
+                } else {
+                    let mut f = Finding::drift(
+                        id,
+                        title,
+                        format!(
+                            "renew it with certbot (it has less than {} left)",
+                            crate::profile::units::format_duration(t.expiry_warn)
+                        ),
+                    );
+                    f.evidence.extend(evidence);
+                    plan.fix(f, Action::Obtain);
+                }
+            }
+            (Ok(cert), None) => {
+                let why = match cert {
+                    None => format!("no certificate in {}", state.cert_path.display()),
+                    Some(c) if c.not_after <= state.now => format!("{} expired", state.cert_path.display()),
+                    Some(c) if !t.domains.iter().all(|d| c.names.contains(d)) => {
+                        format!("{} covers only {}", state.cert_path.display(), c.names.join(", "))
+                    }
+                    Some(_) => "the key or the chain is missing beside it".to_string(),
+                };
+                if o.offline {
+                    plan.pass(Finding::deferred(id, title, obtain).with_evidence(why));
+                } else if o.validation.is_err() {
+                    // certbot needs the HTTP config live, which nginx -t did not pass.
+                    plan.pass(Finding::new(id, title, Status::Drift).with_evidence(why));
+                } else {
+                    plan.fix(Finding::drift(id, title, obtain).with_evidence(why), Action::Obtain);
+                }
+            }
+        }
+        let hook_ok = state.hook_current.as_deref() == Some(state.hook_rendered.as_str()) && state.hook_executable;
+        let hook_title = format!("certbot's deploy hook {} reloads nginx through vakt", state.hook_path.display());
+        if hook_ok {
+            plan.pass(Finding::ok("nginx.tls.hook", hook_title));
+        } else {
+            let f = Finding::drift("nginx.tls.hook", hook_title, format!("write {}", state.hook_path.display()));
+            plan.fix(f, Action::WriteHook(state.hook_path.clone(), state.hook_rendered.clone()));
+        }
+        let served = "nginx serves the certificate on disk";
+        match &state.served {
+            tls::Served::NotAsked => {}
+            tls::Served::Same => plan.pass(Finding::ok("nginx.tls.served", served)),
+            tls::Served::Other => plan.fix(
+                Finding::drift("nginx.tls.served", served, "reload nginx (nginx -t has passed with it)")
+                    .with_evidence("nginx serves another certificate: certbot renewed it since the last reload"),
+                Action::Reload,
+            ),
+            tls::Served::Unknown(e) => plan.pass(Finding::unknown("nginx.tls.served", served, e.clone())),
+        }
     }
 }
 
@@ -443,7 +642,7 @@ mod tests {
 
     #[test]
     fn default_render_has_the_articles_settings() {
-        let conf = render(&nginx(""));
+        let conf = render(&nginx(""), false);
         for line in [
             "keepalive_timeout 65s;",
             "keepalive_requests 10000;",
@@ -458,6 +657,35 @@ mod tests {
         ] {
             assert!(conf.contains(line), "missing {line}:\n{conf}");
         }
+    }
+
+    #[test]
+    fn tls_renders_the_challenge_first_then_the_tls_server() {
+        let n = nginx("[nginx.tls]\ndomains = [\"gw.example.com\"]\nemail = \"ops@example.com\"\nhsts = true\n");
+        let http = render(&n, false);
+        assert!(
+            http.contains("location ^~ /.well-known/acme-challenge/ {\n            root /var/www/vakt-acme;"),
+            "{http}"
+        );
+        assert!(http.contains("proxy_pass http://faas_gateway;") && !http.contains("ssl"), "{http}");
+        let https = render(&n, true);
+        for line in [
+            "listen 443 ssl default_server;",
+            "server_name gw.example.com;",
+            "ssl_certificate /etc/letsencrypt/live/gw.example.com/fullchain.pem;",
+            "ssl_certificate_key /etc/letsencrypt/live/gw.example.com/privkey.pem;",
+            "ssl_protocols TLSv1.2 TLSv1.3;",
+            "add_header Strict-Transport-Security \"max-age=31536000\" always;",
+            "return 301 https://$host$request_uri;",
+        ] {
+            assert!(https.lines().any(|l| l.trim() == line), "missing {line}:\n{https}");
+        }
+        assert_eq!(https.matches("proxy_pass http://faas_gateway;").count(), 1, "plain HTTP only redirects");
+        crate::invariants::check(
+            &crate::profile::parse("t", "[nginx.tls]\ndomains = [\"a.example\"]\nemail = \"a@b.example\"\n")
+                .expect("valid"),
+        )
+        .expect("invariants");
     }
 
     #[test]
