@@ -21,6 +21,10 @@ if [ "${1:-}" = --inside ]; then
   ok() { echo "ok: $*"; }
   fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
   now() { date +%s; }
+  # A log with a prefix per line, without the upload's progress meter.
+  show() { tr '\r' '\n' < "$2" | grep -v -e 'Progress: ' -e '^$' | sed "s/^/  $1| /"; }
+  # Seconds since the command started, in front of each line of its output.
+  stamp() { local start=$SECONDS l; while IFS= read -r l; do printf '%4ds %s\n' $((SECONDS - start)) "$l"; done; }
 
   # Private copies of everything libvirt writes: its configuration, its state, caches and
   # logs (overlays, so the host's /var stays as it was), /run for sockets and pid files, and
@@ -30,7 +34,7 @@ if [ "${1:-}" = --inside ]; then
     mkdir -p "$work/ovl$d/up" "$work/ovl$d/wk"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$work/ovl$d/up,workdir=$work/ovl$d/wk" "$d"
   done
-  mkdir -p "$work/etc-libvirt"
+  mkdir -p /var/log/libvirt/qemu /var/lib/libvirt /var/cache/libvirt "$work/etc-libvirt"
   cp -a /etc/libvirt/. "$work/etc-libvirt/"
   mount --bind "$work/etc-libvirt" /etc/libvirt
   cat > /etc/libvirt/qemu.conf <<'EOF'
@@ -71,11 +75,11 @@ EOF
     || { cat "$work/box-add.log"; exit 1; }
 
   t=$(now)
-  rc=0; vagrant up --provider=libvirt >"$work/up.log" 2>&1 || rc=$?
+  vagrant up --provider=libvirt 2>&1 | stamp >"$work/up.log"; rc=${PIPESTATUS[0]}
   up_s=$(( $(now) - t ))
-  sed 's/^/  up| /' "$work/up.log"
-  [ $rc = 0 ] && ok "vagrant up: exit 0 in ${up_s}s" || fail "vagrant up: exit $rc after ${up_s}s"
-  grep -q "^ *default: /dev/nvme0n1 /var/lib/docker$" "$work/up.log" \
+  show up "$work/up.log"
+  [ $rc = 0 ] && ok "vagrant up: exit 0 in ${up_s}s" || { fail "vagrant up: exit $rc after ${up_s}s"; exit 1; }
+  grep -q " default: /dev/nvme0n1 /var/lib/docker$" "$work/up.log" \
     && ok "provisioner mounted the NVMe disk at /var/lib/docker" || fail "no NVMe mount at /var/lib/docker in the provisioner's output"
   grep -q "default: vakt $(dpkg-deb -f "$deb" Version | sed 's/[.]/[.]/g')" "$work/up.log" \
     && ok "provisioner installed $(basename "$deb")" || fail "the installed vakt is not $(dpkg-deb -f "$deb" Version)"
@@ -86,9 +90,9 @@ EOF
   [ -f "$nvme" ] && ok "the trigger created the NVMe image" || fail "no NVMe image at $nvme"
 
   t=$(now)
-  rc=0; vagrant provision >"$work/provision.log" 2>&1 || rc=$?
+  vagrant provision 2>&1 | stamp >"$work/provision.log"; rc=${PIPESTATUS[0]}
   prov_s=$(( $(now) - t ))
-  sed 's/^/  provision| /' "$work/provision.log"
+  show provision "$work/provision.log"
   [ $rc = 0 ] && ok "vagrant provision: exit 0 in ${prov_s}s" || fail "vagrant provision: exit $rc after ${prov_s}s"
   again=$(sed -n 's/.*default: summary: [0-9]* ok, \([0-9]*\) changed, \([0-9]*\) drift, \([0-9]*\) failed.*/\1 \2 \3/p' "$work/provision.log" | head -n1)
   [ "$again" = "0 0 0" ] && ok "re-apply: 0 changed, 0 drift, 0 failed" || fail "re-apply summary (changed drift failed): '${again}'"

@@ -21,6 +21,12 @@ mirror=$("$top/tests/vm/apt-mirror.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp --sparse=always "$image/base.raw" "$work/root.raw"
+# mkinitramfs reads the kernel's config (which compressors it can unpack); the image has the
+# kernel's modules but not its /boot, so take the config from the same package, fetched as
+# build-image.sh fetches it (the machine's apt sources: kernels come from the security suite).
+kver=$(debugfs -R "ls -p /usr/lib/modules" "$work/root.raw" 2>/dev/null | awk -F/ '$6 ~ /^[0-9]/ {print $6; exit}')
+[ -n "$kver" ] || { echo "build-box: no kernel modules in the image" >&2; exit 1; }
+(cd "$work" && apt-get download "linux-image-$kver" >/dev/null 2>&1 && dpkg-deb -x linux-image-"$kver"_*.deb kernel)
 mkdir "$work/root" "$work/box"
 
 # Everything that touches the image runs in a private mount namespace: its mounts vanish with
@@ -48,8 +54,10 @@ chroot "$r" apt-get install -y -qq --no-install-recommends openssh-server sudo i
   || { tail -n 30 "$work/apt.log"; exit 1; }
 
 kver=$(ls "$r/usr/lib/modules")
+cp "$work/kernel/boot/config-$kver" "$r/boot/"
+echo COMPRESS=gzip > "$r/etc/initramfs-tools/conf.d/compress"
 # MODULES=most: the disk may be virtio, SCSI or SATA; the box does not know its bus.
-chroot "$r" mkinitramfs -o "/tmp/initrd.img" "$kver"
+chroot "$r" mkinitramfs -o /tmp/initrd.img "$kver"
 cp "$r/tmp/initrd.img" "$work/box/initrd.img"
 
 # The vagrant user, as every box has it: key-based login with the insecure key (Vagrant
