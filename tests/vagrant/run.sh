@@ -81,8 +81,10 @@ EOF
   [ $rc = 0 ] && ok "vagrant up: exit 0 in ${up_s}s" || { fail "vagrant up: exit $rc after ${up_s}s"; exit 1; }
   grep -q " default: /dev/nvme0n1 /var/lib/docker$" "$work/up.log" \
     && ok "provisioner mounted the NVMe disk at /var/lib/docker" || fail "no NVMe mount at /var/lib/docker in the provisioner's output"
-  grep -q "default: vakt $(dpkg-deb -f "$deb" Version | sed 's/[.]/[.]/g')" "$work/up.log" \
-    && ok "provisioner installed $(basename "$deb")" || fail "the installed vakt is not $(dpkg-deb -f "$deb" Version)"
+  # The package's version without its Debian revision is what `vakt --version` prints.
+  version=$(dpkg-deb -f "$deb" Version | sed 's/-[^-]*$//')
+  grep -qF "default: vakt $version" "$work/up.log" \
+    && ok "provisioner installed $(basename "$deb") (vakt $version)" || fail "the installed vakt is not $version"
   changed=$(sed -n 's/.*default: summary: [0-9]* ok, \([0-9]*\) changed.*/\1/p' "$work/up.log" | head -n1)
   [ "${changed:-0}" -gt 0 ] && ok "first vakt apply changed $changed things" || fail "first vakt apply changed nothing (or printed no summary)"
   grep -q "default: vakt check: compliant (exit 0)" "$work/up.log" \
