@@ -118,15 +118,19 @@ for k in ("changed", "drift", "failed", "unknown"):
 findings = [f for res in r.get("resources", []) for f in res.get("findings", [])]
 bad = [f for f in findings if f.get("status") != "ok"]
 want(not bad, "no finding other than ok: " + ", ".join(str(f.get("id")) for f in bad))
-text = json.dumps(r)
-want('"qemu"' in text, "the machine is reported as qemu (emulation)")
-want("nvme" in text, "the storage verdict names nvme")
+by_id = {f.get("id"): f for f in findings}
+hv = by_id.get("host.hypervisor", {})
+want(hv.get("status") == "ok" and "hypervisor is qemu" in hv.get("title", ""), f"host.hypervisor: qemu (emulation), ok: {hv}")
+st = by_id.get("host.storage:/var/lib/docker", {})
+want(st.get("status") == "ok" and any("/dev/nvme0n1" in e for e in st.get("evidence", [])),
+     f"host.storage:/var/lib/docker: ok, on /dev/nvme0n1: {st}")
+want(by_id.get("swarm.node", {}).get("status") == "ok", "swarm.node ok")
 want("/etc/vakt/profile.d/50-vagrant.toml" in r.get("profile", ""), "the profile includes the Vagrantfile's drop-in: " + r.get("profile", ""))
 for p in problems:
     print("  check JSON:", p)
 sys.exit(1 if problems else 0)
 PY
-  rc=0; out=$(vagrant ssh -c 'findmnt -no SOURCE,FSTYPE /var/lib/docker; cat /sys/block/nvme0n1/device/serial; systemctl is-active docker; sudo docker info --format "{{.Driver}} {{.DockerRootDir}} {{.Swarm.LocalNodeState}}"; sudo ufw status | head -n1' 2>/dev/null | tr -d '\r') || rc=$?
+  rc=0; out=$(vagrant ssh -c 'findmnt -no SOURCE,FSTYPE /var/lib/docker; tr -d " " < /sys/block/nvme0n1/device/serial; systemctl is-active docker; sudo docker info --format "{{.Driver}} {{.DockerRootDir}} {{.Swarm.LocalNodeState}}"; sudo ufw status | head -n1' 2>/dev/null | tr -d '\r') || rc=$?
   echo "$out" | sed 's/^/  guest| /'
   [ "$out" = "$(printf '/dev/nvme0n1 ext4\nvakt-nvme0\nactive\noverlay2 /var/lib/docker active\nStatus: active')" ] \
     && ok "guest: Docker on overlay2 in /var/lib/docker on the NVMe disk, swarm active, ufw active" || fail "guest state (rc $rc) differs"
