@@ -195,14 +195,22 @@ upid=
 cleanup() {
   # unshare --kill-child: the namespace's first process dies with unshare, and with it every
   # process in the PID namespace (libvirtd, virtlogd, dnsmasq, QEMU, Vagrant); the mount and
-  # network namespaces go with their last process.
-  if [ -n "$upid" ]; then kill "$upid" 2>/dev/null || true; wait "$upid" 2>/dev/null || true; fi
+  # network namespaces go with their last process. unshare blocks SIGTERM and SIGINT while it
+  # waits, so it gets SIGKILL: its only child is `timeout`'s.
+  if [ -n "$upid" ]; then
+    for c in $(cat "/proc/$upid/task/$upid/children" 2>/dev/null); do kill -KILL "$c" 2>/dev/null || true; done
+    wait "$upid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
+# With a trap, `wait` returns at once on these signals (and the EXIT trap runs).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 t=$(date +%s)
 rc=0
-timeout --kill-after=10 900 unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private \
+timeout --signal=KILL 900 unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private \
   "$here/run.sh" --inside "$work" "$box" "$deb" &
 upid=$!
 wait "$upid" || rc=$?
