@@ -74,11 +74,22 @@ EOF
   vagrant box add --name "$VAKT_VAGRANT_BOX" "$box" >"$work/box-add.log" 2>&1 \
     || { cat "$work/box-add.log"; exit 1; }
 
+  # The guest's serial console, read from its pty once the domain exists (this process dies
+  # with the namespace), shown when the VM does not come up.
+  ( for _ in $(seq 600); do
+      tty=$(virsh ttyconsole vagrant_default 2>/dev/null) && [ -n "$tty" ] && exec cat "$tty" >"$work/console.log" 2>&1
+      sleep 1
+    done ) &
   t=$(now)
-  vagrant up --provider=libvirt 2>&1 | stamp >"$work/up.log"; rc=${PIPESTATUS[0]}
+  rc=0; vagrant up --provider=libvirt 2>&1 | stamp >"$work/up.log" || rc=$?
   up_s=$(( $(now) - t ))
   show up "$work/up.log"
-  [ $rc = 0 ] && ok "vagrant up: exit 0 in ${up_s}s" || { fail "vagrant up: exit $rc after ${up_s}s"; exit 1; }
+  if [ $rc != 0 ]; then
+    fail "vagrant up: exit $rc after ${up_s}s; the guest's console ends:"
+    tail -n 40 "$work/console.log" 2>/dev/null | tr -d '\r' | sed 's/^/  console| /'
+    exit 1
+  fi
+  ok "vagrant up: exit 0 in ${up_s}s"
   grep -q " default: /dev/nvme0n1 /var/lib/docker$" "$work/up.log" \
     && ok "provisioner mounted the NVMe disk at /var/lib/docker" || fail "no NVMe mount at /var/lib/docker in the provisioner's output"
   # The package's version without its Debian revision is what `vakt --version` prints.
@@ -92,7 +103,7 @@ EOF
   [ -f "$nvme" ] && ok "the trigger created the NVMe image" || fail "no NVMe image at $nvme"
 
   t=$(now)
-  vagrant provision 2>&1 | stamp >"$work/provision.log"; rc=${PIPESTATUS[0]}
+  rc=0; vagrant provision 2>&1 | stamp >"$work/provision.log" || rc=$?
   prov_s=$(( $(now) - t ))
   show provision "$work/provision.log"
   [ $rc = 0 ] && ok "vagrant provision: exit 0 in ${prov_s}s" || fail "vagrant provision: exit $rc after ${prov_s}s"
