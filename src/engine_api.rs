@@ -1,5 +1,6 @@
 //! The Docker Engine API through bollard, with every call bounded in time so that a dead or
-//! slow socket is a clear "could not verify", never a hang.
+//! slow socket is a clear "could not verify", never a hang. Observations get a short bound;
+//! calls that make the engine do real work get their own, longer one.
 
 use std::future::Future;
 use std::path::Path;
@@ -9,7 +10,11 @@ use anyhow::{Context, anyhow};
 use bollard::Docker;
 use bollard::models::{LocalNodeState, SwarmInitRequest};
 
+/// For observations (`/info`): an engine that takes longer is reported as not answering.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// For `swarm init`, which creates the swarm's CA, node certificate and raft store before it
+/// answers; on a loaded host that takes well over the observation bound (issue 13).
+pub const SWARM_INIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What vakt needs to know about a running engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,23 +53,28 @@ impl Engine {
                 "Docker is not reachable: {socket} does not exist (is dockerd running? set [docker] host or DOCKER_HOST)"
             ));
         }
-        let docker = Docker::connect_with_unix(&socket, CALL_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+        // bollard's own bound applies to every request; the longest call's bound is given here
+        // and each call is held to its own in `call`.
+        let docker = Docker::connect_with_unix(&socket, SWARM_INIT_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
             .map_err(|e| anyhow!("Docker is not reachable at {socket}: {e}"))?;
         Ok(Engine { docker, socket, runtime })
     }
 
-    fn call<T>(&self, what: &str, fut: impl Future<Output = Result<T, bollard::errors::Error>>) -> anyhow::Result<T> {
-        match self.runtime.block_on(async { tokio::time::timeout(CALL_TIMEOUT, fut).await }) {
+    fn call<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> anyhow::Result<T> {
+        match self.runtime.block_on(async { tokio::time::timeout(limit, fut).await }) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(anyhow!("Docker at {} failed to answer {what}: {}", self.socket, explain(&e))),
-            Err(_) => {
-                Err(anyhow!("Docker at {} did not answer {what} within {}s", self.socket, CALL_TIMEOUT.as_secs()))
-            }
+            Ok(Err(e)) => Err(anyhow!("Docker at {} failed to answer {what}: {}", self.socket, explain(&e, limit))),
+            Err(_) => Err(anyhow!("Docker at {} did not answer {what} within {}s", self.socket, limit.as_secs())),
         }
     }
 
     pub fn facts(&self) -> anyhow::Result<EngineFacts> {
-        let info = self.call("/info", self.docker.info())?;
+        let info = self.call("/info", CALL_TIMEOUT, self.docker.info())?;
         let swarm = info.swarm.unwrap_or_default();
         let state = match swarm.local_node_state {
             Some(LocalNodeState::ACTIVE) => "active",
@@ -121,16 +131,16 @@ impl Engine {
             listen_addr: Some(listen.into()),
             ..Default::default()
         };
-        self.call("swarm init", self.docker.init_swarm(request)).map(|_node_id| ())
+        self.call("swarm init", SWARM_INIT_TIMEOUT, self.docker.init_swarm(request)).map(|_node_id| ())
     }
 }
 
-fn explain(e: &bollard::errors::Error) -> String {
+fn explain(e: &bollard::errors::Error, limit: Duration) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { status_code, message } => {
             format!("HTTP {status_code}: {message}")
         }
-        bollard::errors::Error::RequestTimeoutError => format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
+        bollard::errors::Error::RequestTimeoutError => format!("no answer within {}s", limit.as_secs()),
         other => {
             let text = other.to_string();
             if text.contains("Permission denied") {

@@ -76,6 +76,11 @@ impl Host {
         self.root == Path::new("/")
     }
 
+    /// The root every host path resolves under (`/` on the running system).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn path(&self, path: impl AsRef<Path>) -> PathBuf {
         under(&self.root, path)
     }

@@ -1,6 +1,7 @@
 //! The one way vakt runs commands: argv logged, output captured, a timeout enforced, and a
 //! record kept so that a report can list exactly what ran.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -42,6 +43,10 @@ impl Runner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that a timeout can end everything it started: apt-get
+            // leaves dpkg and its maintainer scripts behind, and they would keep the dpkg lock.
+            // It also keeps a terminal's Ctrl-C from interrupting dpkg halfway.
+            .process_group(0)
             .spawn();
         let child = match child {
             Ok(c) => c,
@@ -57,9 +62,13 @@ impl Runner {
             Ok(out) => out.with_context(|| format!("failed to wait for `{line}`"))?,
             Err(_) => {
                 if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    // The group's id is the child's pid (process_group(0) above).
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
-                bail!("`{line}` did not finish within {}s and was killed", timeout.as_secs());
+                // Reap the child; with the whole group gone its pipes close at once.
+                let _ = rx.recv_timeout(Duration::from_secs(5));
+                bail!("`{line}` did not finish within {} and was killed with everything it started", shown(timeout));
             }
         };
         Ok(Output {
@@ -84,6 +93,10 @@ impl Runner {
     pub fn commands(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+fn shown(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 fn exit_text(code: Option<i32>) -> String {
@@ -127,5 +140,29 @@ mod tests {
         assert!(e.to_string().contains("did not finish"), "{e}");
         let e = runner.run(&["ufw-not-here"], &[], Duration::from_secs(1)).expect_err("missing");
         assert!(e.to_string().contains("was not found on PATH"), "{e}");
+    }
+
+    /// A timeout ends what the command started too, as apt-get's dpkg children: left alive,
+    /// they would keep the dpkg lock (issue 13).
+    #[test]
+    fn a_timeout_kills_the_grandchildren_too() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pidfile = dir.path().join("grandchild.pid");
+        let script = format!("sleep 60 >/dev/null 2>&1 & echo $! > {}; wait", pidfile.display());
+        let runner = Runner::default();
+        let e = runner.run(&["sh", "-c", &script], &[], Duration::from_millis(300)).expect_err("times out");
+        assert!(e.to_string().contains("did not finish within 300ms"), "{e}");
+        let pid = std::fs::read_to_string(&pidfile).expect("the grandchild started");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let started = std::time::Instant::now();
+        // Gone, or a zombie waiting for whoever inherited it: either way no longer running.
+        let alive = || {
+            std::fs::read_to_string(&stat)
+                .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+        };
+        while alive() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(), "the grandchild {} outlived the timeout", pid.trim());
     }
 }

@@ -62,13 +62,14 @@ fn unrelated_keys_survive_and_another_driver_is_switched_when_empty() {
     assert_eq!(sb.driver(), "vfs");
     let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\nmax-concurrent-downloads = 4\n"));
     quartet(&sb, &p, "docker");
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file")).expect("json");
-    let before: serde_json::Value = serde_json::from_str(original).expect("json");
-    assert_eq!(written["log-level"], before["log-level"]);
-    assert_eq!(written["default-address-pools"], before["default-address-pools"]);
-    assert_eq!(written["max-concurrent-downloads"], 4);
+    // Issue 13: the operator's order and formatting stay; the owned value is replaced in
+    // place and the new key comes last, in the file's own style.
+    assert_eq!(
+        std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"),
+        "{\n  \"storage-driver\": \"overlay2\",\n  \"log-level\": \"warn\",\n  \"default-address-pools\": [{\"base\": \"10.201.0.0/16\", \"size\": 24}],\n  \"max-concurrent-downloads\": 4\n}\n"
+    );
     assert_eq!(sb.driver(), "overlay2");
+    assert_eq!(sb.docker(&["info", "--format", "{{.LoggingDriver}}"]).code, 0, "dockerd runs the edited file");
     assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json.vakt-prev")).expect("backup"), original);
 }
 
@@ -148,6 +149,90 @@ fn driver_switch_under_existing_images_is_refused() {
     assert_eq!(sb.driver(), "vfs");
 }
 
+/// Stops the sandbox's dockerd, as `systemctl stop docker` would.
+fn stop(sb: &DockerSandbox) {
+    let pid = std::fs::read_to_string(sb.file("docker.pid")).expect("dockerd's pid");
+    assert_eq!(run(std::process::Command::new("kill").arg(pid.trim())).code, 0);
+    let started = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "dockerd stops");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Issue 13: with the engine stopped, the guard judges from the data root on disk.
+#[test]
+fn driver_switch_with_docker_stopped_is_judged_from_the_data_root() {
+    if !ready() {
+        return;
+    }
+    let original = "{\"storage-driver\": \"vfs\"}\n";
+    let sb = DockerSandbox::start(Some(original));
+    let import = run(&mut sb.command(&[
+        "sh",
+        "-c",
+        "tar -cf - -T /dev/null | docker import - vakt-test/empty:1 && docker create vakt-test/empty:1 /none",
+    ]));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    stop(&sb);
+    // The sandbox keeps its data in /data; the default data root leads there.
+    std::fs::create_dir_all(sb.file("var/lib")).expect("mkdir");
+    std::os::unix::fs::symlink("/data", sb.file("var/lib/docker")).expect("link");
+    // Judged as an image prepared offline, where the data root is read from disk too.
+    let p = profile(&sb, DOCKER_ONLY);
+    let refused = "holds 1 image and 1 container on vfs; switching to overlay2 would hide them";
+    let check = sb.vakt_offline(&["check", "-p", &p, "--only", "docker"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(check.stdout.contains(refused), "{}", check.stdout);
+    let apply = sb.vakt_offline(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(
+        apply.stdout.contains(&format!("Docker is not answering and its data root {}", sb.file("data").display()))
+            && apply.stdout.contains(refused)
+            && apply.stdout.contains("set allow_driver_switch = true"),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), original);
+    assert!(!sb.file("systemctl.argv").exists(), "Docker was not restarted");
+
+    // daemon.json's data-root is where the data is looked for.
+    std::fs::remove_file(sb.file("var/lib/docker")).expect("rm link");
+    let named = "{\"storage-driver\": \"vfs\", \"data-root\": \"/data\"}\n";
+    std::fs::write(sb.file("etc/docker/daemon.json"), named).expect("write");
+    let apply = sb.vakt_offline(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(apply.stdout.contains(refused), "{}", apply.stdout);
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), named);
+    assert!(!sb.file("systemctl.argv").exists(), "Docker was not restarted");
+}
+
+/// Issue 13: DOCKER_HOST naming TCP is a finding, and apply leaves a running Docker alone.
+#[test]
+fn a_tcp_docker_host_is_a_finding_and_nothing_is_restarted() {
+    if !ready() {
+        return;
+    }
+    let original = "{\"storage-driver\": \"overlay2\"}\n";
+    let sb = DockerSandbox::start(Some(original));
+    let pid = std::fs::read_to_string(sb.file("docker.pid")).expect("pid");
+    let vakt_tcp = |args: &[&str]| run(sb.live_command(args).env("DOCKER_HOST", "tcp://127.0.0.1:2375"));
+    let said = "DOCKER_HOST=tcp://127.0.0.1:2375: vakt talks to the engine over a unix socket only";
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[swarm]\n"));
+    let check = vakt_tcp(&["check", "-p", &p, "--only", "docker,swarm"]);
+    assert_eq!(check.code, 3, "could not verify, nothing else wrong:\n{}{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains("unknown  docker.engine.driver"), "{}", check.stdout);
+    assert!(check.stdout.contains("unknown  swarm.node"), "{}", check.stdout);
+    assert!(check.stdout.contains(said), "{}", check.stdout);
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\ndebug = true\n"));
+    let apply = vakt_tcp(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(apply.stdout.contains(said) && apply.stdout.contains("only where it can check"), "{}", apply.stdout);
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), original);
+    assert!(!sb.file("systemctl.argv").exists(), "Docker was not restarted");
+    assert_eq!(std::fs::read_to_string(sb.file("docker.pid")).expect("pid"), pid, "the same dockerd runs");
+}
+
 #[test]
 fn docker_that_does_not_come_back_is_rolled_back() {
     if !ready() {
@@ -164,6 +249,12 @@ fn docker_that_does_not_come_back_is_rolled_back() {
         out.stdout
     );
     assert!(out.stdout.contains("previous daemon.json was restored"), "{}", out.stdout);
+    // Issue 13: the failed start is reset before the restoring restart, which systemd (and the
+    // stand-in) would otherwise refuse for the start limit.
+    assert_eq!(
+        std::fs::read_to_string(sb.file("systemctl.argv")).expect("systemctl ran"),
+        "restart docker\nreset-failed docker\nrestart docker\n"
+    );
     assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), original);
     assert!(sb.wait_running(), "Docker runs again");
     assert_eq!(sb.driver(), "overlay2");
@@ -179,7 +270,16 @@ fn unreachable_docker_is_unknown_in_check_and_a_failure_in_apply() {
     std::fs::write(&p, format!("{DOCKER_ONLY}[swarm]\n")).expect("profile");
     std::fs::create_dir_all(dir.path().join("etc/docker")).expect("mkdir");
     std::fs::write(dir.path().join("etc/docker/daemon.json"), "{\"storage-driver\": \"overlay2\"}").expect("file");
-    let check = run(vakt().arg("--root").arg(dir.path()).args(["check", "--only", "docker,swarm", "-p"]).arg(&p));
+    // On a live host (this tree's /etc/docker and /run over the machine's) with no engine.
+    let t = dir.path().display();
+    let script =
+        format!("mkdir -p {t}/run; mount --bind {t}/etc/docker /etc/docker; mount --bind {t}/run /run; exec \"$@\"");
+    let check = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-ec", &script, "sandbox", env!("CARGO_BIN_EXE_vakt")])
+        .args(["check", "--only", "docker,swarm", "-p"])
+        .arg(&p)
+        .env("DOCKER_HOST", format!("unix://{t}/run/docker.sock"))
+        .env("NO_COLOR", "1"));
     assert_eq!(check.code, 3, "could not verify, nothing else wrong:\n{}", check.stdout);
     assert!(check.stdout.contains("docker.sock does not exist"), "{}", check.stdout);
 }
@@ -289,4 +389,56 @@ fn the_private_engine_writes_its_key_in_its_own_etc_docker_not_the_machines() {
     drop(sb);
     assert_eq!(host.exists(), existed, "/etc/docker was created or removed on this machine");
     assert_eq!(tree(host), before, "the private engine changed /etc/docker on this machine");
+}
+
+/// Forwards `front` to the engine at `back`, holding every `swarm/init` request for `delay`
+/// first: the real engine, answering as slowly as a loaded host does.
+fn slow_swarm_init_proxy(front: &std::path::Path, back: std::path::PathBuf, delay: std::time::Duration) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let listener = UnixListener::bind(front).expect("bind the proxy");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(engine) = UnixStream::connect(&back) else { continue };
+            let (mut from_client, mut to_engine) =
+                (client.try_clone().expect("clone"), engine.try_clone().expect("clone"));
+            let (mut from_engine, mut to_client) = (engine, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..n]).contains("/swarm/init") {
+                        std::thread::sleep(delay);
+                    }
+                    if to_engine.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_engine, &mut to_client);
+            });
+        }
+    });
+}
+
+/// Issue 13: swarm init has its own bound, longer than an observation's 5 s.
+#[test]
+fn a_slow_swarm_init_is_waited_for() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let proxy = sb.file("slow.sock");
+    slow_swarm_init_proxy(&proxy, sb.socket(), std::time::Duration::from_secs(8));
+    let p = profile(&sb, &format!("[swarm]\ninit = true\nadvertise_addr = \"{}\"\n", sb.advertise_ip()));
+    let started = std::time::Instant::now();
+    let apply = run(sb
+        .command(&[env!("CARGO_BIN_EXE_vakt"), "apply", "-p", &p, "--only", "swarm"])
+        .env("DOCKER_HOST", format!("unix://{}", proxy.display())));
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert!(apply.stdout.contains("changed  swarm.node"), "{}", apply.stdout);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(8), "the init really was held back");
+    assert!(!apply.stdout.contains("SWMTKN") && !apply.stderr.contains("SWMTKN"), "join tokens are never printed");
+    let node = sb.docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}"]).stdout;
+    assert_eq!(node.trim(), format!("active {}", sb.advertise_ip()));
 }

@@ -23,9 +23,7 @@ fn tree_with_daemon_json() -> tempfile::TempDir {
 
 fn check_docker(root: &std::path::Path, socket: &std::path::Path) -> (Run, Duration) {
     let started = Instant::now();
-    let out = run(vakt()
-        .arg("--root")
-        .arg(root)
+    let out = run(vakt_live_in(root)
         .args(["check", "--only", "docker,swarm", "-p"])
         .arg(root.join("p.toml"))
         .env("DOCKER_HOST", format!("unix://{}", socket.display())));
@@ -34,6 +32,9 @@ fn check_docker(root: &std::path::Path, socket: &std::path::Path) -> (Run, Durat
 
 #[test]
 fn docker_socket_present_but_dead() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     std::fs::write(dir.path().join("p.toml"), format!("{DOCKER}[swarm]\n")).expect("profile");
     let sock = dir.path().join("dead.sock");
@@ -47,6 +48,9 @@ fn docker_socket_present_but_dead() {
 
 #[test]
 fn docker_socket_answering_slowly_times_out() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     let sock = dir.path().join("slow.sock");
     let listener = UnixListener::bind(&sock).expect("bind");
@@ -57,18 +61,40 @@ fn docker_socket_answering_slowly_times_out() {
         }
     });
     let (out, took) = check_docker(dir.path(), &sock);
-    assert!(out.stdout.contains("failed to answer /info: no answer within 5s"), "{}", out.stdout);
+    assert!(out.stdout.contains("slow.sock did not answer /info within 5s"), "{}", out.stdout);
     assert!(took < Duration::from_secs(20), "a timeout, not a hang: {took:?}");
+}
+
+/// Issue 13: a TCP endpoint is named as unsupported, in a finding, never taken for a path.
+#[test]
+fn a_tcp_docker_host_is_named_in_the_findings() {
+    if !require("root", is_root()) {
+        return;
+    }
+    let dir = tree_with_daemon_json();
+    std::fs::write(dir.path().join("p.toml"), format!("{DOCKER}[swarm]\n")).expect("profile");
+    let out = run(vakt_live_in(dir.path())
+        .args(["check", "--only", "docker,swarm", "-p"])
+        .arg(dir.path().join("p.toml"))
+        .env("DOCKER_HOST", "tcp://192.0.2.1:2375"));
+    assert_eq!(out.code, 1, "the file part still reports drift:\n{}", out.stdout);
+    let said = "DOCKER_HOST=tcp://192.0.2.1:2375: vakt talks to the engine over a unix socket only (unix:///PATH)";
+    for id in ["docker.engine.driver", "swarm.node"] {
+        let line = out.stdout.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("no {id}:\n{}", out.stdout));
+        assert!(line.starts_with("unknown"), "{line}");
+    }
+    assert_eq!(out.stdout.matches(said).count(), 2, "{}", out.stdout);
 }
 
 #[test]
 fn docker_unreachable_is_a_clear_failure_in_apply_and_the_file_part_still_works() {
+    if !require("root", is_root()) {
+        return;
+    }
     let dir = tree_with_daemon_json();
     let missing = dir.path().join("missing.sock");
     std::fs::write(dir.path().join("p.toml"), "[docker]\nrestart = false\n[swarm]\n").expect("profile");
-    let out = run(vakt()
-        .arg("--root")
-        .arg(dir.path())
+    let out = run(vakt_live_in(dir.path())
         .args(["apply", "-p"])
         .arg(dir.path().join("p.toml"))
         .env("DOCKER_HOST", format!("unix://{}", missing.display())));
@@ -84,13 +110,13 @@ fn missing_binaries_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("etc/nginx")).expect("mkdir");
     std::fs::write(dir.path().join("etc/nginx/nginx.conf"), "events {}\n").expect("conf");
-    std::fs::write(dir.path().join("p.toml"), "[nginx]\n[packages]\ninstall = [\"ufw\"]\n").expect("profile");
-    let out = run(vakt()
-        .arg("--root")
-        .arg(dir.path())
-        .args(["apply", "-p"])
-        .arg(dir.path().join("p.toml"))
-        .env("PATH", "/nonexistent"));
+    // On the running system (offline, under --root, validation would wait for the first boot).
+    let t = dir.path().display();
+    let profile = format!(
+        "[nginx]\nconfig = \"{t}/etc/nginx/nginx.conf\"\npid = \"{t}/nginx.pid\"\n[packages]\ninstall = [\"ufw\"]\n"
+    );
+    std::fs::write(dir.path().join("p.toml"), profile).expect("profile");
+    let out = run(vakt().args(["apply", "-p"]).arg(dir.path().join("p.toml")).env("PATH", "/nonexistent"));
     assert!(
         out.stdout.contains("`nginx` was not found on PATH; install it (Debian package `nginx`)"),
         "{}",

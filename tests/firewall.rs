@@ -42,8 +42,15 @@ fn quartet(sb: &UfwSandbox, profile: &str) -> Vec<String> {
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     let report = json(&again);
     assert!(commands(&report, "changed").is_empty(), "second apply changes nothing");
-    let ran: Vec<String> =
-        report["commands"].as_array().cloned().unwrap_or_default().iter().map(|c| c.to_string()).collect();
+    // Observation may read (`sshd -T`); nothing may change ufw.
+    let ran: Vec<String> = report["commands"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str().map(String::from))
+        .filter(|c| c.starts_with("ufw"))
+        .collect();
     assert!(ran.is_empty(), "no ufw command runs on a converged host: {ran:?}");
 
     let last = sb.vakt(&["check", "-p", profile, "--only", "firewall"]);
@@ -252,4 +259,181 @@ fn comments_reach_ufw_as_comments_never_as_options() {
     assert!(rules.contains(&format!("comment={hex}")), "ufw stored the comment whole:\n{rules}");
     assert!(ufw_status(&sb).contains(odd), "{}", ufw_status(&sb));
     assert_eq!(sb.vakt(&["check", "-p", &good, "--only", "firewall"]).code, 0);
+}
+
+/// The state an ordinary public server carries: fail2ban's ban inserted first, a rate-limited
+/// SSH rule, an operator's block, and a logging rule.
+fn existing_state(sb: &UfwSandbox) {
+    for argv in [
+        &["ufw", "allow", "22/tcp"][..],
+        &["ufw", "--force", "enable"],
+        &["ufw", "insert", "1", "deny", "from", "198.51.100.7"],
+        &["ufw", "limit", "2222/tcp"],
+        &["ufw", "deny", "proto", "tcp", "from", "203.0.113.0/24", "to", "any", "port", "3306"],
+        &["ufw", "allow", "log", "8443/tcp"],
+    ] {
+        let out = run(&mut sb.command(argv));
+        assert_eq!(out.code, 0, "{argv:?}: {}{}", out.stdout, out.stderr);
+    }
+}
+
+#[test]
+fn prune_deletes_allow_rules_only_and_handles_logging_rules() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    existing_state(&sb);
+    let p = profile(&sb, "[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 80\n");
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(apply.code, 0, "the apply goes through the logging rule to the end:\n{}{}", apply.stdout, apply.stderr);
+    let status = ufw_status(&sb);
+    for kept in ["198.51.100.7", "2222/tcp                   LIMIT IN", "3306/tcp                   DENY IN"] {
+        assert!(status.contains(kept), "{kept} must survive prune:\n{status}");
+    }
+    assert!(!status.contains("8443"), "the extra allow (with logging) is pruned:\n{status}");
+    assert!(status.contains("80/tcp"), "{status}");
+    let report = json(&apply);
+    let warnings = report["resources"][0]["warnings"].to_string();
+    assert!(warnings.contains("never deletes a rule that blocks"), "the blocks are reported: {warnings}");
+    let again = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert!(!json(&again)["commands"].to_string().contains("\"ufw"), "{}", again.stdout);
+}
+
+#[test]
+fn limit_and_deny_rules_from_the_profile_reach_ufw() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(
+        &sb,
+        "[firewall]\n[[firewall.rule]]\naction = \"limit\"\nport = 22\ncomment = \"ssh\"\n\
+         [[firewall.rule]]\naction = \"deny\"\nport = 3306\nfrom = \"203.0.113.0/24\"\n",
+    );
+    let done = quartet(&sb, &p);
+    assert!(done.contains(&"ufw limit proto tcp from any to any port 22 comment ssh".to_string()), "{done:?}");
+    let status = ufw_status(&sb);
+    assert!(status.contains("22/tcp                     LIMIT IN    Anywhere"), "{status}");
+    assert!(status.contains("3306/tcp                   DENY IN     203.0.113.0/24"), "{status}");
+    assert!(sb.iptables_save().contains("ufw-user-limit"), "rate limiting is in netfilter");
+}
+
+#[test]
+fn a_cidr_rule_keeps_ssh_only_when_it_admits_the_admin_network() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let limited = "[firewall]\n[[firewall.allow]]\nport = 22\nfrom = \"10.9.0.0/16\"\n";
+    let p = profile(&sb, limited);
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 1, "no session, no admin network: refused\n{}", out.stdout);
+    assert!(out.stdout.contains("refusing to change the firewall"), "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("inactive"));
+    let p = profile(&sb, &limited.replace("[firewall]\n", "[firewall]\nadmin = [\"10.9.8.0/24\"]\n"));
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("Status: active"));
+}
+
+#[test]
+fn socket_activated_ssh_on_another_port_is_guarded() {
+    if !ready() {
+        return;
+    }
+    // Ubuntu's socket activation: sshd_config says nothing, ssh.socket's drop-in moves SSH.
+    let sb = UfwSandbox::new();
+    std::fs::write(sb.file("/etc/ssh/sshd_config"), "PermitRootLogin no\n").expect("sshd_config");
+    for (path, text) in [
+        ("lib/systemd/system/ssh.socket", "[Socket]\nListenStream=22\nAccept=no\n"),
+        ("etc/systemd/system/ssh.socket.d/listen.conf", "[Socket]\nListenStream=\nListenStream=2200\n"),
+    ] {
+        std::fs::create_dir_all(sb.file(path).parent().expect("dir")).expect("mkdir");
+        std::fs::write(sb.file(path), text).expect("unit");
+    }
+    std::fs::create_dir_all(sb.file("etc/systemd/system/sockets.target.wants")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/ssh.socket",
+        sb.file("etc/systemd/system/sockets.target.wants/ssh.socket"),
+    )
+    .expect("enable");
+    let p = profile(&sb, ARTICLE);
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("2200/tcp") && out.stdout.contains("socket activation"), "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("inactive"), "nothing changed");
+}
+
+#[test]
+fn an_image_prepared_offline_gets_its_rules_and_is_enabled_at_first_boot() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(&sb, ARTICLE);
+    let offline = sb.vakt_offline(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(offline.code, 0, "converged what it can offline:\n{}{}", offline.stdout, offline.stderr);
+    let report = json(&offline);
+    assert_eq!(status_of(&report, "firewall.enabled"), "skipped", "enabling waits for the first boot");
+    assert!(report.to_string().contains("deferred to the first boot"), "{report}");
+    let ran = report["commands"].to_string();
+    assert!(ran.contains(&format!("--rootdir={}", sb.root().display())), "ufw acted on the image: {ran}");
+    let rules = std::fs::read_to_string(sb.file("etc/ufw/user.rules")).expect("user.rules");
+    for port in ["22", "80", "8080", "2377"] {
+        assert!(rules.contains(&format!("### tuple ### allow tcp {port} ")), "{port} in the image:\n{rules}");
+    }
+    assert!(!sb.iptables_save().contains("ufw-"), "nothing reached netfilter:\n{}", sb.iptables_save());
+
+    // The first boot finishes only the deferred part.
+    let boot = sb.vakt(&["apply", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(boot.code, 0, "{}", boot.stdout);
+    assert_eq!(commands(&json(&boot), "changed"), vec!["ufw --force enable"]);
+    assert!(ufw_status(&sb).contains("Status: active"));
+}
+
+#[test]
+fn the_sshd_config_reader_agrees_with_sshd_itself() {
+    if !ready() || !require("sshd", has("sshd")) {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let cases = [
+        ("Port 2222\n", ""),
+        ("Include /etc/ssh/sshd_config.d/*.conf\nPort 22\n", "Port 2200\n"),
+        ("Include sshd_config.d/*.conf\n", "ListenAddress 127.0.0.1:2201\nListenAddress [::1]:2202\n"),
+        ("Port 2203\nPort 2204\nListenAddress 0.0.0.0\n", ""),
+        ("Port 2205\nMatch User backup\n  AllowTcpForwarding no\n", ""),
+        ("port=2206 # the equals form\n", ""),
+    ];
+    for (main, dropin) in cases {
+        std::fs::write(sb.file("etc/ssh/sshd_config"), main).expect("sshd_config");
+        std::fs::create_dir_all(sb.file("etc/ssh/sshd_config.d")).expect("mkdir");
+        std::fs::write(sb.file("etc/ssh/sshd_config.d/50-test.conf"), dropin).expect("dropin");
+        let dump = run(&mut sb.command(&["sshd", "-T"]));
+        assert_eq!(dump.code, 0, "sshd -T: {}", dump.stderr);
+        let mut theirs: Vec<u16> = dump
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("listenaddress "))
+            .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+            .collect();
+        theirs.sort();
+        theirs.dedup();
+        // vakt's own reader: offline (--root), where sshd -T does not apply.
+        // A profile the guard refuses: its evidence names the ports it read.
+        let p = profile(&sb, "[firewall]\n[[firewall.allow]]\nport = 9\n");
+        let out = sb.vakt_offline(&["check", "-p", &p, "--only", "firewall", "--format", "json"]);
+        let evidence =
+            out.stdout.lines().find(|l| l.contains("/etc/ssh/sshd_config: port")).unwrap_or_default().to_string();
+        let ours: Vec<u16> = evidence
+            .rsplit("port ")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches([',', '"'])
+            .split(", ")
+            .filter_map(|p| p.trim_matches('"').parse().ok())
+            .collect();
+        assert_eq!(ours, theirs, "{main:?} + {dropin:?}: sshd -T says {theirs:?}\n{evidence}");
+    }
 }

@@ -79,7 +79,7 @@ fn duplicates_are_profile_errors() {
     refused(
         "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 22\ncomment = \"again\"\n",
         "firewall.allow[1].port",
-        "same rule as firewall.allow[0]",
+        "same traffic as firewall.allow[0]",
     );
     refused("[packages]\ninstall = [\"ufw\", \"ufw\"]\n", "packages.install", "listed twice");
     refused("[nginx]\nupstream = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n", "nginx.upstream", "listed twice");
@@ -196,4 +196,25 @@ fn machine_formats_carry_a_profile_error() {
     assert!(out.stdout.contains("vakt_check_up 0"), "{}", out.stdout);
     let out = run(vakt().args(["check", "--format", "junit", "-p", &p]));
     assert!(out.stdout.contains("<error message=") && out.stdout.contains("watch.interval"), "{}", out.stdout);
+}
+
+#[test]
+fn a_dropin_that_replaces_a_list_is_warned_about() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("etc/vakt/profile.d")).expect("mkdir");
+    std::fs::write(
+        root.path().join("etc/vakt/profile.toml"),
+        "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\n",
+    )
+    .expect("profile");
+    std::fs::write(root.path().join("etc/vakt/profile.d/50-web.toml"), "[[firewall.allow]]\nport = 443\n")
+        .expect("dropin");
+    let out = run(vakt().arg("--root").arg(root.path()).args(["profile", "show"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("50-web.toml") && out.stderr.contains("`firewall.allow` replaces the whole list"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("2377"), "documented: the list is replaced\n{}", out.stdout);
 }

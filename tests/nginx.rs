@@ -210,7 +210,7 @@ fn quartet_from_no_file_stock_file_and_edited_file() {
         assert_eq!(ids_with(&json(&apply), "changed"), vec!["nginx.config"], "{start}");
         if start == "edited" {
             let ran = json(&apply)["commands"].to_string();
-            assert!(ran.contains("nginx -s reload"), "a running nginx is reloaded: {ran}");
+            assert!(ran.contains("kill -HUP"), "the running master vakt observed is signalled: {ran}");
             assert_eq!(site.curl(&[], "/"), "200", "still serving after the reload");
         }
         if start != "none" {
@@ -218,7 +218,8 @@ fn quartet_from_no_file_stock_file_and_edited_file() {
         }
         let again = site.apply(&profile);
         assert!(ids_with(&json(&again), "changed").is_empty(), "{start}: no-op");
-        assert!(!json(&again)["commands"].to_string().contains("reload"), "{start}: no reload on a no-op");
+        let ran = json(&again)["commands"].to_string();
+        assert!(!ran.contains("reload") && !ran.contains("kill"), "{start}: no reload on a no-op: {ran}");
         assert_eq!(run(vakt().args(["check", "--only", "nginx", "-p", &profile])).code, 0, "{start}: check passes");
     }
 }
@@ -319,4 +320,66 @@ fn killed_before_the_reload_a_rerun_reloads() {
     assert_eq!(ids_with(&json(&rerun), "changed"), vec!["nginx.reload"], "{}", rerun.stdout);
     assert_eq!(site.curl(&[], "/slow"), "200");
     assert!(ids_with(&json(&site.apply(&longer)), "changed").is_empty());
+}
+
+#[test]
+fn other_sites_keep_working_beside_the_gateway() {
+    if !ready() {
+        return;
+    }
+    let site = Site::new();
+    let other =
+        format!("server {{\n    listen 127.0.0.1:{};\n    server_name other.test;\n    return 418;\n}}\n", site.port);
+    std::fs::create_dir_all(site.path("etc/nginx/sites-enabled")).expect("mkdir");
+    std::fs::create_dir_all(site.path("etc/nginx/conf.d")).expect("mkdir");
+    std::fs::write(site.path("etc/nginx/sites-enabled/other.test"), &other).expect("other site");
+    std::fs::write(
+        site.path("etc/nginx/conf.d/limits.conf"),
+        "limit_req_zone $binary_remote_addr zone=one:1m rate=5r/s;\n",
+    )
+    .expect("snippet");
+    let profile = site.profile("");
+    let apply = site.apply(&profile);
+    assert_eq!(apply.code, 0, "validated with the other site in place: {}", apply.stdout);
+    site.start_nginx();
+    assert_eq!(site.curl(&["-H", "Host: other.test"], "/"), "418", "the other site answers its name");
+    assert_eq!(site.curl(&[], "/"), "200", "the gateway is the default server");
+    assert_eq!(std::fs::read_to_string(site.path("etc/nginx/sites-enabled/other.test")).expect("kept"), other);
+    // Turned off, the other site is gone from nginx's view.
+    let apply = site.apply(&site.profile("include_sites = false"));
+    assert_eq!(apply.code, 0, "{}", apply.stdout);
+    assert_eq!(site.curl(&["-H", "Host: other.test"], "/"), "200", "only the gateway is left");
+}
+
+#[test]
+fn debians_placeholder_site_is_unlinked_not_deleted() {
+    if !ready() {
+        return;
+    }
+    let site = Site::new();
+    let placeholder = format!("server {{\n    listen 127.0.0.1:{} default_server;\n    return 404;\n}}\n", site.port);
+    std::fs::create_dir_all(site.path("etc/nginx/sites-available")).expect("mkdir");
+    std::fs::create_dir_all(site.path("etc/nginx/sites-enabled")).expect("mkdir");
+    std::fs::write(site.path("etc/nginx/sites-available/default"), &placeholder).expect("placeholder");
+    let link = site.path("etc/nginx/sites-enabled/default");
+    std::os::unix::fs::symlink(site.path("etc/nginx/sites-available/default"), &link).expect("link");
+
+    // Kept, it claims the default server too: nginx -t refuses and nothing is written.
+    let keep = site.profile("default_site = \"keep\"");
+    let out = run(vakt().args(["apply", "--only", "nginx", "-p", &keep]));
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("duplicate default server"), "nginx's own reason: {}", out.stdout);
+    assert!(!site.path("etc/nginx/nginx.conf").exists(), "nothing written");
+
+    let profile = site.profile("");
+    let check = run(vakt().args(["check", "--only", "nginx", "--format", "json", "-p", &profile]));
+    assert_eq!(changes(&json(&check), "drift").len(), 2, "{}", check.stdout);
+    let apply = site.apply(&profile);
+    assert_eq!(apply.code, 0, "{}", apply.stdout);
+    assert_eq!(ids_with(&json(&apply), "changed"), vec!["nginx.default-site", "nginx.config"]);
+    assert!(link.symlink_metadata().is_err(), "the link is gone");
+    assert_eq!(std::fs::read_to_string(site.path("etc/nginx/sites-available/default")).expect("kept"), placeholder);
+    site.start_nginx();
+    assert_eq!(site.curl(&[], "/"), "200", "the gateway, not the placeholder, answers");
+    assert_eq!(run(vakt().args(["check", "--only", "nginx", "-p", &profile])).code, 0);
 }

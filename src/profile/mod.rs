@@ -278,6 +278,11 @@ pub struct Nginx {
     pub proxy_read_timeout: Span,
     pub proxy_send_timeout: Span,
     pub longest_invocation: Span,
+    /// Keep nginx's include points for other sites (`conf.d/*.conf`, `sites-enabled/*`).
+    pub include_sites: bool,
+    /// Remove the link to Debian's placeholder site (`sites-enabled/default`), which would
+    /// claim the default server in front of the gateway.
+    pub disable_default_site: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -446,7 +451,12 @@ fn merged_raw(docs: &[Document]) -> anyhow::Result<RawProfile> {
     let mut merged = toml::Table::new();
     for doc in docs {
         let table = check_document(doc)?;
-        merge(&mut merged, table);
+        for replaced in merge(&mut merged, table, "") {
+            tracing::warn!(
+                "{}: `{replaced}` replaces the whole list of the files before it (lists are not appended; repeat the entries you keep)",
+                doc.name
+            );
+        }
     }
     RawProfile::deserialize_table(merged)
 }
@@ -487,15 +497,23 @@ fn unknown_key_message(message: &str) -> Option<String> {
     })
 }
 
-fn merge(into: &mut toml::Table, from: toml::Table) {
+/// Merges `from` into `into` per key (tables recursively; anything else, lists included, is
+/// replaced). Returns the dotted names of the lists a later document replaced.
+fn merge(into: &mut toml::Table, from: toml::Table, prefix: &str) -> Vec<String> {
+    let mut replaced = Vec::new();
     for (key, value) in from {
+        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match (into.get_mut(&key), value) {
-            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
-            (_, value) => {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => replaced.extend(merge(a, b, &name)),
+            (old, value) => {
+                if matches!((&old, &value), (Some(toml::Value::Array(_)), toml::Value::Array(_))) {
+                    replaced.push(name);
+                }
                 into.insert(key, value);
             }
         }
     }
+    replaced
 }
 
 #[cfg(test)]
@@ -571,6 +589,13 @@ mod tests {
             proto: "tcp".into(),
             from: "any".into(),
             comment: Some("ssh".into()),
+        });
+        firewall.rule.push(raw::RawRule {
+            action: Some("limit".into()),
+            port: raw::RawPort::Number(22),
+            proto: "tcp".into(),
+            from: "any".into(),
+            comment: None,
         });
         let all = RawProfile {
             host: Some(Default::default()),

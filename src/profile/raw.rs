@@ -201,6 +201,8 @@ pub struct RawNginx {
     pub proxy_read_timeout: String,
     pub proxy_send_timeout: String,
     pub longest_invocation: String,
+    pub include_sites: bool,
+    pub default_site: String,
 }
 
 impl Default for RawNginx {
@@ -229,6 +231,8 @@ impl Default for RawNginx {
             proxy_read_timeout: "300s".into(),
             proxy_send_timeout: "300s".into(),
             longest_invocation: "300s".into(),
+            include_sites: true,
+            default_site: "disable".into(),
         }
     }
 }

@@ -491,6 +491,8 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
         proxy_send_timeout: span("nginx", "proxy_send_timeout", &n.proxy_send_timeout, long.clone())?,
         longest_invocation: span("nginx", "longest_invocation", &n.longest_invocation, long)?,
         listen: nginx_listen(&n.listen)?,
+        include_sites: n.include_sites,
+        disable_default_site: one_of("nginx", "default_site", &n.default_site, &["disable", "keep"])? == "disable",
         user: n.user,
         worker_processes: n.worker_processes,
         error_log: n.error_log,

@@ -51,7 +51,12 @@ pub fn render(report: &Report, style: TextStyle) -> String {
             if style.quiet && !problem {
                 continue;
             }
-            let _ = writeln!(out, "{} {:<28} {}", paint(style, f.status), clean(&f.id), clean(&f.title));
+            let mut title = f.title.lines();
+            let _ =
+                writeln!(out, "{} {:<28} {}", paint(style, f.status), clean(&f.id), clean(title.next().unwrap_or("")));
+            for more in title {
+                let _ = writeln!(out, "           {}", clean(more));
+            }
             if problem || style.verbose {
                 for e in f.evidence.iter().flat_map(|e| e.lines()) {
                     let _ = writeln!(out, "           {}", clean(e));

@@ -2,6 +2,11 @@
 //! atomically, Docker restarted only on a change, the driver verified through the Engine API,
 //! and the previous file restored when Docker does not come back right.
 
+mod daemon_json;
+mod data_root;
+
+pub use daemon_json::{merge, parse_daemon_json, render, rewrite};
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +20,8 @@ use crate::host::Host;
 use crate::profile::Docker as Wanted;
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// dockerd's data root when daemon.json names none.
+const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
 
 #[derive(Debug)]
 pub enum FileState {
@@ -27,11 +34,19 @@ pub enum FileState {
 pub struct Observed {
     path: PathBuf,
     file: FileState,
+    /// The Engine API socket, or why the configured endpoint cannot be used.
+    socket: Result<PathBuf, String>,
     engine: Result<EngineFacts, String>,
+    /// Only when the engine does not answer: its data root (under the host root) and what
+    /// each storage driver holds there.
+    on_disk: Option<(PathBuf, Result<data_root::ByDriver, String>)>,
     /// Flags of dockerd's `ExecStart` (from the unit files), e.g. `--storage-driver`.
     exec_flags: Vec<String>,
     /// A restart that an earlier, interrupted apply still owed.
     restart_pending: bool,
+    /// Preparing an image offline (`--root`): its Docker is not running here; the file is
+    /// written and the engine judged at the first boot.
+    offline: bool,
 }
 
 #[derive(Debug)]
@@ -51,29 +66,54 @@ impl<'p> Docker<'p> {
     }
 }
 
-/// Parses daemon.json text; empty counts as `{}`. The error says where the JSON is broken.
-pub fn parse_daemon_json(text: &str) -> Result<Map<String, Value>, String> {
-    if text.trim().is_empty() {
-        return Ok(Map::new());
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("the top level is not a JSON object".into()),
-        Err(e) => Err(format!("invalid JSON at line {} column {}: {e}", e.line(), e.column())),
-    }
+/// The data root daemon.json names (`data-root`, or the older `graph`), else dockerd's default.
+fn data_root_of(existing: &Map<String, Value>) -> &str {
+    ["data-root", "graph"]
+        .iter()
+        .find_map(|k| existing.get(*k).and_then(Value::as_str).filter(|p| p.starts_with('/')))
+        .unwrap_or(DEFAULT_DATA_ROOT)
 }
 
-/// The existing keys with the owned ones set: unowned keys keep their values.
-pub fn merge(existing: &Map<String, Value>, owned: &Map<String, Value>) -> Map<String, Value> {
-    let mut merged = existing.clone();
-    for (k, v) in owned {
-        merged.insert(k.clone(), v.clone());
+/// The refusal of a driver switch judged from the data root on disk, for when the engine
+/// cannot be asked: dockerd keeps the driver daemon.json names, and with none it picks a
+/// driver that already holds data, so data under any other driver is at risk. An unreadable
+/// data root is a refusal that could not be verified (unknown), not evidence of an empty one.
+fn offline_switch_refusal(
+    want: &str,
+    configured: Option<&str>,
+    root: &Path,
+    held: &Result<data_root::ByDriver, String>,
+) -> Option<(Status, String)> {
+    if configured == Some(want) {
+        return None;
     }
-    merged
-}
-
-pub fn render(map: &Map<String, Value>) -> String {
-    serde_json::to_string_pretty(map).map(|s| s + "\n").unwrap_or_default()
+    let held = match held {
+        Ok(h) => h,
+        Err(e) => {
+            return Some((
+                Status::Unknown,
+                format!(
+                    "Docker is not answering and its data root cannot be read ({e}), so vakt cannot tell whether switching to {want} would hide images or containers; start Docker, or set allow_driver_switch = true to do it anyway"
+                ),
+            ));
+        }
+    };
+    let at_risk: Vec<String> = held
+        .iter()
+        .filter(|(driver, _)| driver.as_str() != want && configured.is_none_or(|c| c == driver.as_str()))
+        .map(|(driver, h)| {
+            let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            format!("{} and {} on {driver}", plural(h.images, "image"), plural(h.containers, "container"))
+        })
+        .collect();
+    (!at_risk.is_empty()).then(|| {
+        let said = format!(
+            "Docker is not answering and its data root {} holds {}; switching to {want} would hide them. Start Docker, or set allow_driver_switch = true to do it anyway",
+            root.display(),
+            at_risk.join(", ")
+        );
+        (Status::Failed, said)
+    })
 }
 
 /// The effective `ExecStart` flags of docker.service from its unit file and drop-ins.
@@ -148,9 +188,25 @@ impl Resource for Docker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::Missing,
             Err(e) => return Err(anyhow!("failed to read {}: {e}", path.display())),
         };
-        let engine = host.docker_socket(self.want.host.as_deref()).and_then(|s| Engine::observe(&s));
+        let offline = !host.is_live();
+        let socket = host.docker_socket(self.want.host.as_deref());
+        let engine = if offline {
+            Err("an image prepared offline: its Docker runs at the first boot".to_string())
+        } else {
+            socket.clone().and_then(|s| Engine::observe(&s))
+        };
+        let on_disk = match (&engine, &file) {
+            (Err(_), FileState::Present { map, .. }) => Some(data_root_of(map)),
+            (Err(_), FileState::Missing) => Some(DEFAULT_DATA_ROOT),
+            _ => None,
+        }
+        .map(|root| {
+            let root = host.path(root);
+            let held = data_root::scan(&root).map_err(|e| e.to_string());
+            (root, held)
+        });
         let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
-        Ok(Observed { path, file, engine, exec_flags: exec_flags(host), restart_pending })
+        Ok(Observed { path, file, socket, engine, on_disk, exec_flags: exec_flags(host), restart_pending, offline })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -166,9 +222,10 @@ impl Resource for Docker<'_> {
             FileState::Present { map, .. } => map.clone(),
         };
         let merged = merge(&existing, &self.want.daemon);
-        let rendered = render(&merged);
+        let needs_write = merged != existing || matches!(o.file, FileState::Missing);
 
-        let mut refusals = Vec::new();
+        let mut refusals: Vec<String> = Vec::new();
+        let mut unverified: Vec<String> = Vec::new();
         for key in self.want.daemon.keys() {
             if let Some(flag) = flags_for(key).into_iter().find(|f| o.exec_flags.contains(f)) {
                 refusals.push(format!(
@@ -191,20 +248,43 @@ impl Resource for Docker<'_> {
                 facts.driver, facts.images, facts.containers, self.want.storage_driver
             ));
         }
-        if !refusals.is_empty() {
+        if let (Err(_), Some((root, held))) = (&o.engine, &o.on_disk)
+            && !self.want.allow_driver_switch
+            && let Some((status, said)) = offline_switch_refusal(
+                &self.want.storage_driver,
+                existing.get("storage-driver").and_then(Value::as_str),
+                root,
+                held,
+            )
+        {
+            if status == Status::Unknown { unverified.push(said) } else { refusals.push(said) }
+        }
+        if let Err(reason) = &o.socket
+            && needs_write
+            && self.want.restart
+            && !o.offline
+        {
+            refusals.push(format!(
+                "{reason}; vakt changes daemon.json and restarts Docker only where it can check through the Engine API that Docker came back"
+            ));
+        }
+        if !refusals.is_empty() || !unverified.is_empty() {
             for r in refusals {
                 plan.pass(Finding::new("docker.guard", r, Status::Failed));
+            }
+            for r in unverified {
+                plan.pass(Finding::new("docker.guard", r, Status::Unknown));
             }
             return plan;
         }
 
-        let write_change = match (&o.file, self.want.restart) {
+        let write_change = match (&o.file, self.want.restart && !o.offline) {
+            _ if o.offline => format!("write {shown} (Docker reads it when it starts at the first boot)"),
             (FileState::Missing, true) => format!("create {shown} and restart docker"),
             (FileState::Missing, false) => format!("create {shown}"),
             (_, true) => format!("write {shown} and restart docker"),
             (_, false) => format!("write {shown}"),
         };
-        let needs_write = merged != existing || matches!(o.file, FileState::Missing);
         for (key, value) in &self.want.daemon {
             let id = format!("docker.daemon.{key}");
             let title = format!("daemon.json {key} = {value}");
@@ -219,6 +299,7 @@ impl Resource for Docker<'_> {
                 FileState::Present { text, .. } => text.clone(),
                 _ => String::new(),
             };
+            let rendered = rewrite(&old, &existing, &self.want.daemon);
             let diff = similar::TextDiff::from_lines(&old, &rendered)
                 .unified_diff()
                 .header(&format!("{shown}"), &format!("{shown} (vakt)"))
@@ -232,6 +313,9 @@ impl Resource for Docker<'_> {
         let id = "docker.engine.driver";
         let title = format!("Docker runs on {}", self.want.storage_driver);
         match (&o.engine, engine_driver) {
+            _ if o.offline => {
+                plan.pass(Finding::deferred(id, title, "start Docker and check its driver through the Engine API"))
+            }
             (Err(reason), _) => plan.pass(Finding::unknown(id, title, reason.clone())),
             (Ok(_), Some(d)) if d == self.want.storage_driver => {
                 plan.pass(Finding::ok(id, title));
@@ -269,11 +353,11 @@ impl Resource for Docker<'_> {
                     if let Some(dir) = o.path.parent() {
                         std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
                     }
-                    if self.want.restart {
+                    if self.want.restart && !o.offline {
                         pending.set()?;
                     }
                     fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
-                    restart |= self.want.restart;
+                    restart |= self.want.restart && !o.offline;
                 }
                 Action::Restart => restart = true,
             }
@@ -281,7 +365,7 @@ impl Resource for Docker<'_> {
         if !restart {
             return Ok(());
         }
-        let socket = host.docker_socket(self.want.host.as_deref()).map_err(anyhow::Error::msg)?;
+        let socket = o.socket.clone().map_err(anyhow::Error::msg)?;
         match restart_and_verify(host, &socket, self.want) {
             Ok(()) => pending.clear(),
             Err(failure) => {
@@ -339,6 +423,13 @@ fn restore(host: &Host, path: &Path, previous: Option<&str>, socket: &Path, want
         Some(text) => fsutil::write_atomic(path, text.as_bytes(), false)?,
         None => std::fs::remove_file(path).with_context(|| format!("failed to remove {}", path.display()))?,
     }
+    // A failed restart leaves docker.service failed, and once systemd's own restarts of it
+    // have used up its start limit, systemd refuses every start until the failure is reset:
+    // the restoring restart would be refused (issue 13). A failure here is only logged; the
+    // restart that follows says what is wrong.
+    if let Err(e) = host.runner.run_ok(&["systemctl", "reset-failed", "docker"], std::time::Duration::from_secs(30)) {
+        tracing::warn!("{e:#}");
+    }
     restart_docker(host)?;
     Engine::wait_ready(socket, want.restart_timeout, || {}).map(|_| ())
 }
@@ -346,27 +437,6 @@ fn restore(host: &Host, path: &Path, previous: Option<&str>, socket: &Path, want
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn unowned_keys_survive_the_merge() {
-        let existing =
-            parse_daemon_json(r#"{"log-driver": "journald", "storage-driver": "vfs", "x": [1, {"y": null}]}"#)
-                .expect("json");
-        let owned = json!({"storage-driver": "overlay2"}).as_object().cloned().expect("map");
-        let merged = merge(&existing, &owned);
-        assert_eq!(merged["log-driver"], "journald");
-        assert_eq!(merged["x"], json!([1, {"y": null}]));
-        assert_eq!(merged["storage-driver"], "overlay2");
-    }
-
-    #[test]
-    fn broken_json_says_where() {
-        assert!(parse_daemon_json("  \n").expect("empty is {}").is_empty());
-        let e = parse_daemon_json("{\n  \"a\": 1,\n  \"b\": \n}").unwrap_err();
-        assert!(e.contains("line 4 column 1"), "{e}");
-        assert!(parse_daemon_json("[1]").unwrap_err().contains("not a JSON object"));
-    }
 
     #[test]
     fn flags_map_to_their_keys() {
@@ -378,45 +448,35 @@ mod tests {
 }
 
 #[cfg(test)]
-mod properties {
+mod offline_guard {
+    use super::data_root::{ByDriver, Held, UNKNOWN_DRIVER};
     use super::*;
-    use proptest::prelude::*;
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            "[a-z0-9 ./-]{0,12}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map("[a-z-]{1,8}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+    fn held(entries: &[(&str, usize, usize)]) -> Result<ByDriver, String> {
+        Ok(entries
+            .iter()
+            .map(|(d, images, containers)| (d.to_string(), Held { images: *images, containers: *containers }))
+            .collect())
     }
 
-    fn map() -> impl Strategy<Value = Map<String, Value>> {
-        prop::collection::btree_map("[a-z-]{1,10}", json_value(), 0..8).prop_map(|m| m.into_iter().collect())
-    }
-
-    proptest! {
-        #[test]
-        fn unowned_keys_always_survive(existing in map(), owned in map()) {
-            let merged = merge(&existing, &owned);
-            for (k, v) in &existing {
-                if !owned.contains_key(k) {
-                    prop_assert_eq!(merged.get(k), Some(v));
-                }
-            }
-            for (k, v) in &owned {
-                prop_assert_eq!(merged.get(k), Some(v));
-            }
-            prop_assert_eq!(merged.len(), existing.keys().chain(owned.keys()).collect::<std::collections::BTreeSet<_>>().len());
-            // What is written parses back to the same map.
-            prop_assert_eq!(parse_daemon_json(&render(&merged)).ok(), Some(merged));
-        }
+    #[test]
+    fn data_under_the_driver_dockerd_would_leave_is_at_risk() {
+        let root = Path::new("/var/lib/docker");
+        let vfs = held(&[("vfs", 2, 1)]);
+        let (status, said) = offline_switch_refusal("overlay2", Some("vfs"), root, &vfs).expect("refused");
+        assert_eq!(status, Status::Failed);
+        assert!(said.contains("/var/lib/docker holds 2 images and 1 container on vfs"), "{said}");
+        // No driver named: dockerd would pick one that holds data.
+        assert!(offline_switch_refusal("overlay2", None, root, &vfs).is_some());
+        assert!(offline_switch_refusal("overlay2", None, root, &held(&[(UNKNOWN_DRIVER, 0, 1)])).is_some());
+        // Already on the wanted driver, or data only under a driver not in use: nothing hides.
+        assert_eq!(offline_switch_refusal("overlay2", Some("overlay2"), root, &vfs), None);
+        assert_eq!(offline_switch_refusal("overlay2", Some("btrfs"), root, &vfs), None);
+        assert_eq!(offline_switch_refusal("overlay2", None, root, &held(&[("overlay2", 3, 3)])), None);
+        // An unreadable data root is no evidence of an empty one: could not verify.
+        let (status, said) =
+            offline_switch_refusal("overlay2", None, root, &Err("permission denied".into())).expect("refused");
+        assert_eq!(status, Status::Unknown);
+        assert!(said.contains("cannot tell"), "{said}");
     }
 }

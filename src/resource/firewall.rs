@@ -1,6 +1,7 @@
 //! The `firewall` resource: ufw's state observed from its own files, converged through the
 //! `ufw` command only, with the SSH lockout guard.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,6 +43,10 @@ pub struct Observed {
     pub rules: Vec<Tuple>,
     pub ssh: SshFacts,
     pub docker_present: bool,
+    /// The image root when preparing one offline (`--root`): ufw then edits the image's
+    /// files through its own `--rootdir`/`--datadir`, and what would touch this machine's
+    /// netfilter is deferred to the first boot.
+    pub offline: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +184,19 @@ pub fn allow_command(rule: &Rule) -> Vec<String> {
     argv
 }
 
+/// `ufw --force enable` and `ufw disable`: they load or flush the kernel's rules.
+fn is_switch(argv: &[String]) -> bool {
+    argv.iter().skip(1).any(|w| w == "enable" || w == "disable")
+}
+
+/// A ufw command that acts on the files of the image at `root` (ufw's own relocation options).
+fn in_root(argv: Vec<String>, root: &Path) -> Vec<String> {
+    let root = root.display();
+    let mut out = vec![argv[0].clone(), format!("--rootdir={root}"), format!("--datadir={root}")];
+    out.extend(argv.into_iter().skip(1));
+    out
+}
+
 /// A command as the operator would type it.
 pub fn shell_words(argv: &[String]) -> String {
     argv.iter()
@@ -206,8 +224,17 @@ impl Firewall<'_> {
     /// Refuses a plan that would leave incoming SSH denied: returns what to add, if anything.
     fn lockout(&self, o: &Observed) -> Option<String> {
         let mut missing = Vec::new();
+        // Without a session to judge by, the admin networks say which families the operator
+        // uses; otherwise both must stay open.
+        let families: Vec<bool> = match (o.ssh.client, self.want.admin.is_empty()) {
+            (None, false) => [false, true]
+                .into_iter()
+                .filter(|v6| self.want.admin.iter().any(|a| a.addr().is_ipv6() == *v6))
+                .collect(),
+            _ => vec![false, true],
+        };
         for port in &o.ssh.ports {
-            for v6 in [false, true] {
+            for &v6 in &families {
                 if v6 && !o.ipv6 {
                     continue;
                 }
@@ -269,13 +296,23 @@ impl Resource for Firewall<'_> {
             rules,
             ssh: ssh::discover(host),
             docker_present: host.runs_docker(),
+            offline: (!host.is_live()).then(|| host.root().to_path_buf()),
         })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
         let mut plan = Plan::default();
         let want = self.want;
-        let run = |argv: Vec<String>| (shell_words(&argv), Action::Run(argv));
+        // Offline, ufw edits the image's files as long as the image's ufw is disabled: then
+        // it loads nothing into a kernel. Enabling (or an enabled image) waits for the first boot.
+        let defer = |argv: &[String]| o.offline.is_some() && (o.enabled || is_switch(argv));
+        let run = |argv: Vec<String>| {
+            let argv = match &o.offline {
+                Some(root) if !defer(&argv) => in_root(argv, root),
+                _ => argv,
+            };
+            (shell_words(&argv), Action::Run(argv))
+        };
 
         for rule in &want.rules {
             let missing: Vec<bool> = families(rule, o.ipv6)
@@ -372,6 +409,18 @@ impl Resource for Firewall<'_> {
             }
             plan.findings.push(guard);
         }
+        let deferred: Vec<String> = plan
+            .actions
+            .iter()
+            .filter(|Action::Run(argv)| defer(argv))
+            .map(|Action::Run(argv)| shell_words(argv))
+            .collect();
+        plan.actions.retain(|Action::Run(argv)| !defer(argv));
+        for f in plan.findings.iter_mut() {
+            if let Some(change) = f.change.take_if(|c| f.status == Status::Drift && deferred.contains(c)) {
+                *f = Finding::deferred(f.id.clone(), f.title.clone(), change);
+            }
+        }
         plan
     }
 
@@ -408,6 +457,7 @@ mod tests {
             rules,
             ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
             docker_present: false,
+            offline: None,
         }
     }
 
@@ -670,6 +720,7 @@ mod properties {
                 rules: existing,
                 ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
                 docker_present: false,
+                offline: None,
             };
             let plan = fw.plan(&state);
             for Action::Run(argv) in plan.actions {

@@ -61,6 +61,16 @@ impl Finding {
         Finding { evidence: vec![reason.into()], ..Finding::new(id, title, Status::Unknown) }
     }
 
+    /// Work that needs the running system (a command, a service, the kernel), found while
+    /// preparing an image offline (`--root`): left for the first boot's provisioning.
+    pub fn deferred(id: impl Into<String>, title: impl Into<String>, first_boot: impl Into<String>) -> Finding {
+        Finding::new(id, title, Status::Skipped)
+            .with_evidence(
+                "deferred to the first boot: an image prepared offline (--root) runs no command on this machine",
+            )
+            .with_evidence(format!("the first boot does: {}", first_boot.into()))
+    }
+
     pub fn with_evidence(mut self, line: impl Into<String>) -> Finding {
         self.evidence.push(line.into());
         self

@@ -24,11 +24,18 @@ pub struct Observed {
     validation: Result<(), Invalid>,
     master: Option<u32>,
     reload_pending: bool,
+    /// Preparing an image offline (`--root`): no nginx of its runs here to reload.
+    offline: bool,
+    /// `sites-enabled/default` when it is the link to Debian's placeholder site and the
+    /// profile disables it.
+    default_site: Option<PathBuf>,
 }
 
 #[derive(Debug)]
 pub enum Action {
     Write(String),
+    /// Remove the link to Debian's placeholder site (its file stays in sites-available).
+    DisableDefaultSite(PathBuf),
     /// The file is right but nginx may not run it: an earlier reload was interrupted.
     Reload,
 }
@@ -88,8 +95,17 @@ pub fn render(n: &Wanted) -> String {
     if n.upstream_keepalive > 0 {
         let _ = writeln!(c, "        keepalive {};", n.upstream_keepalive);
     }
-    let _ =
-        writeln!(c, "    }}\n\n    server {{\n        listen {};\n        server_name {};\n", n.listen, n.server_name);
+    if n.include_sites {
+        let _ = writeln!(c, "    }}\n\n    # Other sites (the operator's, certbot's) keep working beside the gateway.");
+        let _ = writeln!(c, "    include conf.d/*.conf;\n    include sites-enabled/*;");
+    } else {
+        let _ = writeln!(c, "    }}");
+    }
+    let _ = writeln!(
+        c,
+        "\n    server {{\n        listen {} default_server;\n        server_name {};\n",
+        n.listen, n.server_name
+    );
     let _ = writeln!(c, "        location / {{\n            proxy_pass http://faas_gateway;");
     let _ = writeln!(c, "            proxy_http_version {};", n.proxy_http_version);
     if n.proxy_clear_connection {
@@ -135,19 +151,13 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
 /// exactly as they would live, and the live directory is not touched. The staged copy points
 /// its pid file and logs into the staging directory: `nginx -t` opens them for writing, which
 /// an audit running unprivileged or under `ProtectSystem=strict` may not do to the live ones.
-fn validate(host: &Host, live: &Path, want: &Wanted) -> Result<(), Invalid> {
+fn validate(host: &Host, live: &Path, want: &Wanted, without: Option<&Path>) -> Result<(), Invalid> {
     let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
     let stage = tempfile::Builder::new()
         .prefix("vakt-nginx-")
         .tempdir()
         .map_err(|e| Invalid::NotRun(format!("failed to create a staging directory: {e}")))?;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.filter_map(|e| e.ok()) {
-            if e.file_name() != live.file_name().unwrap_or_default() {
-                let _ = std::os::unix::fs::symlink(e.path(), stage.path().join(e.file_name()));
-            }
-        }
-    }
+    stage_links(dir, stage.path(), live, without);
     let own = |name: &str| stage.path().join(format!("vakt-test.{name}"));
     let mut staged_want = want.clone();
     staged_want.pid = own("pid");
@@ -169,6 +179,32 @@ fn validate(host: &Host, live: &Path, want: &Wanted) -> Result<(), Invalid> {
         }
         Err(e) => Err(Invalid::NotRun(format!("{e:#}"))),
     }
+}
+
+/// Links everything in the live config directory into the stage, except the live config
+/// itself and `without` (a site link apply will remove): a directory holding it is staged as
+/// a directory of links to the rest.
+fn stage_links(live_dir: &Path, stage: &Path, live: &Path, without: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(live_dir) else { return };
+    for e in entries.filter_map(|e| e.ok()) {
+        let path = e.path();
+        if e.file_name() == live.file_name().unwrap_or_default() || Some(path.as_path()) == without {
+            continue;
+        }
+        let target = stage.join(e.file_name());
+        if without.is_some_and(|w| w.parent() == Some(path.as_path())) && std::fs::create_dir(&target).is_ok() {
+            stage_links(&path, &target, live, without);
+        } else {
+            let _ = std::os::unix::fs::symlink(&path, &target);
+        }
+    }
+}
+
+/// `sites-enabled/default` beside the live config when it links to Debian's placeholder site.
+fn placeholder_site(live: &Path) -> Option<PathBuf> {
+    let link = live.parent()?.join("sites-enabled/default");
+    let target = std::fs::read_link(&link).ok()?;
+    target.ends_with("sites-available/default").then_some(link)
 }
 
 /// Whether `nginx -t` failed for want of permission (an unprivileged or sandboxed audit), not
@@ -203,14 +239,22 @@ fn workers(host: &Host, master: u32) -> BTreeSet<u32> {
 }
 
 impl Nginx<'_> {
-    fn reload(&self, host: &Host, path: &Path, master: u32) -> anyhow::Result<()> {
+    /// The main process systemd knows for nginx.service, if it runs one.
+    fn systemd_main_pid(&self, host: &Host) -> Option<u32> {
+        let out =
+            host.runner.run(&["systemctl", "show", "-p", "MainPID", "--value", "nginx"], &[], NGINX_TIMEOUT).ok()?;
+        out.stdout.trim().parse().ok().filter(|pid| *pid != 0)
+    }
+
+    fn reload(&self, host: &Host, master: u32) -> anyhow::Result<()> {
         crate::failpoint::hit("nginx-reload");
         let before = workers(host, master);
-        let config = path.display().to_string();
-        if host.has_systemd() {
+        // systemd reloads the nginx it runs; any other master (another instance, one started
+        // by hand) gets the signal `nginx -s reload` would send it.
+        if host.has_systemd() && self.systemd_main_pid(host) == Some(master) {
             host.runner.run_ok(&["systemctl", "reload", "nginx"], NGINX_TIMEOUT)?;
         } else {
-            host.runner.run_ok(&["nginx", "-s", "reload", "-c", &config], NGINX_TIMEOUT)?;
+            host.runner.run_ok(&["kill", "-HUP", &master.to_string()], NGINX_TIMEOUT)?;
         }
         // The reload took when the master has started a new generation of workers; idle old
         // workers then quit at once, busy ones finish their requests (not waited for long).
@@ -248,9 +292,13 @@ impl Resource for Nginx<'_> {
             Err(e) => bail!("failed to read {}: {e}", path.display()),
         };
         let rendered = render(self.want);
-        let validation = validate(host, &path, self.want);
+        let default_site =
+            placeholder_site(&path).filter(|_| self.want.include_sites && self.want.disable_default_site);
+        let validation = validate(host, &path, self.want, default_site.as_deref());
         let reload_pending = reload_marker(host, &path).is_set();
-        Ok(Observed { path, current, rendered, validation, master: master_pid(host, &self.want.pid), reload_pending })
+        let master = if host.is_live() { master_pid(host, &self.want.pid) } else { None };
+        let offline = !host.is_live();
+        Ok(Observed { path, current, rendered, validation, master, reload_pending, offline, default_site })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -269,11 +317,19 @@ impl Resource for Nginx<'_> {
             );
             f.evidence.push(e.clone());
             plan.pass(f);
+        } else if let Err(Invalid::NotRun(e)) = &o.validation
+            && o.offline
+        {
+            let f = Finding::deferred(id, format!("{shown} cannot be validated here"), "validate and write it");
+            plan.pass(f.with_evidence(e.clone()));
         } else if let Err(Invalid::NotRun(e)) = &o.validation {
             // Nothing is written without a successful validation.
             let title = format!("{shown} cannot be validated, so it is not managed now");
             plan.pass(Finding::unknown(id, title, e.clone()));
         } else if o.current.as_deref() == Some(o.rendered.as_str()) {
+            if let Some(link) = &o.default_site {
+                plan.fix(default_site_finding(link), Action::DisableDefaultSite(link.clone()));
+            }
             plan.pass(Finding::ok(id, title).with_evidence("nginx -t passes"));
             if o.reload_pending && o.master.is_some() {
                 let f = Finding::drift("nginx.reload", "nginx runs the config on disk", "reload nginx")
@@ -294,9 +350,12 @@ impl Resource for Nginx<'_> {
                     .header(&format!("{shown}"), &format!("{shown} (vakt)"))
                     .to_string(),
             );
+            if let Some(link) = &o.default_site {
+                plan.fix(default_site_finding(link), Action::DisableDefaultSite(link.clone()));
+            }
             plan.fix(f, Action::Write(o.rendered.clone()));
         }
-        if o.master.is_none() {
+        if o.master.is_none() && !o.offline {
             plan.warn(format!(
                 "nginx is not running (no live process in {}); a new config takes effect when it starts",
                 self.want.pid.display()
@@ -307,43 +366,71 @@ impl Resource for Nginx<'_> {
 
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
         let pending = reload_marker(host, &o.path);
+        let mut wrote = false;
+        let mut unlinked: Option<(PathBuf, PathBuf)> = None;
         for action in actions {
-            let content = match action {
-                Action::Reload => {
-                    if let Some(master) = o.master {
-                        self.reload(host, &o.path, master)?;
+            match action {
+                Action::Reload => {}
+                Action::DisableDefaultSite(link) => {
+                    let target =
+                        std::fs::read_link(&link).with_context(|| format!("failed to read {}", link.display()))?;
+                    if o.master.is_some() {
+                        pending.set()?;
                     }
-                    pending.clear()?;
-                    continue;
+                    std::fs::remove_file(&link).with_context(|| format!("failed to remove {}", link.display()))?;
+                    unlinked = Some((link, target));
                 }
-                Action::Write(content) => content,
-            };
-            if let Some(dir) = o.path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-            }
-            if o.master.is_some() {
-                pending.set()?;
-            }
-            fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
-            let Some(master) = o.master else { continue };
-            if let Err(e) = self.reload(host, &o.path, master) {
-                let undo = match &o.current {
-                    Some(old) => fsutil::write_atomic(&o.path, old.as_bytes(), false),
-                    None => {
-                        std::fs::remove_file(&o.path).with_context(|| format!("failed to remove {}", o.path.display()))
+                Action::Write(content) => {
+                    if let Some(dir) = o.path.parent() {
+                        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
                     }
-                }
-                .and_then(|()| self.reload(host, &o.path, master))
-                .and_then(|()| pending.clear());
-                match undo {
-                    Ok(()) => bail!("{e:#}; the previous {} was restored and nginx reloaded", o.path.display()),
-                    Err(u) => bail!("{e:#}; restoring the previous {} failed too: {u:#}", o.path.display()),
+                    if o.master.is_some() {
+                        pending.set()?;
+                    }
+                    fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
+                    wrote = true;
                 }
             }
-            pending.clear()?;
+        }
+        let Some(master) = o.master else { return Ok(()) };
+        if let Err(e) = self.reload(host, master) {
+            let undo = self.undo(o, wrote, unlinked.as_ref()).and_then(|()| self.reload(host, master));
+            let undo = undo.and_then(|()| pending.clear());
+            match undo {
+                Ok(()) => bail!("{e:#}; the previous {} was restored and nginx reloaded", o.path.display()),
+                Err(u) => bail!("{e:#}; restoring the previous {} failed too: {u:#}", o.path.display()),
+            }
+        }
+        pending.clear()
+    }
+}
+
+impl Nginx<'_> {
+    /// Puts back what apply changed: the previous config (or none) and the placeholder link.
+    fn undo(&self, o: &Observed, wrote: bool, unlinked: Option<&(PathBuf, PathBuf)>) -> anyhow::Result<()> {
+        if wrote {
+            match &o.current {
+                Some(old) => fsutil::write_atomic(&o.path, old.as_bytes(), false)?,
+                None => {
+                    std::fs::remove_file(&o.path).with_context(|| format!("failed to remove {}", o.path.display()))?
+                }
+            }
+        }
+        if let Some((link, target)) = unlinked {
+            std::os::unix::fs::symlink(target, link)
+                .with_context(|| format!("failed to restore {}", link.display()))?;
         }
         Ok(())
     }
+}
+
+fn default_site_finding(link: &Path) -> Finding {
+    Finding::drift(
+        "nginx.default-site",
+        "Debian's placeholder site does not claim the default server in front of the gateway",
+        format!("remove the link {} (its file stays in sites-available)", link.display()),
+    )
+    .with_evidence("it listens on port 80 as default_server; set [nginx] default_site = \"keep\" to keep it")
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use crate::profile::Packages as Wanted;
 
 #[derive(Debug)]
 pub struct Observed {
+    /// Preparing an image offline: apt-get would install on this machine, not in the image.
+    offline: bool,
     /// Each wanted package, in profile order, with what dpkg's database says about it.
     states: Vec<(String, State)>,
 }
@@ -106,7 +108,7 @@ impl Resource for Packages<'_> {
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
         if self.want.install.is_empty() {
-            return Ok(Observed { states: Vec::new() });
+            return Ok(Observed { offline: !host.is_live(), states: Vec::new() });
         }
         let admin = format!("--admindir={}", admindir(host));
         let mut argv = vec!["dpkg-query", &admin, "-W", "-f=${Package}\\t${db:Status-Abbrev}\\n"];
@@ -126,7 +128,7 @@ impl Resource for Packages<'_> {
                 (name.clone(), found.unwrap_or(State::Missing))
             })
             .collect();
-        Ok(Observed { states })
+        Ok(Observed { offline: !host.is_live(), states })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Install> {
@@ -150,10 +152,11 @@ impl Resource for Packages<'_> {
                 State::Missing if interrupted => Finding::new(id, title, Status::Failed)
                     .with_evidence("not installed")
                     .with_evidence("vakt installs it once the interrupted installation above is finished"),
+                State::Missing if o.offline => Finding::deferred(id, title, command.clone()),
                 State::Missing => Finding::drift(id, title, command.clone()).with_evidence("not installed"),
             });
         }
-        if !missing.is_empty() && !interrupted {
+        if !missing.is_empty() && !interrupted && !o.offline {
             plan.actions.push(Install(missing));
         }
         plan
@@ -244,6 +247,7 @@ mod tests {
         };
         let r = Packages::new(&want);
         let held = Observed {
+            offline: false,
             states: vec![
                 ("docker.io".into(), State::Installed { held: true }),
                 ("nginx".into(), State::Missing),
@@ -257,6 +261,7 @@ mod tests {
         assert!(matches!(plan.actions.as_slice(), [Install(names)] if names == &["nginx"]));
 
         let broken = Observed {
+            offline: false,
             states: vec![
                 ("docker.io".into(), state("docker.io", "iF ")),
                 ("nginx".into(), State::Missing),

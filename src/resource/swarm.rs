@@ -12,6 +12,8 @@ use crate::resource::netaddr;
 
 #[derive(Debug)]
 pub struct Observed {
+    /// Preparing an image offline (`--root`): the swarm is joined or initialised at its first boot.
+    offline: bool,
     engine: Result<EngineFacts, String>,
     /// The advertise address the profile resolves to here, and why.
     address: Result<(IpAddr, String), String>,
@@ -61,13 +63,21 @@ impl Resource for Swarm<'_> {
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
+        if !host.is_live() {
+            let why = "an image prepared offline".to_string();
+            return Ok(Observed { offline: true, engine: Err(why.clone()), address: Err(why) });
+        }
         let engine = host.docker_socket(self.docker_host).and_then(|s| Engine::observe(&s));
-        Ok(Observed { engine, address: resolve(host, &self.want.advertise_addr) })
+        Ok(Observed { offline: false, engine, address: resolve(host, &self.want.advertise_addr) })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Init> {
         let mut plan = Plan::default();
         let id = "swarm.node";
+        if o.offline {
+            plan.pass(Finding::deferred(id, "swarm state", "swarm init through the Engine API, as the profile says"));
+            return plan;
+        }
         let facts = match &o.engine {
             Ok(f) => f,
             Err(reason) => {

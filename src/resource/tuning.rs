@@ -22,6 +22,8 @@ pub struct Observed {
     nvme: Vec<(String, String, Vec<String>)>,
     files: Vec<(PathBuf, Option<String>)>,
     docker_present: bool,
+    /// Preparing an image offline: the kernel's values are set at its boot, from the files.
+    offline: bool,
 }
 
 #[derive(Debug)]
@@ -119,7 +121,7 @@ impl Resource for Tuning<'_> {
             .map(|f| (host.path(f), std::fs::read_to_string(host.path(f)).ok()))
             .collect();
         let docker_present = host.runs_docker();
-        Ok(Observed { sysctl, nvme, files, docker_present })
+        Ok(Observed { sysctl, nvme, files, docker_present, offline: !host.is_live() })
     }
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
@@ -129,6 +131,11 @@ impl Resource for Tuning<'_> {
             let id = format!("tuning.sysctl.{key}");
             let title = format!("{key} = {want}");
             match current {
+                None if o.offline => plan.pass(Finding::deferred(
+                    id,
+                    title,
+                    format!("systemd-sysctl sets it from {SYSCTL_FILE} at boot"),
+                )),
                 None => plan.pass(Finding::new(id, format!("{key}: no such sysctl on this kernel"), Status::Failed)),
                 Some(cur) if same(cur, want) => plan.pass(Finding::ok(id, title)),
                 // Docker's bridge and swarm's overlay networks need forwarding.

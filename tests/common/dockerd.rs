@@ -18,15 +18,26 @@ pub struct DockerSandbox {
 }
 
 const STANDIN: &str = r#"#!/bin/sh
-# systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd.
+# systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd. Each
+# call's argv is appended to systemctl.argv. After a failed start the unit counts as failed with
+# its start limit hit (docker.service restarts itself until it is), and every restart is refused
+# until `systemctl reset-failed docker`, as systemd does.
 set -u
 T="$VAKT_TEST_SANDBOX"
-[ "$1 $2" = "restart docker" ] || { echo "stand-in handles only 'restart docker'" >&2; exit 1; }
+echo "$*" >>"$T/systemctl.argv"
+case "$1 $2" in
+  "reset-failed docker") rm -f "$T/start-limit-hit"; exit 0 ;;
+  "restart docker") ;;
+  *) echo "stand-in handles only 'restart docker' and 'reset-failed docker'" >&2; exit 1 ;;
+esac
+if [ -f "$T/start-limit-hit" ]; then
+  echo "Job for docker.service failed because start of the service was attempted too often." >&2; exit 1
+fi
 if [ -f "$T/docker.pid" ]; then
   pid=$(cat "$T/docker.pid"); kill "$pid" 2>/dev/null
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
-"$T/bin/start-dockerd"
+"$T/bin/start-dockerd" || { touch "$T/start-limit-hit"; exit 1; }
 "#;
 
 /// Starts the sandbox's dockerd in the current network namespace and waits for its socket;
@@ -123,7 +134,29 @@ impl DockerSandbox {
         c
     }
 
+    /// vakt on the sandbox as its live host, in a private mount namespace where the sandbox's
+    /// /etc/docker, /run and (when the test wrote one) unit directory lie over the machine's.
+    /// `--root` elsewhere means an image prepared offline, where nothing is restarted.
+    pub fn live_command(&self, args: &[&str]) -> Command {
+        let root = self.root().display().to_string();
+        let script = format!(
+            "mkdir -p {root}/etc/docker {root}/run; mount --bind {root}/etc/docker /etc/docker; \
+             mount --bind {root}/run /run; \
+             if [ -d {root}/lib/systemd/system ]; then mount --bind {root}/lib/systemd/system /lib/systemd/system; fi; \
+             exec \"$@\""
+        );
+        let mut argv = vec!["unshare", "-m", "--propagation", "private", "sh", "-ec", &script, "sandbox"];
+        argv.push(env!("CARGO_BIN_EXE_vakt"));
+        argv.extend_from_slice(args);
+        self.command(&argv)
+    }
+
     pub fn vakt(&self, args: &[&str]) -> Run {
+        run(&mut self.live_command(args))
+    }
+
+    /// vakt preparing the sandbox tree as an image, offline (`--root`).
+    pub fn vakt_offline(&self, args: &[&str]) -> Run {
         let root = self.root().display().to_string();
         let mut argv = vec![env!("CARGO_BIN_EXE_vakt"), "--root", &root];
         argv.extend_from_slice(args);

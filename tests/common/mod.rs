@@ -13,6 +13,21 @@ pub fn vakt() -> Command {
     c
 }
 
+/// vakt run as the live host of `tree`: in a private mount namespace where the tree's
+/// /etc/docker and /run lie over the machine's (needs root). `--root` would make it an image
+/// prepared offline, where vakt neither talks to an engine nor restarts one.
+pub fn vakt_live_in(tree: &Path) -> Command {
+    let t = tree.display();
+    let script = format!(
+        "mkdir -p {t}/etc/docker {t}/run; mount --bind {t}/etc/docker /etc/docker; mount --bind {t}/run /run; exec \"$@\""
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-ec", &script, "sandbox", env!("CARGO_BIN_EXE_vakt")])
+        .env_remove("DOCKER_HOST")
+        .env("NO_COLOR", "1");
+    c
+}
+
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

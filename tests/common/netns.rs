@@ -1,7 +1,8 @@
 //! A private network namespace with throwaway ufw state, for system tests against the real
 //! ufw and netfilter. Nothing of the host's own firewall or /etc/ufw is touched: vakt and ufw
-//! run inside `ip netns exec` plus a private mount namespace where /etc/ufw, /etc/default/ufw
-//! and /run are bind mounts of a temporary tree, and vakt reads that tree through `--root`.
+//! run inside `ip netns exec` plus a private mount namespace where /etc/ufw, /etc/default/ufw,
+//! /etc/ssh, systemd's unit directories and /run are bind mounts of a temporary tree. vakt runs
+//! there as on a live host (`--root /`): `--root` elsewhere means an image prepared offline.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +29,8 @@ impl UfwSandbox {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().display().to_string();
         sh(&format!(
-            "mkdir -p {root}/etc/default {root}/run {root}/etc/ssh
+            "mkdir -p {root}/etc/default {root}/run/sshd {root}/etc/ssh {root}/etc/systemd/system {root}/lib/systemd/system
+             cp -a /lib/ufw {root}/lib/ufw
              cp -a /etc/ufw {root}/etc/ufw
              for f in user.rules user6.rules ufw.conf; do cp /usr/share/ufw/$f {root}/etc/ufw/$f; done
              cp /etc/default/ufw {root}/etc/default/ufw
@@ -36,6 +38,7 @@ impl UfwSandbox {
                  -e 's/^DEFAULT_OUTPUT_POLICY=.*/DEFAULT_OUTPUT_POLICY=\"ACCEPT\"/' \
                  -e 's/^DEFAULT_FORWARD_POLICY=.*/DEFAULT_FORWARD_POLICY=\"DROP\"/' {root}/etc/default/ufw
              printf 'Port 22\\n' > {root}/etc/ssh/sshd_config
+             for k in /etc/ssh/ssh_host_*_key; do if [ -f \"$k\" ]; then cp -p \"$k\" {root}/etc/ssh/; fi; done
              ip netns add {netns}
              ip netns exec {netns} ip link set lo up"
         ));
@@ -56,8 +59,8 @@ impl UfwSandbox {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.netns, "unshare", "-m", "--propagation", "private", "sh", "-ec"])
             .arg(format!(
-                "mount --bind {root}/etc/ufw /etc/ufw; mount --bind {root}/etc/default/ufw /etc/default/ufw; \
-                 mount --bind {root}/run /run; exec \"$@\""
+                "for d in etc/ufw etc/default/ufw etc/ssh etc/systemd/system lib/systemd/system run; do \
+                 mount --bind {root}/$d /$d; done; exec \"$@\""
             ))
             .arg("sandbox")
             .args(argv)
@@ -66,11 +69,18 @@ impl UfwSandbox {
         c
     }
 
-    /// vakt with `--root` at the sandbox tree.
+    /// vakt on the sandbox as its live host.
     pub fn vakt(&self, args: &[&str]) -> Run {
-        let bin = env!("CARGO_BIN_EXE_vakt");
+        let mut argv = vec![env!("CARGO_BIN_EXE_vakt")];
+        argv.extend_from_slice(args);
+        run(&mut self.command(&argv))
+    }
+
+    /// vakt preparing the sandbox tree offline, as an image (`--root`), still inside the
+    /// namespace so that anything that did reach netfilter would be seen and contained.
+    pub fn vakt_offline(&self, args: &[&str]) -> Run {
         let root = self.root().display().to_string();
-        let mut argv = vec![bin, "--root", &root];
+        let mut argv = vec![env!("CARGO_BIN_EXE_vakt"), "--root", &root];
         argv.extend_from_slice(args);
         run(&mut self.command(&argv))
     }
