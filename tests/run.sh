@@ -124,6 +124,9 @@ if [ -z "$quick" ]; then
 
   echo "== VM end-to-end"
   tests/vm/run.sh
+
+  echo "== Vagrant end-to-end (vagrant/Vagrantfile on a local box, private libvirt)"
+  tests/vagrant/run.sh
 fi
 
 after=$(host_state)
