@@ -57,6 +57,8 @@ pub struct HostReq {
     pub forbid_container: bool,
     pub storage: Requirement<String>,
     pub storage_paths: Vec<PathBuf>,
+    /// The latency probe's NVMe-class threshold; `None` when `latency_probe = false`.
+    pub probe: Option<crate::resource::probe::Threshold>,
 }
 
 #[derive(Debug, Clone)]
@@ -495,6 +497,21 @@ mod tests {
         assert!(m.contains("test.toml:2:1") && m.contains("unknown unit"), "{m}");
         let m = invalid("[host]\nhypervisor = \"kvn\"\n");
         assert!(m.contains("did you mean `kvm`"), "{m}");
+    }
+
+    #[test]
+    fn the_latency_probe_bounds_are_checked() {
+        let m = invalid("[host]\nnvme_p50_us = 0\n");
+        assert!(m.contains("host.nvme_p50_us") && m.contains("use 1 to 1000000"), "{m}");
+        let m = invalid("[host]\nnvme_p50_us = 900\nnvme_p90_us = 800\n");
+        assert!(m.contains("host.nvme_p50_us") && m.contains("above nvme_p90_us = 800"), "{m}");
+        let m = invalid("[host]\nlatency_probe = false\nnvme_p90_us = 0\n");
+        assert!(m.contains("host.nvme_p90_us"), "checked even when the probe is off: {m}");
+        let p = parse("t", "[host]\nlatency_probe = false\n").expect("probe off");
+        assert!(p.host.and_then(|h| h.probe).is_none());
+        let p = parse("t", "[host]\n").expect("defaults");
+        let t = p.host.and_then(|h| h.probe).expect("on by default");
+        assert_eq!((t.p50.as_micros(), t.p90.as_micros()), (500, 2000));
     }
 
     #[test]

@@ -113,6 +113,14 @@ pub trait Resource: Sync {
     fn unknown_fails_apply(&self) -> bool {
         false
     }
+
+    /// Whether this resource only reports facts about the machine that `apply` cannot change
+    /// (the host verdicts). `apply` reports their could-not-verify items but does not let
+    /// them set its exit code: a host whose disk backing cannot be seen is provisioned once,
+    /// not retried at every boot. `check` stays strict.
+    fn reports_facts(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,18 +131,21 @@ pub struct ResourceReport {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set for a resource that only reports facts (`Resource::reports_facts`).
+    #[serde(skip)]
+    pub facts: bool,
 }
 
 impl ResourceReport {
     pub(crate) fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
-        ResourceReport { id, findings, warnings, error: None }
+        ResourceReport { id, findings, warnings, error: None, facts: false }
     }
 
     pub(crate) fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
         let reason = format!("{error:#}");
         let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
         finding.evidence.push(reason.clone());
-        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason) }
+        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason), facts: false }
     }
 }
 
