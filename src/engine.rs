@@ -38,7 +38,7 @@ impl<R: Resource> Managed for R {
     }
 
     fn converge(&self, host: &Host) -> ResourceReport {
-        let observed = match self.observe(host) {
+        let observed = match self.observe_to_converge(host) {
             Ok(o) => o,
             Err(e) => return ResourceReport::not_observed(self.id(), Status::Failed, &e),
         };

@@ -25,7 +25,6 @@ pub struct RawHost {
     pub storage_paths: Vec<String>,
     pub latency_probe: bool,
     pub nvme_p50_us: u64,
-    pub nvme_p90_us: u64,
 }
 
 impl Default for RawHost {
@@ -37,7 +36,6 @@ impl Default for RawHost {
             storage_paths: vec!["/".into(), "/var/lib/docker".into()],
             latency_probe: true,
             nvme_p50_us: 500,
-            nvme_p90_us: 2000,
         }
     }
 }

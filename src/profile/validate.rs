@@ -54,28 +54,14 @@ fn duration(section: &str, key: &str, text: &str, range: RangeInclusive<Duration
     span(section, key, text, range).map(Span::get)
 }
 
-/// The probe's NVMe-class bounds: whole microseconds, p50 no greater than p90.
+/// The probe's NVMe-class bound: whole microseconds, at most a second.
 fn threshold(h: &raw::RawHost) -> Result<crate::resource::probe::Threshold, KeyError> {
     const MAX_US: u64 = 1_000_000;
-    for (key, value) in [("nvme_p50_us", h.nvme_p50_us), ("nvme_p90_us", h.nvme_p90_us)] {
-        if !(1..=MAX_US).contains(&value) {
-            return Err(err("host", key, format!("{value} is out of range; use 1 to {MAX_US} (microseconds)")));
-        }
+    if !(1..=MAX_US).contains(&h.nvme_p50_us) {
+        let m = format!("{} is out of range; use 1 to {MAX_US} (microseconds)", h.nvme_p50_us);
+        return Err(err("host", "nvme_p50_us", m));
     }
-    if h.nvme_p50_us > h.nvme_p90_us {
-        return Err(err(
-            "host",
-            "nvme_p50_us",
-            format!(
-                "{} is above nvme_p90_us = {}: a median cannot exceed the 90th percentile",
-                h.nvme_p50_us, h.nvme_p90_us
-            ),
-        ));
-    }
-    Ok(crate::resource::probe::Threshold {
-        p50: Duration::from_micros(h.nvme_p50_us),
-        p90: Duration::from_micros(h.nvme_p90_us),
-    })
+    Ok(crate::resource::probe::Threshold { p50: Duration::from_micros(h.nvme_p50_us) })
 }
 
 /// A size of at most `max` bytes (and at least `min`), which the message states.

@@ -73,6 +73,44 @@ impl<'p> HostVerdicts<'p> {
     pub fn new(req: &'p HostReq) -> Self {
         HostVerdicts { req }
     }
+
+    fn verdicts(&self, host: &Host, probing: Probing) -> Observed {
+        // The probe only runs where it can decide the requirement: NVMe (or SSD) wanted, on a
+        // disk whose transport hides what backs it. One probe per disk per run.
+        let wants_flash = matches!(&self.req.storage, Requirement::Exactly(w) if w == "nvme" || w == "ssd");
+        let mut probes = (wants_flash && self.req.probe.is_some()).then(|| Probes { probing, done: Vec::new() });
+        let storage = self.req.storage_paths.iter().map(|p| storage(host, p, probes.as_mut())).collect();
+        Observed { hypervisor: hypervisor(host), container: container(host), storage }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probing {
+    Measure,
+    NotDuringApply,
+}
+
+/// The latency probes of one run: each disk is probed once.
+pub struct Probes {
+    probing: Probing,
+    done: Vec<(String, Outcome)>,
+}
+
+impl Probes {
+    fn of(&mut self, host: &Host, disk: &str) -> Outcome {
+        if let Some((_, outcome)) = self.done.iter().find(|(name, _)| name == disk) {
+            return outcome.clone();
+        }
+        let outcome = match self.probing {
+            // The rotational flag of these transports says nothing about the backing.
+            Probing::Measure => probe::run(host, disk, false),
+            Probing::NotDuringApply => {
+                Outcome::NotRun("not during apply, whose own writes would skew it; `vakt check` measures".into())
+            }
+        };
+        self.done.push((disk.to_string(), outcome.clone()));
+        outcome
+    }
 }
 
 impl Resource for HostVerdicts<'_> {
@@ -84,12 +122,14 @@ impl Resource for HostVerdicts<'_> {
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
-        // The probe only runs where it can decide the requirement: NVMe (or SSD) wanted, on a
-        // disk whose transport hides what backs it. One probe per disk per run.
-        let wants_flash = matches!(&self.req.storage, Requirement::Exactly(w) if w == "nvme" || w == "ssd");
-        let mut probes = (wants_flash && self.req.probe.is_some()).then(Vec::new);
-        let storage = self.req.storage_paths.iter().map(|p| storage(host, p, probes.as_mut())).collect();
-        Ok(Observed { hypervisor: hypervisor(host), container: container(host), storage })
+        Ok(self.verdicts(host, Probing::Measure))
+    }
+
+    /// Provisioning keeps the disk busy (packages, a Docker restart): no latency figures
+    /// then. The storage verdict of a hidden transport stays unknown in apply, which does not
+    /// count it in the exit code; `check` (vakt-check.service) measures.
+    fn observe_to_converge(&self, host: &Host) -> anyhow::Result<Observed> {
+        Ok(self.verdicts(host, Probing::NotDuringApply))
     }
 
     fn plan(&self, o: &Observed) -> Plan<()> {
@@ -192,11 +232,7 @@ fn storage_finding(want: &Requirement<String>, threshold: Option<&Threshold>, s:
                     Class::Slower => "slower than NVMe-class",
                     Class::Undecided => "too few reads of written blocks to decide",
                 };
-                format!(
-                    "latency probe {disk}: {figures} → {verdict} (NVMe-class: p50 ≤ {} µs and p90 ≤ {} µs)",
-                    t.p50.as_micros(),
-                    t.p90.as_micros()
-                )
+                format!("latency probe {disk}: {figures} → {verdict} (NVMe-class: p50 ≤ {} µs)", t.p50.as_micros())
             }
             (Outcome::Measured(figures), None) => format!("latency probe {disk}: {figures}"),
             (Outcome::NotRun(why), _) => format!("latency probe {disk}: did not run: {why}"),
@@ -343,7 +379,7 @@ pub fn container(host: &Host) -> Detection {
 /// partitions, device-mapper and md down to the disks. With `probes`, each disk whose
 /// transport hides its backing is probed for latency (once: `probes` keeps every result of
 /// this run).
-pub fn storage(host: &Host, path: &Path, probes: Option<&mut Vec<(String, Outcome)>>) -> StorageVerdict {
+pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> StorageVerdict {
     let mut evidence = Vec::new();
     let verdict = |verdict: &str, evidence: Vec<String>| StorageVerdict {
         path: path.into(),
@@ -388,19 +424,10 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Vec<(String, Outcom
         let info = disk_info(disk);
         evidence.push(info.describe());
         kinds.push(info.kind());
-        if let Some(cache) = cache.as_deref_mut()
+        if let Some(probes) = cache.as_deref_mut()
             && matches!(info.kind(), "virtio" | "xen")
         {
-            let outcome = match cache.iter().find(|(name, _)| *name == info.name) {
-                Some((_, done)) => done.clone(),
-                None => {
-                    // The rotational flag of these transports says nothing about the backing.
-                    let done = probe::run(host, &info.name, false);
-                    cache.push((info.name.clone(), done.clone()));
-                    done
-                }
-            };
-            probed.push((info.name.clone(), outcome));
+            probed.push((info.name.clone(), probes.of(host, &info.name)));
         }
     }
     kinds.sort();

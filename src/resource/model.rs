@@ -106,6 +106,12 @@ pub trait Resource: Sync {
     fn id(&self) -> &'static str;
     fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
     fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
+
+    /// What `apply` observes before converging: `observe`, unless the resource takes
+    /// measurements that apply's own load would skew (the host's latency probe).
+    fn observe_to_converge(&self, host: &Host) -> anyhow::Result<Self::Observed> {
+        self.observe(host)
+    }
     fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
 
     /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine

@@ -22,8 +22,9 @@ use crate::host::Host;
 pub const MAX_READS: usize = 2000;
 /// The wall-time budget of the reads (the busy check adds `BUSY_SAMPLE`).
 pub const BUDGET: Duration = Duration::from_secs(1);
-/// Reads of written blocks needed before the figures decide anything.
-pub const MIN_SAMPLES: usize = 100;
+/// Reads of written blocks needed before the figures decide anything: enough to place a
+/// median well (in a guest whose disk is mostly unwritten, about one read in seven finds data).
+pub const MIN_SAMPLES: usize = 50;
 /// How long the disk's own counters are watched to see whether it is busy.
 pub const BUSY_SAMPLE: Duration = Duration::from_millis(100);
 const BLOCK: usize = 4096;
@@ -65,14 +66,13 @@ pub enum Outcome {
     NotRun(String),
 }
 
-/// The latency at or under which a disk counts as NVMe-class: a median that only local flash
-/// reaches, and a p90 that keeps out disks whose reads are often slow (a throttled volume, a
-/// cached HDD). The p99 is reported, not judged: at queue depth 1 it is mostly the guest's
-/// own CPU scheduling. docs/profile.md says how the defaults were chosen.
+/// The median latency at or under which a disk counts as NVMe-class. Only the median is
+/// judged: in a guest, the tail at queue depth 1 follows the vCPU's scheduling (measured: the
+/// p90 of one emulated disk went from 0.3 to 8 ms with the host's load while its p50 stayed
+/// at 150-300 µs); p90 and p99 are reported. docs/profile.md says how the default was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threshold {
     pub p50: Duration,
-    pub p90: Duration,
 }
 
 /// A decision from the figures.
@@ -88,7 +88,7 @@ impl Threshold {
     pub fn judge(&self, f: &Figures) -> Class {
         if f.samples < MIN_SAMPLES {
             Class::Undecided
-        } else if f.p50 <= self.p50 && f.p90 <= self.p90 {
+        } else if f.p50 <= self.p50 {
             Class::NvmeClass
         } else {
             Class::Slower
@@ -218,11 +218,12 @@ mod tests {
     }
 
     #[test]
-    fn the_threshold_needs_both_percentiles_and_enough_samples() {
-        let t = Threshold { p50: us(500), p90: us(2000) };
-        assert_eq!(t.judge(&figures(500, 120, 900)), Class::NvmeClass, "its p99 is not judged");
+    fn the_median_decides_given_enough_samples() {
+        let t = Threshold { p50: us(500) };
+        assert_eq!(t.judge(&figures(500, 120, 900)), Class::NvmeClass);
+        assert_eq!(t.judge(&figures(500, 200, 8000)), Class::NvmeClass, "a guest's scheduling tail is not judged");
         assert_eq!(t.judge(&figures(500, 501, 900)), Class::Slower, "network storage");
-        assert_eq!(t.judge(&figures(500, 30, 4000)), Class::Slower, "a throttled volume: fast median, slow tenth");
+        assert_eq!(t.judge(&figures(500, 3400, 5000)), Class::Slower, "a throttled volume");
         assert_eq!(t.judge(&figures(MIN_SAMPLES - 1, 50, 60)), Class::Undecided);
     }
 
