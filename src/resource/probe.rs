@@ -20,13 +20,17 @@ use crate::host::Host;
 
 /// The most reads one probe issues.
 pub const MAX_READS: usize = 2000;
-/// The wall-time budget of the reads (the busy check adds `BUSY_SAMPLE`).
+/// The wall-time budget of the reads (the busy check adds at least `BUSY_SAMPLE`).
 pub const BUDGET: Duration = Duration::from_secs(1);
 /// Reads of written blocks needed before the figures decide anything: enough to place a
 /// median well (in a guest whose disk is mostly unwritten, about one read in seven finds data).
 pub const MIN_SAMPLES: usize = 50;
 /// How long the disk's own counters are watched to see whether it is busy.
 pub const BUSY_SAMPLE: Duration = Duration::from_millis(100);
+/// How many looks for a quiet moment, `BUSY_PAUSE` apart, before the probe gives up: a disk
+/// busy for a moment (a service starting) is waited for, up to about two seconds.
+pub const BUSY_LOOKS: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(300);
 const BLOCK: usize = 4096;
 
 /// What the probe measured, over the reads of written (non-zero) blocks.
@@ -159,15 +163,19 @@ pub fn run(host: &Host, name: &str, rotational: bool) -> Outcome {
         return not_run(format!("the size of {name} is unknown or too small (/sys/block/{name}/size)"));
     }
     let stat = || host.read_opt(format!("/sys/block/{name}/stat")).as_deref().and_then(parse_stat);
-    let Some(before) = stat() else {
-        return not_run(format!("/sys/block/{name}/stat is not readable: cannot tell whether the disk is busy"));
-    };
-    std::thread::sleep(BUSY_SAMPLE);
-    let Some(after) = stat() else {
-        return not_run(format!("/sys/block/{name}/stat is not readable: cannot tell whether the disk is busy"));
-    };
-    if let Some(why) = busy(before, after, BUSY_SAMPLE) {
-        return not_run(format!("{why}: the probe does not add to it"));
+    let unreadable =
+        || not_run(format!("/sys/block/{name}/stat is not readable: cannot tell whether the disk is busy"));
+    for look in 1..=BUSY_LOOKS {
+        let Some(before) = stat() else { return unreadable() };
+        std::thread::sleep(BUSY_SAMPLE);
+        let Some(after) = stat() else { return unreadable() };
+        match busy(before, after, BUSY_SAMPLE) {
+            None => break,
+            Some(why) if look == BUSY_LOOKS => {
+                return not_run(format!("{why}, at each of {BUSY_LOOKS} looks: the probe does not add to it"));
+            }
+            Some(_) => std::thread::sleep(BUSY_PAUSE),
+        }
     }
     match measure(&node, blocks) {
         Ok(f) => Outcome::Measured(f),
