@@ -26,7 +26,7 @@ impl<R: Resource> Managed for R {
     }
 
     fn check(&self, host: &Host) -> ResourceReport {
-        match self.observe(host) {
+        let mut report = match self.observe(host) {
             Ok(observed) => {
                 let plan = self.plan(&observed);
                 let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
@@ -34,17 +34,20 @@ impl<R: Resource> Managed for R {
                 report
             }
             Err(e) => ResourceReport::not_observed(self.id(), Status::Unknown, &e),
-        }
+        };
+        report.facts = self.reports_facts();
+        report
     }
 
     fn converge(&self, host: &Host) -> ResourceReport {
-        let observed = match self.observe(host) {
+        let observed = match self.observe_to_converge(host) {
             Ok(o) => o,
             Err(e) => return ResourceReport::not_observed(self.id(), Status::Failed, &e),
         };
         let plan = self.plan(&observed);
         let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
         report.gauges = plan.gauges;
+        report.facts = self.reports_facts();
         if plan.actions.is_empty() {
             fail_unknowns(&mut report, self.unknown_fails_apply());
             return report;
@@ -143,11 +146,21 @@ pub struct Summary {
     pub failed: usize,
     pub unknown: usize,
     pub skipped: usize,
+    /// Of `unknown`, the host facts that `apply` reports but does not count in its exit code
+    /// (always 0 for `check`).
+    pub unknown_facts: usize,
 }
 
 impl Summary {
-    pub fn of(resources: &[ResourceReport]) -> Summary {
-        let mut s = Summary::default();
+    /// The counts of a run; `apply` leaves unknown host facts out of the exit code.
+    pub fn of(resources: &[ResourceReport], apply: bool) -> Summary {
+        let unknown_facts = resources
+            .iter()
+            .filter(|r| apply && r.facts)
+            .flat_map(|r| &r.findings)
+            .filter(|f| f.status == Status::Unknown)
+            .count();
+        let mut s = Summary { unknown_facts, ..Summary::default() };
         for f in resources.iter().flat_map(|r| &r.findings) {
             *match f.status {
                 Status::Ok => &mut s.ok,
@@ -169,11 +182,12 @@ impl Summary {
         s
     }
 
-    /// 1 for drift or failure, else 3 when something could not be verified, else 0.
+    /// 1 for drift or failure, else 3 when something could not be verified (other than a
+    /// host fact in `apply`), else 0.
     pub fn exit_code(&self) -> u8 {
         if self.drift + self.failed > 0 {
             exit::DRIFT
-        } else if self.unknown > 0 {
+        } else if self.unknown > self.unknown_facts {
             exit::UNKNOWN
         } else {
             exit::OK
@@ -214,7 +228,7 @@ impl Report {
             dry_run,
             profile: profile.source.clone(),
             machine: crate::resource::host::Machine::read(host),
-            summary: Summary::of(&resources),
+            summary: Summary::of(&resources, command == "apply"),
             resources,
             elapsed_ms: started.elapsed().as_millis(),
             commands: host.runner.commands(),
@@ -250,22 +264,41 @@ mod tests {
 
     fn report(statuses: &[Status], error: Option<&str>) -> ResourceReport {
         let findings = statuses.iter().map(|s| Finding::new("x", "x", *s)).collect();
-        ResourceReport { id: "x", findings, warnings: Vec::new(), error: error.map(String::from), gauges: Vec::new() }
+        ResourceReport {
+            id: "x",
+            findings,
+            warnings: Vec::new(),
+            error: error.map(String::from),
+            gauges: Vec::new(),
+            facts: false,
+        }
     }
 
     #[test]
     fn exit_codes_follow_the_worst_finding() {
-        assert_eq!(Summary::of(&[report(&[Status::Ok, Status::Skipped, Status::Changed], None)]).exit_code(), 0);
-        assert_eq!(Summary::of(&[report(&[Status::Ok, Status::Unknown], None)]).exit_code(), 3);
-        assert_eq!(Summary::of(&[report(&[Status::Unknown, Status::Drift], None)]).exit_code(), 1);
-        assert_eq!(Summary::of(&[report(&[Status::Failed], Some("boom"))]).exit_code(), 1);
+        assert_eq!(Summary::of(&[report(&[Status::Ok, Status::Skipped, Status::Changed], None)], false).exit_code(), 0);
+        assert_eq!(Summary::of(&[report(&[Status::Ok, Status::Unknown], None)], false).exit_code(), 3);
+        assert_eq!(Summary::of(&[report(&[Status::Unknown, Status::Drift], None)], false).exit_code(), 1);
+        assert_eq!(Summary::of(&[report(&[Status::Failed], Some("boom"))], false).exit_code(), 1);
     }
 
     #[test]
     fn an_apply_error_is_never_lost() {
-        let s = Summary::of(&[report(&[Status::Changed], Some("reload failed"))]);
+        let s = Summary::of(&[report(&[Status::Changed], Some("reload failed"))], true);
         assert_eq!((s.failed, s.exit_code()), (1, 1));
-        let unknown = Summary::of(&[report(&[Status::Unknown], Some("socket missing"))]);
+        let unknown = Summary::of(&[report(&[Status::Unknown], Some("socket missing"))], true);
         assert_eq!(unknown.exit_code(), 3, "could not observe stays unknown");
+    }
+
+    #[test]
+    fn apply_does_not_exit_3_for_host_facts_but_check_does() {
+        let host = |statuses: &[Status]| ResourceReport { facts: true, ..report(statuses, None) };
+        let facts = [host(&[Status::Ok, Status::Unknown]), report(&[Status::Changed], None)];
+        let apply = Summary::of(&facts, true);
+        assert_eq!((apply.unknown, apply.unknown_facts, apply.exit_code()), (1, 1, 0));
+        assert_eq!(Summary::of(&facts, false).exit_code(), 3, "check stays strict");
+        let other = [host(&[Status::Unknown]), report(&[Status::Unknown], None)];
+        assert_eq!(Summary::of(&other, true).exit_code(), 3, "another resource's unknown still counts");
+        assert_eq!(Summary::of(&[host(&[Status::Drift])], true).exit_code(), 1, "a host that is wrong fails apply");
     }
 }

@@ -57,6 +57,8 @@ pub struct HostReq {
     pub forbid_container: bool,
     pub storage: Requirement<String>,
     pub storage_paths: Vec<PathBuf>,
+    /// The latency probe's NVMe-class threshold; `None` when `latency_probe = false`.
+    pub probe: Option<crate::resource::probe::Threshold>,
 }
 
 #[derive(Debug, Clone)]
@@ -612,6 +614,19 @@ mod tests {
         let p = parse("t", &format!("{base}acme_directory = \"https://127.0.0.1:14000/dir\"\n")).expect("valid");
         let t = p.nginx.expect("nginx").tls.expect("tls");
         assert_eq!((t.cert_name(), t.listen.port(), t.redirect_http, t.hsts), ("gw.example.com", 443, true, None));
+    }
+
+    #[test]
+    fn the_latency_probe_bounds_are_checked() {
+        let m = invalid("[host]\nnvme_p50_us = 0\n");
+        assert!(m.contains("host.nvme_p50_us") && m.contains("use 1 to 1000000"), "{m}");
+        let m = invalid("[host]\nlatency_probe = false\nnvme_p50_us = 1000001\n");
+        assert!(m.contains("host.nvme_p50_us"), "checked even when the probe is off: {m}");
+        let p = parse("t", "[host]\nlatency_probe = false\n").expect("probe off");
+        assert!(p.host.and_then(|h| h.probe).is_none());
+        let p = parse("t", "[host]\n").expect("defaults");
+        let t = p.host.and_then(|h| h.probe).expect("on by default");
+        assert_eq!(t.p50.as_micros(), 500);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct RawHost {
     pub container: String,
     pub storage: String,
     pub storage_paths: Vec<String>,
+    pub latency_probe: bool,
+    pub nvme_p50_us: u64,
 }
 
 impl Default for RawHost {
@@ -32,6 +34,8 @@ impl Default for RawHost {
             container: "forbid".into(),
             storage: "nvme".into(),
             storage_paths: vec!["/".into(), "/var/lib/docker".into()],
+            latency_probe: true,
+            nvme_p50_us: 500,
         }
     }
 }

@@ -54,6 +54,16 @@ fn duration(section: &str, key: &str, text: &str, range: RangeInclusive<Duration
     span(section, key, text, range).map(Span::get)
 }
 
+/// The probe's NVMe-class bound: whole microseconds, at most a second.
+fn threshold(h: &raw::RawHost) -> Result<crate::resource::probe::Threshold, KeyError> {
+    const MAX_US: u64 = 1_000_000;
+    if !(1..=MAX_US).contains(&h.nvme_p50_us) {
+        let m = format!("{} is out of range; use 1 to {MAX_US} (microseconds)", h.nvme_p50_us);
+        return Err(err("host", "nvme_p50_us", m));
+    }
+    Ok(crate::resource::probe::Threshold { p50: Duration::from_micros(h.nvme_p50_us) })
+}
+
 /// A size of at most `max` bytes (and at least `min`), which the message states.
 fn size(section: &str, key: &str, text: &str, min: u64, max: &str) -> Result<Size, KeyError> {
     let size = Size::parse(text).map_err(|m| err(section, key, escape_controls(&m)))?;
@@ -104,6 +114,7 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
             forbid_container: one_of("host", "container", &h.container, &["forbid", "allow"])? == "forbid",
             storage: requirement(one_of("host", "storage", &h.storage, STORAGE)?),
             storage_paths: absolute_paths("host", "storage_paths", &h.storage_paths)?,
+            probe: Some(threshold(&h)?).filter(|_| h.latency_probe),
         }),
     };
     let packages = match raw.packages {

@@ -95,9 +95,13 @@ pub fn render(report: &Report, style: TextStyle) -> String {
         }
     }
     let s = &report.summary;
+    let facts = match s.unknown_facts {
+        0 => String::new(),
+        n => format!(" ({n} of them host facts apply cannot change: not counted in the exit code)"),
+    };
     let _ = writeln!(
         out,
-        "summary: {} ok, {} changed, {} drift, {} failed, {} unknown, {} skipped in {} ms",
+        "summary: {} ok, {} changed, {} drift, {} failed, {} unknown{facts}, {} skipped in {} ms",
         s.ok, s.changed, s.drift, s.failed, s.unknown, s.skipped, report.elapsed_ms
     );
     out

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::probe::{self, Class, Outcome, Threshold};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
 use crate::profile::{HostReq, Requirement};
@@ -48,11 +49,13 @@ pub struct Detection {
 }
 
 /// What one storage path sits on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageVerdict {
     pub path: PathBuf,
     pub verdict: String,
     pub evidence: Vec<String>,
+    /// The latency probe of each disk whose transport hides its backing, when it was asked for.
+    pub probes: Vec<(String, Outcome)>,
 }
 
 #[derive(Debug)]
@@ -72,6 +75,46 @@ impl<'p> HostVerdicts<'p> {
     pub fn new(req: &'p HostReq) -> Self {
         HostVerdicts { req }
     }
+
+    fn verdicts(&self, host: &Host, probing: Probing) -> Observed {
+        // The probe only runs where it can decide the requirement: NVMe (or SSD) wanted, on a
+        // disk whose transport hides what backs it. One probe per disk per run.
+        let wants_flash = matches!(&self.req.storage, Requirement::Exactly(w) if w == "nvme" || w == "ssd");
+        let mut probes = (wants_flash && self.req.probe.is_some()).then(|| Probes { probing, done: Vec::new() });
+        let storage = self.req.storage_paths.iter().map(|p| storage(host, p, probes.as_mut())).collect();
+        // A fixture tree carries a captured /proc; an image's /proc is an empty mount point.
+        let image = !host.is_live() && !host.path("/proc/cpuinfo").exists();
+        Observed { image, hypervisor: hypervisor(host), container: container(host), storage }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probing {
+    Measure,
+    NotDuringApply,
+}
+
+/// The latency probes of one run: each disk is probed once.
+pub struct Probes {
+    probing: Probing,
+    done: Vec<(String, Outcome)>,
+}
+
+impl Probes {
+    fn of(&mut self, host: &Host, disk: &str) -> Outcome {
+        if let Some((_, outcome)) = self.done.iter().find(|(name, _)| name == disk) {
+            return outcome.clone();
+        }
+        let outcome = match self.probing {
+            // The rotational flag of these transports says nothing about the backing.
+            Probing::Measure => probe::run(host, disk, false),
+            Probing::NotDuringApply => {
+                Outcome::NotRun("not during apply, whose own writes would skew it; `vakt check` measures".into())
+            }
+        };
+        self.done.push((disk.to_string(), outcome.clone()));
+        outcome
+    }
 }
 
 impl Resource for HostVerdicts<'_> {
@@ -83,13 +126,14 @@ impl Resource for HostVerdicts<'_> {
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
-        Ok(Observed {
-            // A fixture tree carries a captured /proc; an image's /proc is an empty mount point.
-            image: !host.is_live() && !host.path("/proc/cpuinfo").exists(),
-            hypervisor: hypervisor(host),
-            container: container(host),
-            storage: self.req.storage_paths.iter().map(|p| storage(host, p)).collect(),
-        })
+        Ok(self.verdicts(host, Probing::Measure))
+    }
+
+    /// Provisioning keeps the disk busy (packages, a Docker restart): no latency figures
+    /// then. The storage verdict of a hidden transport stays unknown in apply, which does not
+    /// count it in the exit code; `check` (vakt-check.service) measures.
+    fn observe_to_converge(&self, host: &Host) -> anyhow::Result<Observed> {
+        Ok(self.verdicts(host, Probing::NotDuringApply))
     }
 
     fn plan(&self, o: &Observed) -> Plan<()> {
@@ -125,25 +169,7 @@ impl Resource for HostVerdicts<'_> {
         plan.pass(f);
 
         for s in &o.storage {
-            let status = match (&self.req.storage, s.verdict.as_str()) {
-                (Requirement::Any, _) => Status::Ok,
-                (Requirement::Exactly(want), got) if want == got => Status::Ok,
-                (Requirement::Exactly(want), "nvme") if want == "ssd" => Status::Ok,
-                // The disk's backing is invisible from inside a guest: could not verify.
-                (Requirement::Exactly(_), "virtio" | "xen" | "unknown") => Status::Unknown,
-                _ => Status::Drift,
-            };
-            let want = match &self.req.storage {
-                Requirement::Any => "any",
-                Requirement::Exactly(w) => w.as_str(),
-            };
-            let mut f = Finding::new(
-                format!("host.storage:{}", s.path.display()),
-                format!("{} is on {} storage (required: {want})", s.path.display(), s.verdict),
-                status,
-            );
-            f.evidence = s.evidence.clone();
-            plan.pass(f);
+            plan.pass(storage_finding(&self.req.storage, self.req.probe.as_ref(), s));
         }
         plan
     }
@@ -151,6 +177,80 @@ impl Resource for HostVerdicts<'_> {
     fn apply(&self, _host: &Host, _observed: &Observed, _actions: Vec<()>) -> anyhow::Result<()> {
         Ok(())
     }
+
+    fn reports_facts(&self) -> bool {
+        true
+    }
+}
+
+/// The finding for one storage path. A transport that hides its backing (virtio, Xen) meets
+/// `nvme` or `ssd` when the latency probe measured NVMe-class figures on every disk under the
+/// path; measured slower is drift; a probe that did not run or could not decide leaves it
+/// unknown, never a pass.
+fn storage_finding(want: &Requirement<String>, threshold: Option<&Threshold>, s: &StorageVerdict) -> Finding {
+    let hidden = matches!(s.verdict.as_str(), "virtio" | "xen");
+    let classes: Vec<Class> = s
+        .probes
+        .iter()
+        .map(|(_, o)| match (o, threshold) {
+            (Outcome::Measured(f), Some(t)) => t.judge(f),
+            _ => Class::Undecided,
+        })
+        .collect();
+    let measured = if !hidden || classes.is_empty() {
+        None
+    } else if classes.contains(&Class::Slower) {
+        Some(Class::Slower)
+    } else if classes.iter().all(|c| *c == Class::NvmeClass) {
+        Some(Class::NvmeClass)
+    } else {
+        Some(Class::Undecided)
+    };
+    let status = match (want, s.verdict.as_str()) {
+        (Requirement::Any, _) => Status::Ok,
+        (Requirement::Exactly(want), got) if want == got => Status::Ok,
+        (Requirement::Exactly(want), "nvme") if want == "ssd" => Status::Ok,
+        (Requirement::Exactly(want), _) if hidden && (want == "nvme" || want == "ssd") => match measured {
+            Some(Class::NvmeClass) => Status::Ok,
+            // Slower than NVMe-class says nothing about whether a SATA SSD backs it.
+            Some(Class::Slower) if want == "nvme" => Status::Drift,
+            _ => Status::Unknown,
+        },
+        // The disk's backing is invisible from inside a guest: could not verify.
+        (Requirement::Exactly(_), "virtio" | "xen" | "unknown") => Status::Unknown,
+        _ => Status::Drift,
+    };
+    let want = match want {
+        Requirement::Any => "any",
+        Requirement::Exactly(w) => w.as_str(),
+    };
+    let class = match measured {
+        Some(Class::NvmeClass) => ", NVMe-class by measured latency",
+        Some(Class::Slower) => ", slower than NVMe-class by measured latency",
+        Some(Class::Undecided) => ", latency unknown",
+        None => "",
+    };
+    let mut f = Finding::new(
+        format!("host.storage:{}", s.path.display()),
+        format!("{} is on {} storage{class} (required: {want})", s.path.display(), s.verdict),
+        status,
+    );
+    f.evidence = s.evidence.clone();
+    for ((disk, outcome), class) in s.probes.iter().zip(&classes) {
+        f.evidence.push(match (outcome, threshold) {
+            (Outcome::Measured(figures), Some(t)) => {
+                let verdict = match class {
+                    Class::NvmeClass => "NVMe-class",
+                    Class::Slower => "slower than NVMe-class",
+                    Class::Undecided => "too few reads of written blocks to decide",
+                };
+                format!("latency probe {disk}: {figures} → {verdict} (NVMe-class: p50 ≤ {} µs)", t.p50.as_micros())
+            }
+            (Outcome::Measured(figures), None) => format!("latency probe {disk}: {figures}"),
+            (Outcome::NotRun(why), _) => format!("latency probe {disk}: did not run: {why}"),
+        });
+    }
+    f
 }
 
 /// Hypervisor from CPUID (live host only), `/sys/hypervisor/type`, DMI and the cpuinfo flag.
@@ -288,11 +388,17 @@ pub fn container(host: &Host) -> Detection {
 }
 
 /// The storage under `path`: its mount from mountinfo, then `/sys/dev/block` through
-/// partitions, device-mapper and md down to the disks.
-pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
+/// partitions, device-mapper and md down to the disks. With `probes`, each disk whose
+/// transport hides its backing is probed for latency (once: `probes` keeps every result of
+/// this run).
+pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> StorageVerdict {
     let mut evidence = Vec::new();
-    let verdict =
-        |verdict: &str, evidence: Vec<String>| StorageVerdict { path: path.into(), verdict: verdict.into(), evidence };
+    let verdict = |verdict: &str, evidence: Vec<String>| StorageVerdict {
+        path: path.into(),
+        verdict: verdict.into(),
+        evidence,
+        probes: Vec::new(),
+    };
     let Some(mountinfo) = host.read_opt("/proc/self/mountinfo") else {
         return verdict("unknown", vec!["/proc/self/mountinfo is not readable".into()]);
     };
@@ -324,10 +430,17 @@ pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
         return verdict("unknown", evidence);
     }
     let mut kinds = Vec::new();
+    let mut probed = Vec::new();
+    let mut cache = probes;
     for disk in &disks {
         let info = disk_info(disk);
         evidence.push(info.describe());
         kinds.push(info.kind());
+        if let Some(probes) = cache.as_deref_mut()
+            && matches!(info.kind(), "virtio" | "xen")
+        {
+            probed.push((info.name.clone(), probes.of(host, &info.name)));
+        }
     }
     kinds.sort();
     kinds.dedup();
@@ -338,7 +451,7 @@ pub fn storage(host: &Host, path: &Path) -> StorageVerdict {
     } else {
         "mixed"
     };
-    verdict(overall, evidence)
+    StorageVerdict { probes: probed, ..verdict(overall, evidence) }
 }
 
 pub struct Mount {

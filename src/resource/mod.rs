@@ -6,6 +6,7 @@ pub mod host;
 mod netaddr;
 pub mod nginx;
 pub mod packages;
+pub mod probe;
 mod ssh;
 pub mod swarm;
 pub mod tuning;

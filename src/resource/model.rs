@@ -128,11 +128,25 @@ pub trait Resource: Sync {
     fn id(&self) -> &'static str;
     fn observe(&self, host: &Host) -> anyhow::Result<Self::Observed>;
     fn plan(&self, observed: &Self::Observed) -> Plan<Self::Action>;
+
+    /// What `apply` observes before converging: `observe`, unless the resource takes
+    /// measurements that apply's own load would skew (the host's latency probe).
+    fn observe_to_converge(&self, host: &Host) -> anyhow::Result<Self::Observed> {
+        self.observe(host)
+    }
     fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
 
     /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine
     /// that cannot be reached), rather than as unknown (a fact vakt cannot see).
     fn unknown_fails_apply(&self) -> bool {
+        false
+    }
+
+    /// Whether this resource only reports facts about the machine that `apply` cannot change
+    /// (the host verdicts). `apply` reports their could-not-verify items but does not let
+    /// them set its exit code: a host whose disk backing cannot be seen is provisioned once,
+    /// not retried at every boot. `check` stays strict.
+    fn reports_facts(&self) -> bool {
         false
     }
 }
@@ -147,18 +161,28 @@ pub struct ResourceReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gauges: Vec<Gauge>,
+    /// Set for a resource that only reports facts (`Resource::reports_facts`).
+    #[serde(skip)]
+    pub facts: bool,
 }
 
 impl ResourceReport {
     pub(crate) fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
-        ResourceReport { id, findings, warnings, error: None, gauges: Vec::new() }
+        ResourceReport { id, findings, warnings, error: None, gauges: Vec::new(), facts: false }
     }
 
     pub(crate) fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
         let reason = format!("{error:#}");
         let mut finding = Finding::new(id, format!("{id} could not be observed"), status);
         finding.evidence.push(reason.clone());
-        ResourceReport { id, findings: vec![finding], warnings: Vec::new(), error: Some(reason), gauges: Vec::new() }
+        ResourceReport {
+            id,
+            findings: vec![finding],
+            warnings: Vec::new(),
+            error: Some(reason),
+            gauges: Vec::new(),
+            facts: false,
+        }
     }
 }
 

@@ -389,10 +389,8 @@ mod tests {
 
     #[test]
     fn an_enabled_socket_listens_instead_of_sshd_config_unless_the_service_runs_too() {
-        let root = tree(&[
-            (SSHD_CONFIG, "Port 22\n"),
-            ("/lib/systemd/system/ssh.socket", "[Socket]\nListenStream=2222\n"),
-        ]);
+        let root =
+            tree(&[(SSHD_CONFIG, "Port 22\n"), ("/lib/systemd/system/ssh.socket", "[Socket]\nListenStream=2222\n")]);
         let wants = root.path().join("etc/systemd/system/sockets.target.wants");
         std::fs::create_dir_all(&wants).expect("mkdir");
         std::os::unix::fs::symlink("/lib/systemd/system/ssh.socket", wants.join("ssh.socket")).expect("link");

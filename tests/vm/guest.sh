@@ -1,43 +1,91 @@
 #!/bin/sh
-# Runs inside the test VM after the first boot (vmtest.service): asserts what first-boot
-# provisioning did, re-runs it, audits, and makes the watchdog hang to see systemd restart it.
+# Runs inside the test VM at each boot (vmtest.service) with the phase run.sh wrote next to it:
+#   nvme         first boot, test profile: provisioning, a no-op second run, the audits, the
+#                watchdog restart and the host's firewall probes.
+#   first-boot   virtio root, shipped profile: provisioning did its work and wrote the marker.
+#   second-boot  the same disk booted again: nothing provisions, every setting is still in
+#                force, and the audits (vakt check, vakt-check.service) pass.
 # Each check prints "ok: ..." or "FAIL: ..."; the exit code is the number of failures.
 fails=0
 ok() { echo "ok: $*"; }
 fail() { echo "FAIL: $*"; fails=$((fails+1)); }
 check() { desc=$1; shift; if "$@" >/dev/null 2>&1; then ok "$desc"; else fail "$desc"; fi; }
+# Details of a failure, marked so that run.sh shows them.
+diag() { sed 's/^/diag: /'; }
 SAMPLE_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d11
 SUMMARY_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d12
+AUDIT_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d1a
+phase=$(cat ./phase)
+root_disk=$(basename "$(findmnt -n -o SOURCE /)")
+up=$(systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target)
+echo "== $phase: multi-user.target reached $((up / 1000000))s after boot; the test starts at $(cut -d. -f1 /proc/uptime)s"
 
+# What first-boot provisioning leaves behind; also what must still hold after a reboot.
+provisioned() {
+  status=$(ufw status verbose)
+  echo "$status" | grep -q "Status: active" && ok "ufw active" || fail "ufw not active"
+  for p in 22/tcp 80/tcp 8080/tcp 2377/tcp; do
+    echo "$status" | grep -q "^$p " && ok "ufw allows $p" || fail "ufw lacks $p"
+  done
+  check "daemon.json holds overlay2" grep -q '"storage-driver": "overlay2"' /etc/docker/daemon.json
+  driver=$(docker info --format '{{.Driver}}')
+  [ "$driver" = overlay2 ] && ok "Docker runs on overlay2" || fail "Docker runs on $driver"
+  swarm=$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}} {{.Swarm.ControlAvailable}}')
+  [ "$swarm" = "active 10.0.2.15 true" ] && ok "swarm manager advertising 10.0.2.15" || fail "swarm: $swarm"
+  check "nginx.conf is vakt's" grep -q "Managed by vakt" /etc/nginx/nginx.conf
+  code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/)
+  [ "$code" = 502 ] && ok "nginx proxies to the (absent) gateway: 502" || fail "nginx answered $code"
+  check "sysctl persisted" grep -q "net.ipv4.ip_forward = 1" /etc/sysctl.d/60-vakt.conf
+  [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] && ok "net.ipv4.ip_forward is 1" || fail "net.ipv4.ip_forward is $(cat /proc/sys/net/ipv4/ip_forward)"
+  check "the udev scheduler rule persisted" grep -q 'KERNEL=="nvme' /etc/udev/rules.d/60-vakt-scheduler.rules
+  for d in /sys/block/nvme*n*; do
+    # Multipath controller paths (nvme0c0n1) are hidden; the namespace is the device.
+    [ -e "$d" ] && [ "$(cat "$d/hidden" 2>/dev/null)" != 1 ] || continue
+    sched=$(cat "$d/queue/scheduler")
+    echo "$sched" | grep -qE '(^|\[)none(\]|$)' && ok "$(basename "$d") scheduler none" || fail "$(basename "$d") scheduler: $sched"
+  done
+}
+
+# The unit's result and the marker after a first boot.
+first_boot() {
+  result=$(systemctl show -p Result --value vakt-provision.service)
+  active=$(systemctl show -p ActiveState --value vakt-provision.service)
+  [ "$result/$active" = "success/active" ] && ok "vakt-provision.service succeeded" || { fail "vakt-provision.service: $result/$active"; journalctl -u vakt-provision --no-pager | tail -40 | diag; }
+  check "run-once marker written" test -f /var/lib/vakt/provisioned
+  journalctl -u vakt-provision --no-pager -o cat | grep -E "^(unknown|drift|failed) |^summary:" | sed 's/^/provision: /'
+  provisioned
+}
+
+# vakt-check.service on the converged host: exit 0, nothing drifted or failed.
+check_service() {
+  systemctl start vakt-check.service
+  r=$(systemctl show -p Result --value vakt-check.service)
+  code=$(systemctl show -p ExecMainStatus --value vakt-check.service)
+  [ "$r/$code" = success/0 ] && ok "vakt-check.service exits 0" || { fail "vakt-check.service: $r, exit $code"; journalctl -u vakt-check --no-pager -o cat | grep -vE "^ok " | tail -30 | diag; }
+  # Its storage verdicts, from the unit's own report.
+  journalctl -u vakt-check --no-pager -o cat | grep "host.storage:" | sed 's/^/check: /' 
+}
+
+# The storage verdict of / with the probe's figures, five times (run.sh reports the medians).
+probe_figures() {
+  for i in 1 2 3 4 5; do
+    vakt check --only host --format json > /tmp/host.json
+    grep -o '"latency probe [^"]*"' /tmp/host.json | head -n1 | sed 's/^/probe: /'
+  done
+  grep -q "\"title\": \"/ is on $1 storage" /tmp/host.json && ok "/ is reported on $1 storage" || fail "root disk: $(grep 'is on' /tmp/host.json)"
+}
+
+nvme() {
 echo "== first boot"
 ip -br addr; ip route; networkctl --no-pager status eth0 2>&1 | head -20
-result=$(systemctl show -p Result --value vakt-provision.service)
-active=$(systemctl show -p ActiveState --value vakt-provision.service)
-[ "$result/$active" = "success/active" ] && ok "vakt-provision.service succeeded" || { fail "vakt-provision.service: $result/$active"; journalctl -u vakt-provision --no-pager | tail -40; }
-check "run-once marker written" test -f /var/lib/vakt/provisioned
-status=$(ufw status verbose)
-echo "$status" | grep -q "Status: active" && ok "ufw active" || fail "ufw not active"
-for p in 22/tcp 80/tcp 8080/tcp 2377/tcp; do
-  echo "$status" | grep -q "^$p " && ok "ufw allows $p" || fail "ufw lacks $p"
-done
-check "daemon.json holds overlay2" grep -q '"storage-driver": "overlay2"' /etc/docker/daemon.json
-driver=$(docker info --format '{{.Driver}}')
-[ "$driver" = overlay2 ] && ok "Docker runs on overlay2" || fail "Docker runs on $driver"
-swarm=$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}} {{.Swarm.ControlAvailable}}')
-[ "$swarm" = "active 10.0.2.15 true" ] && ok "swarm manager advertising 10.0.2.15" || fail "swarm: $swarm"
-check "nginx.conf is vakt's" grep -q "Managed by vakt" /etc/nginx/nginx.conf
-code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/)
-[ "$code" = 502 ] && ok "nginx proxies to the (absent) gateway: 502" || fail "nginx answered $code"
-check "sysctl persisted" grep -q "net.ipv4.ip_forward = 1" /etc/sysctl.d/60-vakt.conf
-sched=$(cat /sys/block/nvme0n1/queue/scheduler)
-echo "$sched" | grep -qE '(^|\[)none(\]|$)' && ok "nvme0n1 scheduler none" || fail "nvme0n1 scheduler: $sched"
+first_boot
 
 echo "== a second run changes nothing"
 systemctl restart vakt-provision.service
 [ "$(systemctl show -p ConditionResult --value vakt-provision.service)" = no ] && ok "the marker skips a second provisioning" || fail "provisioning ran again"
 vakt apply --format json > /tmp/again.json; rc=$?
 changed=$(grep -c '"status": "changed"' /tmp/again.json)
-[ $rc = 0 ] && [ "$changed" = 0 ] && ok "re-apply: exit 0, nothing changed" || { fail "re-apply: rc $rc, $changed changed"; cat /tmp/again.json; }
+[ $rc = 0 ] && [ "$changed" = 0 ] && ok "re-apply: exit 0, nothing changed" || { fail "re-apply: rc $rc, $changed changed"; diag < /tmp/again.json; }
 # Observation runs read-only commands (dpkg-query, nginx -t); nothing else may run.
 if sed -n '/"commands"/,/]/p' /tmp/again.json | grep -qE '"(ufw|systemctl|apt-get|docker|nginx -s)'; then
   fail "re-apply ran a command that changes state: $(sed -n '/"commands"/,/]/p' /tmp/again.json)"
@@ -47,7 +95,7 @@ fi
 
 echo "== audit"
 vakt check > /tmp/check.txt; rc=$?
-[ $rc = 0 ] && ok "vakt check exits 0" || { fail "vakt check exit $rc"; cat /tmp/check.txt; }
+[ $rc = 0 ] && ok "vakt check exits 0" || { fail "vakt check exit $rc"; diag < /tmp/check.txt; }
 vakt check --format json --only host > /tmp/host.json
 grep -q '"title": "/ is on nvme storage' /tmp/host.json && ok "root disk reported as nvme" || fail "root disk: $(grep storage /tmp/host.json)"
 grep -q 'QEMU NVMe Ctrl' /tmp/host.json && ok "the NVMe model is in the evidence" || fail "no NVMe model in evidence"
@@ -60,8 +108,28 @@ else
   grep -A2 '"id": "host.hypervisor"' /tmp/article.json | grep -q '"status": "drift"' && ok "the article's profile reports $virt as drift (it wants kvm)" || fail "article profile: $(grep -A2 host.hypervisor /tmp/article.json)"
 fi
 
+check_service
+
+# check_every inside the sandboxed vakt.service (the test profile audits every 10 s): what
+# the sandbox cannot read is unknown, never a false drift or failure. Only audits of the
+# converged host count: vakt.service starts beside provisioning, and an audit then rightly
+# sees drift.
+since=$(date +%s)
+audits() { journalctl -u vakt --no-pager -o cat --since "@$since" MESSAGE_ID=$AUDIT_ID; }
+for i in $(seq 1 60); do
+  [ "$(audits | grep -c "^audit: .* ok, ")" -ge 2 ] && break
+  sleep 1
+done
+audit=$(audits | grep "^audit: .* ok, " | tail -n1)
+echo "$audit" | grep -qE "^audit: [0-9]+ ok, 0 drift, 0 failed, [0-9]+ unknown$" && ok "check_every in vakt.service: $audit" || { fail "check_every in vakt.service: '${audit:-no audit}'"; audits | tail -20 | diag; }
+if audits | grep -qE "^audit: (drift|failed) "; then
+  fail "the daemon's audit reported: $(audits | grep -E '^audit: (drift|failed) ' | sort -u | head -5)"
+else
+  ok "$(audits | grep -c "^audit: .* ok, ") audits of the converged host name no drifted or failed item"
+fi
+
 echo "== watchdog"
-[ "$(systemctl is-active vakt.service)" = active ] && ok "vakt.service active" || { fail "vakt.service $(systemctl is-active vakt.service)"; journalctl -u vakt --no-pager | tail -20; }
+[ "$(systemctl is-active vakt.service)" = active ] && ok "vakt.service active" || { fail "vakt.service $(systemctl is-active vakt.service)"; journalctl -u vakt --no-pager | tail -20 | diag; }
 st=$(systemctl show -p StatusText --value vakt.service)
 echo "$st" | grep -q "steal .*iowait" && ok "StatusText: $st" || fail "StatusText: $st"
 sleep 6
@@ -95,5 +163,35 @@ echo | nc -w 3 127.0.0.1 9999 | grep -q VAKT-BANNER && ok "port 9999 has a liste
 echo "VAKT-VMTEST: probe now"
 sleep 25
 kill "$(cat /tmp/nc.pid)" 2>/dev/null
+}
+
+virtio_first() {
+  echo "== first boot on a virtio root ($root_disk), shipped profile"
+  first_boot
+  probe_figures virtio
+  stat -c %Y /var/lib/vakt/provisioned > ./marker-mtime
+}
+
+virtio_second() {
+  echo "== second boot"
+  [ "$(systemctl show -p ConditionResult --value vakt-provision.service)" = no ] && ok "vakt-provision.service skipped: the marker is there" || fail "vakt-provision.service ran again: $(systemctl show -p ConditionResult,Result,ActiveState vakt-provision.service | tr '\n' ' ')"
+  [ "$(stat -c %Y /var/lib/vakt/provisioned)" = "$(cat ./marker-mtime)" ] && ok "the marker is the first boot's" || fail "the marker was rewritten"
+  journalctl -b -u vakt-provision --no-pager -o cat | grep -q "^summary:" && fail "vakt apply ran on the second boot" || ok "no vakt apply in this boot's journal"
+  provisioned
+  [ "$(systemctl is-active vakt.service)" = active ] && ok "vakt.service active" || { fail "vakt.service $(systemctl is-active vakt.service)"; journalctl -u vakt --no-pager | tail -20 | diag; }
+  [ "$(systemctl is-enabled vakt-check.timer)" = enabled ] && [ "$(systemctl is-active vakt-check.timer)" = active ] && ok "vakt-check.timer enabled and waiting" || fail "vakt-check.timer: $(systemctl is-enabled vakt-check.timer)/$(systemctl is-active vakt-check.timer)"
+  check_service
+  vakt check > /tmp/check.txt; rc=$?
+  [ $rc = 0 ] && ok "vakt check exits 0" || { fail "vakt check exit $rc"; grep -vE "^ok " /tmp/check.txt | diag; }
+  probe_figures virtio
+  grep -q '"status": "ok"' /tmp/host.json && ! grep -qE '"status": "(drift|failed|unknown)"' /tmp/host.json && ok "every host verdict passes" || fail "host verdicts: $(grep -B1 -A1 '"status"' /tmp/host.json | tr -d '\n')"
+}
+
+case $phase in
+  nvme) nvme ;;
+  first-boot) virtio_first ;;
+  second-boot) virtio_second ;;
+  *) fail "unknown phase '$phase'" ;;
+esac
 echo "VAKT-VMTEST: done with $fails failures"
 exit $fails

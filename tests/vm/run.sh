@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# The VM end-to-end test: boots a Debian 12 VM (systemd as PID 1, root on an emulated NVMe
-# disk) under QEMU, with vakt's binary, units and a profile written into its image and
-# vakt-provision.service enabled, exactly as after installing the package. The guest asserts
-# first-boot provisioning, a no-op second run, the audit and the watchdog restart
-# (tests/vm/guest.sh); the host probes the firewall through port forwards.
-# The base image is cached under $VAKT_VM_CACHE (default /var/cache/vakt-vmtest).
+# The VM end-to-end test: two Debian 12 VMs (systemd as PID 1) under QEMU, side by side, with
+# vakt's package files written into their images and the units enabled as an operator would.
+#  nvme:   root on an emulated NVMe disk, the test profile (tests/vm/profile.toml). The guest
+#          asserts first-boot provisioning, a no-op second run, the audits (vakt check,
+#          vakt-check.service, check_every inside vakt.service) and the watchdog restart; the
+#          host probes the firewall through port forwards.
+#  virtio: root on a virtio disk (what most KVM guests see), the shipped openfaas-swarm
+#          profile with only `hypervisor` set to what QEMU's emulation honestly reports. The
+#          first boot provisions; then the VM is booted again from the same disk (a power
+#          cycle: a second QEMU run) and must not provision again, while every setting is
+#          still in force and vakt-check.service exits 0.
+# The guest side is tests/vm/guest.sh. The base image is cached under $VAKT_VM_CACHE
+# (default /var/cache/vakt-vmtest).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -37,72 +44,162 @@ install_tools
 
 key=$(cat "$here/build-image.sh" "$here/vmtest.service" | sha256sum | cut -c1-16)
 image=$cache_root/$key
-if [ ! -f "$image/base.raw" ]; then
-  echo "vm test: building the base image (about 1-2 minutes)"
+if [ ! -f "$image/base.raw" ] || [ ! -f "$image/initrd.img" ]; then
+  echo "vm test: building the base image (about 1-3 minutes)"
   "$here/build-image.sh" "$image"
 fi
 
 # The Debian package, as an operator would install it.
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
 (cd "$top" && cargo deb --quiet >/dev/null)
-deb=$(ls -t "$top"/target/debian/vakt_*.deb | head -n1)
+deb=$(ls -t "${CARGO_TARGET_DIR:-$top/target}"/debian/vakt_*.deb | head -n1)
 work=$(mktemp -d)
-trap 'kill "${qpid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# The root disks live in memory: the virtio scenario's storage verdict rests on the latency
+# the guest measures, and a disk image on this kind of machine's throttled cloud volume stalls
+# reads for about 4 ms (measured), which the probe rightly calls slower than NVMe-class. A
+# memory-backed disk is what a guest on local NVMe sees, minus nothing the test relies on.
+disks=$(mktemp -d -p "${VAKT_VM_DISKS:-/dev/shm}")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # The QEMU processes of both scenarios, by the pids they recorded.
+  for p in $(cat "$work/qemu.pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work" "$disks"
+}
+trap cleanup EXIT
 dpkg-deb -x "$deb" "$work/pkg"
 if dpkg-deb -c "$deb" | grep -q 'wants/'; then echo "FAIL: the package enables a unit"; exit 1; fi
 echo "ok: $(basename "$deb") enables nothing on its own"
 
-# The per-run root disk: a sparse copy of the base with the package's files written into it
-# (dpkg -i without a dpkg run inside the image), the test profile over the packaged one, and
-# the two units enabled as the operator would.
-cp --sparse=always "$image/base.raw" "$work/root.raw"
-{
-  (cd "$work/pkg" && find . -mindepth 1 -type d | sort) | while read -r d; do echo "mkdir ${d#.}"; done
-  (cd "$work/pkg" && find . -type f | sort) | while read -r f; do echo "write $work/pkg/${f#./} ${f#.}"; done
-  echo "rm /etc/vakt/profile.toml"
-  echo "write $here/profile.toml /etc/vakt/profile.toml"
-  echo "symlink /etc/systemd/system/multi-user.target.wants/vakt-provision.service /lib/systemd/system/vakt-provision.service"
-  echo "symlink /etc/systemd/system/multi-user.target.wants/vakt.service /lib/systemd/system/vakt.service"
-} > "$work/inject.cmds"
-debugfs -w -f "$work/inject.cmds" "$work/root.raw" >/dev/null 2>"$work/debugfs.err"
-# debugfs writes files with the host file's mode; make sure the binary is executable.
-echo "sif /usr/bin/vakt mode 0100755" | debugfs -w -f - "$work/root.raw" >/dev/null 2>&1
+# root_disk NAME PROFILE: a sparse copy of the base with the package's files written into it
+# (dpkg -i without a dpkg run inside the image), PROFILE over the packaged profile, and the
+# units enabled as the operator would: provisioning, the watchdog and the daily audit timer.
+root_disk() {
+  local disk=$disks/$1.raw
+  cp --sparse=always "$image/base.raw" "$disk"
+  {
+    (cd "$work/pkg" && find . -mindepth 1 -type d | sort) | while read -r d; do echo "mkdir ${d#.}"; done
+    (cd "$work/pkg" && find . -type f | sort) | while read -r f; do echo "write $work/pkg/${f#./} ${f#.}"; done
+    echo "rm /etc/vakt/profile.toml"
+    echo "write $2 /etc/vakt/profile.toml"
+    echo "symlink /etc/systemd/system/multi-user.target.wants/vakt-provision.service /lib/systemd/system/vakt-provision.service"
+    echo "symlink /etc/systemd/system/multi-user.target.wants/vakt.service /lib/systemd/system/vakt.service"
+    echo "mkdir /etc/systemd/system/timers.target.wants"
+    echo "symlink /etc/systemd/system/timers.target.wants/vakt-check.timer /lib/systemd/system/vakt-check.timer"
+  } > "$work/$1.cmds"
+  debugfs -w -f "$work/$1.cmds" "$disk" >/dev/null 2>"$work/$1.debugfs.err"
+  # debugfs writes files with the host file's mode; make sure the binary is executable.
+  echo "sif /usr/bin/vakt mode 0100755" | debugfs -w -f - "$disk" >/dev/null 2>&1
+}
 
-mkdir -p "$work/payload"
-cp "$here/guest.sh" "$work/payload/"
-mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 64M
+# payload NAME PHASE: the test script and the phase it is to run, on a disk of its own.
+payload() {
+  rm -rf "$work/$1.payload"
+  mkdir -p "$work/$1.payload"
+  cp "$here/guest.sh" "$work/$1.payload/"
+  echo "$2" > "$work/$1.payload/phase"
+  mkfs.ext4 -q -F -d "$work/$1.payload" "$work/$1.img" 64M
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-p80=$(free_port); p99=$(free_port)
-kernel_args="console=ttyS0 root=/dev/nvme0n1 rw panic=-1 net.ifnames=0"
-timeout --kill-after=10 900 qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nodefaults -display none -monitor none \
-  -serial "file:$work/console.log" -no-reboot -kernel "$image/vmlinuz" -append "$kernel_args" \
-  -drive "file=$work/root.raw,if=none,id=d0,format=raw,cache=unsafe" -device nvme,drive=d0,serial=vakt0 \
-  -drive "file=$work/payload.img,format=raw,if=virtio" \
-  -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$p80-:80,hostfwd=tcp:127.0.0.1:$p99-:9999" \
-  -device virtio-rng-pci &
-qpid=$!
-started=$(date +%s)
 
-probe80="" probe99=""
-while kill -0 $qpid 2>/dev/null; do
-  if [ -z "$probe80" ] && grep -q "VAKT-VMTEST: probe now" "$work/console.log" 2>/dev/null; then
-    probe80=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$p80/" || true)
-    probe99=$(timeout 8 nc 127.0.0.1 "$p99" </dev/null 2>/dev/null || true)
+# boot NAME LOG NVME|VIRTIO [QEMU ARGS...]: one boot of NAME's root disk with its payload, in
+# the background (pid in $qpid). One vCPU each: the two VMs share this machine's two cores.
+boot() {
+  local name=$1 log=$2 bus=$3 root_args kernel_args
+  shift 3
+  if [ "$bus" = nvme ]; then
+    root_args=(-device "nvme,drive=d0,serial=vakt0")
+    kernel_args="console=ttyS0 root=/dev/nvme0n1 rw panic=-1 net.ifnames=0"
+  else
+    root_args=(-device "virtio-blk-pci,drive=d0")
+    kernel_args="console=ttyS0 root=/dev/vda rw panic=-1 net.ifnames=0"
   fi
-  sleep 1
-done
-wait $qpid || true
-elapsed=$(( $(date +%s) - started ))
+  timeout --kill-after=10 600 qemu-system-x86_64 -accel tcg -m 2048 -smp 1 -nodefaults -display none -monitor none \
+    -serial "file:$log" -no-reboot -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$kernel_args" \
+    -drive "file=$disks/$name.raw,if=none,id=d0,format=raw,cache=unsafe" "${root_args[@]}" \
+    -drive "file=$work/$name.img,if=none,id=p0,format=raw" -device virtio-blk-pci,drive=p0,serial=vaktpayload \
+    -device virtio-rng-pci "$@" &
+  qpid=$!
+  echo $qpid >> "$work/qemu.pids"
+}
 
-grep -E "^(ok|FAIL|==)|VAKT-VMTEST" "$work/console.log" | tr -d '\r' || true
-rc=$(debugfs -R "cat /rc" "$work/payload.img" 2>/dev/null | tr -d '[:space:]')
+# result NAME LOG: the guest's exit code from the payload disk, its assertions from the console.
+result() {
+  grep -aE "^(ok|FAIL|==|probe:|provision:|check:|diag:)|VAKT-VMTEST" "$2" | tr -d '\r' || true
+  local rc
+  rc=$(debugfs -R "cat /rc" "$work/$1.img" 2>/dev/null | tr -d '[:space:]')
+  [ "$rc" = 0 ] && return 0
+  echo "FAIL: the guest reported ${rc:-no result}"
+  tail -n 60 "$2" | tr -d '\r'
+  return 1
+}
+
+scenario_nvme() {
+  local log=$work/nvme.console.log fails=0 p80 p99 probe80="" probe99="" started
+  payload nvme nvme
+  p80=$(free_port); p99=$(free_port)
+  started=$(date +%s)
+  boot nvme "$log" nvme -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$p80-:80,hostfwd=tcp:127.0.0.1:$p99-:9999"
+  while kill -0 $qpid 2>/dev/null; do
+    if [ -z "$probe80" ] && grep -q "VAKT-VMTEST: probe now" "$log" 2>/dev/null; then
+      probe80=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$p80/" || true)
+      probe99=$(timeout 8 nc 127.0.0.1 "$p99" </dev/null 2>/dev/null || true)
+    fi
+    sleep 1
+  done
+  wait $qpid || true
+  result nvme "$log" || fails=1
+  [ "$probe80" = 502 ] && echo "ok: host -> guest port 80 (allowed) answers through the port forward (HTTP $probe80)" || { echo "FAIL: port 80 from the host: '$probe80'"; fails=1; }
+  case "$probe99" in
+    *VAKT-BANNER*) echo "FAIL: port 9999 (not allowed) is reachable from the host"; fails=1 ;;
+    *) echo "ok: host -> guest port 9999 (listening, not allowed) is unreachable" ;;
+  esac
+  echo "vm test nvme: $(( $(date +%s) - started ))s in the VM"
+  return $fails
+}
+
+scenario_virtio() {
+  local fails=0 started first
+  started=$(date +%s)
+  payload virtio first-boot
+  for phase in first-boot second-boot; do
+    if [ "$phase" = second-boot ]; then
+      # The second boot's audit measures disk latency, which under emulation is mostly CPU
+      # time: it waits until the other VM no longer competes for the two cores.
+      while [ ! -e "$work/nvme.done" ]; do sleep 1; done
+      echo "== virtio, rebooting at $(( $(date +%s) - started ))s (the nvme VM is done)"
+      # The same payload disk (it keeps what the first boot noted), with the next phase.
+      echo second-boot > "$work/virtio.phase"
+      printf 'rm /phase\nrm /rc\nwrite %s /phase\n' "$work/virtio.phase" | debugfs -w -f - "$work/virtio.img" >/dev/null 2>&1
+    fi
+    boot virtio "$work/virtio.$phase.log" virtio -nic "user,model=virtio-net-pci,restrict=on"
+    wait $qpid || true
+    echo "== virtio, $phase: $(( $(date +%s) - started ))s since the first power-on"
+    result virtio "$work/virtio.$phase.log" || { fails=1; break; }
+  done
+  echo "vm test virtio: $(( $(date +%s) - started ))s in the VM (two boots)"
+  return $fails
+}
+
+sed 's/^hypervisor = "kvm"$/hypervisor = "qemu"/' "$top/profiles/openfaas-swarm.toml" > "$work/shipped.toml"
+changed=$(diff "$top/profiles/openfaas-swarm.toml" "$work/shipped.toml" | grep -c '^[<>]' || true)
+if [ "$changed" != 2 ] || ! grep -qx 'hypervisor = "qemu"' "$work/shipped.toml"; then
+  echo "FAIL: the shipped profile has no single hypervisor = \"kvm\" line to adjust"; exit 1
+fi
+root_disk nvme "$here/profile.toml"
+root_disk virtio "$work/shipped.toml"
+
+stage=$(date +%s)
+( rc=0; scenario_nvme || rc=$?; touch "$work/nvme.done"; exit $rc ) > "$work/nvme.out" 2>&1 &
+pids+=($!)
+scenario_virtio > "$work/virtio.out" 2>&1 &
+pids+=($!)
 fails=0
-[ "$rc" = 0 ] || { echo "FAIL: the guest reported ${rc:-no result}"; tail -n 60 "$work/console.log"; fails=1; }
-[ "$probe80" = 502 ] && echo "ok: host -> guest port 80 (allowed) answers through the port forward (HTTP $probe80)" || { echo "FAIL: port 80 from the host: '$probe80'"; fails=1; }
-case "$probe99" in
-  *VAKT-BANNER*) echo "FAIL: port 9999 (not allowed) is reachable from the host"; fails=1 ;;
-  *) echo "ok: host -> guest port 9999 (listening, not allowed) is unreachable" ;;
-esac
-echo "vm test: ${elapsed}s in the VM"
+wait "${pids[0]}" || fails=1
+wait "${pids[1]}" || fails=1
+pids=()
+echo "== scenario nvme (test profile)"; cat "$work/nvme.out"
+echo "== scenario virtio (shipped profile, reboot)"; cat "$work/virtio.out"
+echo "vm test: both scenarios in $(( $(date +%s) - stage ))s"
 exit $fails
