@@ -152,6 +152,26 @@ pub struct Rule {
     /// `None` is "any" (both address families).
     pub from: Option<IpNet>,
     pub comment: Option<String>,
+    pub target: Target,
+}
+
+/// What a firewall rule guards: the host itself (ufw's rules) or the ports Docker publishes
+/// (routed to containers; see [`Published`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Host,
+    /// A Docker-published port, named as clients connect to it (`-p 8080:80` is 8080).
+    Containers,
+}
+
+/// Who decides which Docker-published ports the outside reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Docker's own rules: every published port is open to the world, whatever ufw says.
+    Docker,
+    /// The profile's `target = "containers"` rules, through a vakt block in ufw's after.rules
+    /// that sends Docker's `DOCKER-USER` chain through them and ufw's route rules.
+    Profile,
 }
 
 impl Rule {
@@ -164,7 +184,7 @@ impl Rule {
 
     /// Whether both rules admit the same traffic (comments aside): listing both is a mistake.
     pub fn same_traffic(&self, other: &Rule) -> bool {
-        (self.ports, self.proto, self.from) == (other.ports, other.proto, other.from)
+        (self.ports, self.proto, self.from, self.target) == (other.ports, other.proto, other.from, other.target)
     }
 
     pub fn covers(&self, port: u16, proto: Proto) -> bool {
@@ -181,8 +201,16 @@ pub struct Firewall {
     pub prune: bool,
     /// Networks the operator connects from; a rule limited to one of them keeps SSH open.
     pub admin: Vec<IpNet>,
+    pub published: Published,
     /// `[[firewall.allow]]` then `[[firewall.rule]]`, in profile order.
     pub rules: Vec<Rule>,
+}
+
+impl Firewall {
+    /// The rules for the host itself (what ufw's own rules carry).
+    pub fn host_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| r.target == Target::Host)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -589,6 +617,7 @@ mod tests {
             proto: "tcp".into(),
             from: "any".into(),
             comment: Some("ssh".into()),
+            target: Some("host".into()),
         });
         firewall.rule.push(raw::RawRule {
             action: Some("limit".into()),
@@ -596,6 +625,7 @@ mod tests {
             proto: "tcp".into(),
             from: "any".into(),
             comment: None,
+            target: None,
         });
         let all = RawProfile {
             host: Some(Default::default()),
