@@ -602,6 +602,24 @@ mod tests {
         assert_eq!(rule.from, Some("10.0.0.0/8".parse().expect("cidr")));
     }
 
+    #[test]
+    fn container_rules_need_the_profile_to_govern_published_ports() {
+        let m = invalid(
+            "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 8080\ntarget = \"containers\"\n",
+        );
+        assert!(m.contains("firewall.allow[1].target") && m.contains("published_ports = \"profile\""), "{m}");
+        let m = invalid("[firewall]\npublished_ports = \"ufw\"\n");
+        assert!(m.contains("published_ports"), "{m}");
+        let m = invalid("[firewall]\n[[firewall.allow]]\nport = 22\ntarget = \"container\"\n");
+        assert!(m.contains("target") && m.contains("containers"), "{m}");
+        let p = parse(
+            "t",
+            "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 8080\n[[firewall.allow]]\nport = 8080\ntarget = \"containers\"\n",
+        )
+        .expect("the same port for the host and for containers is two rules");
+        assert_eq!(p.firewall.expect("firewall").host_rules().count(), 1);
+    }
+
     /// Every key of the schema, as (section, key), from the serialized defaults.
     fn schema_keys() -> Vec<(String, String)> {
         let docker = raw::RawDocker { host: Some("unix:///var/run/docker.sock".into()), ..Default::default() };

@@ -361,7 +361,9 @@ impl Firewall<'_> {
                 plan.fix(f, action);
             }
         };
-        if active && wrote {
+        // Removing the block needs no reload: ufw never loads DOCKER-USER again, and vakt's
+        // rules leave the kernel below.
+        if active && wrote && on {
             reload(plan, Finding::new("firewall.reload", "load the changed after.rules into netfilter", Status::Drift));
         }
         let families = match &o.netfilter {
@@ -739,6 +741,93 @@ mod tests {
         assert!(plan.actions.is_empty(), "nothing may run");
         let guard = plan.findings.iter().find(|f| f.id == "firewall.ssh-guard").expect("guard finding");
         assert!(guard.title.contains("2222/tcp") && guard.title.contains("port = 2222"), "{}", guard.title);
+    }
+
+    const GOVERNED: &str = "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 22\n\
+        [[firewall.allow]]\nport = 8080\ntarget = \"containers\"\n";
+
+    fn with_after(mut o: Observed, text: &str) -> Observed {
+        o.after = vec![(false, PathBuf::from("/etc/ufw/after.rules"), text.to_string())];
+        o
+    }
+
+    fn live(nf: Netfilter) -> Option<Result<Vec<(bool, Netfilter)>, String>> {
+        Some(Ok(vec![(false, nf)]))
+    }
+
+    #[test]
+    fn the_block_is_written_then_loaded_with_one_reload() {
+        let want = profile(GOVERNED);
+        let fw = Firewall::new(&want, vec![]);
+        let mut o = with_after(observed(parse_rules(USER_RULES, false)), "*filter\nCOMMIT\n");
+        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
+        let plan = fw.plan(&o);
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec!["write vakt's block in /etc/ufw/after.rules (previous kept as after.rules.vakt-prev)", "ufw reload"]
+        );
+        let writes = plan.actions.iter().filter(|a| matches!(a, Action::Write(..))).count();
+        let reloads =
+            plan.actions.iter().filter(|a| matches!(a, Action::Run(v) if v.join(" ") == "ufw reload")).count();
+        assert_eq!((writes, reloads), (1, 1), "{:?}", plan.actions);
+        assert!(!plan.warnings.iter().any(|w| w.contains("bypass ufw")));
+
+        // Converged: the file holds the block and the kernel its rules.
+        let Some(Action::Write(_, text)) = plan.actions.iter().find(|a| matches!(a, Action::Write(..))) else {
+            panic!("no write")
+        };
+        let mut o = with_after(o.clone(), text);
+        let mut rules = published::chain_rules(&want, false);
+        rules.push("-A DOCKER-USER -j RETURN".into());
+        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(rules), docker_user_hooked: true });
+        let plan = fw.plan(&o);
+        assert!(plan.actions.is_empty(), "{:?}", plan.findings);
+
+        // Docker flushed nothing, but someone did: the live rules are gone, a reload restores them.
+        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
+        let plan = fw.plan(&o);
+        let live = plan.findings.iter().find(|f| f.id == "firewall.published-ports.live").expect("live finding");
+        assert_eq!((live.status, live.change.as_deref()), (Status::Drift, Some("ufw reload")));
+    }
+
+    #[test]
+    fn enabled_in_the_file_but_not_loaded_is_drift() {
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
+        let mut o = with_after(observed(parse_rules(USER_RULES, false)), "");
+        o.netfilter = live(Netfilter::default());
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let loaded = plan.findings.iter().find(|f| f.id == "firewall.loaded").expect("loaded finding");
+        assert_eq!((loaded.status, loaded.change.as_deref()), (Status::Drift, Some("ufw reload")));
+        // Could not read netfilter: unknown, never compliant.
+        o.netfilter = Some(Err("permission denied".into()));
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        assert!(plan.findings.iter().any(|f| f.id == "firewall.live" && f.status == Status::Unknown));
+    }
+
+    #[test]
+    fn removing_the_setting_removes_the_block_and_the_live_rules() {
+        let on = profile(GOVERNED);
+        let block = published::block(&on, false);
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
+        let mut o = with_after(observed(parse_rules(USER_RULES, false)), &format!("*filter\nCOMMIT\n\n{block}"));
+        o.docker_present = true;
+        o.netfilter = live(Netfilter {
+            ufw_loaded: true,
+            docker_user: Some(published::chain_rules(&on, false)),
+            docker_user_hooked: true,
+        });
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                "remove vakt's block in /etc/ufw/after.rules (previous kept as after.rules.vakt-prev)",
+                "iptables -F DOCKER-USER; iptables -A DOCKER-USER -j RETURN",
+            ]
+        );
+        assert!(matches!(&plan.actions[0], Action::Write(_, text) if text == "*filter\nCOMMIT\n"));
+        assert!(plan.warnings.iter().any(|w| w.contains("bypass ufw")), "Docker decides again: warn");
     }
 
     #[test]
