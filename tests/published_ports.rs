@@ -261,6 +261,18 @@ fn apply(lab: &Lab, profile: &str) -> Run {
     out
 }
 
+/// What `vakt check` says the outside reaches: (port finding, status), and the run's elapsed ms.
+fn exposure(lab: &Lab, profile: &str) -> (Vec<(String, String)>, u64) {
+    let out = lab.vakt(&["check", "-p", profile, "--only", "firewall,exposure", "--format", "json"]);
+    let report = json(&out);
+    let ports = statuses(&report).into_iter().filter(|(id, _)| id.starts_with("exposure.tcp.")).collect();
+    (ports, report["elapsed_ms"].as_u64().unwrap_or(u64::MAX))
+}
+
+fn seen(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(p, s)| (format!("exposure.tcp.{p}"), s.to_string())).collect()
+}
+
 fn check(lab: &Lab, profile: &str) -> serde_json::Value {
     let out = lab.vakt(&["check", "-p", profile, "--only", "firewall", "--format", "json"]);
     let report = json(&out);
@@ -311,6 +323,9 @@ fn published_ports_obey_the_profile_by_packets() {
     assert_eq!(open.other, answers(), "{open:?}");
     assert_eq!(open.container_out.as_deref(), Some("the internet"), "{open:?}");
     assert_eq!(open.container_to_container, answers(), "{open:?}");
+    // check agrees with the probes: what answered is listed, the published ports as drift.
+    let (report, _) = exposure(&lab, &docker_decides);
+    assert_eq!(report, seen(&[("80", "ok"), ("8080", "drift"), ("9090", "drift")]));
 
     // The profile decides: only 80 (through nginx, to the container) answers from outside.
     let closed = Probes {
@@ -342,6 +357,9 @@ fn published_ports_obey_the_profile_by_packets() {
     let report = check(&lab, &governed);
     assert_eq!(status_of(&report, "firewall.published-ports.live"), "ok");
     assert_eq!(status_of(&report, "firewall.loaded"), "ok");
+    let (report, elapsed) = exposure(&lab, &governed);
+    assert_eq!(report, seen(&[("80", "ok")]), "only nginx is reachable");
+    eprintln!("converged check of firewall and exposure: {elapsed} ms");
 
     // A rule for containers opens the published port it names, and only that one (both
     // containers listen on 80 inside).
@@ -350,6 +368,7 @@ fn published_ports_obey_the_profile_by_packets() {
     let with_gateway = Probes { gateway: answers(), ..closed.clone() };
     assert_eq!(lab.probes(), with_gateway);
     check(&lab, &gateway);
+    assert_eq!(exposure(&lab, &gateway).0, seen(&[("80", "ok"), ("8080", "ok")]));
 
     // Both chains re-created, in both orders: the result is the same.
     let ufw_reload = run(&mut lab.sb.command(&["ufw", "reload"]));

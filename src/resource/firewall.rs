@@ -2,7 +2,7 @@
 //! from netfilter), converged through the `ufw` command only, with the SSH lockout guard and
 //! the block that makes Docker-published ports obey the profile.
 
-mod published;
+pub(crate) mod published;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
