@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::firewall::{Tuple, parse_rules, published};
+use super::firewall::{Tuple, parse_rules, published, setting};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
 use crate::profile::{Firewall as Wanted, Policy, Proto, Published, Target};
@@ -77,11 +77,20 @@ pub fn parse_dnat(save: &str) -> Vec<Dnat> {
 
 pub struct Exposure<'p> {
     want: &'p Wanted,
+    /// Ports that should not be reachable from the world, with the reason (swarm management,
+    /// the gateway behind nginx): linted by real exposure, not by the rule list.
+    sensitive: Vec<(u16, String)>,
 }
 
 impl<'p> Exposure<'p> {
-    pub fn new(want: &'p Wanted) -> Self {
-        Exposure { want }
+    pub fn new(want: &'p Wanted, sensitive: Vec<(u16, String)>) -> Self {
+        Exposure { want, sensitive }
+    }
+
+    fn lint(&self, plan: &mut Plan<()>, port: u16, world: bool, path: &str) {
+        if let Some((_, why)) = self.sensitive.iter().find(|(p, _)| *p == port).filter(|_| world) {
+            plan.warn(format!("port {port} ({why}) is reachable from the world: {path}"));
+        }
     }
 }
 
@@ -126,12 +135,6 @@ fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
 fn observe_live(host: &Host, want: &Wanted) -> anyhow::Result<Facts> {
     let conf = host.read("/etc/ufw/ufw.conf")?;
     let defaults = host.read("/etc/default/ufw")?;
-    let setting = |text: &str, key: &str| {
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
-            .next_back()
-            .map(|v| v.trim().trim_matches('"').to_string())
-    };
     let save = host.runner.run_ok(&["iptables-save"], Duration::from_secs(10))?.stdout;
     let filter = published::parse_save(&save, false);
     let block_loaded = want.published == Published::Profile
@@ -198,17 +201,17 @@ impl Resource for Exposure<'_> {
                 continue;
             }
             let path = if !facts.ufw_loaded {
-                Some("ufw's rules are not loaded in netfilter: nothing filters INPUT".to_string())
+                Some(("ufw's rules are not loaded in netfilter: nothing filters INPUT".to_string(), true))
             } else if facts.incoming == Some(Policy::Allow) {
-                Some("ufw's incoming policy is allow".to_string())
+                Some(("ufw's incoming policy is allow".to_string(), true))
             } else {
-                facts
-                    .rules
-                    .iter()
-                    .find(|t| admits(t, port))
-                    .map(|t| format!("ufw rule: allow {}/{} from {}", t.dport, t.proto, t.src))
+                facts.rules.iter().find(|t| admits(t, port)).map(|t| {
+                    let world = t.src == "0.0.0.0/0" || t.src == "::/0";
+                    (format!("ufw rule: allow {}/{} from {}", t.dport, t.proto, t.src), world)
+                })
             };
-            let Some(path) = path else { continue };
+            let Some((path, world)) = path else { continue };
+            self.lint(&mut plan, port, world, &format!("{owner}, {path}"));
             let id = format!("exposure.tcp.{port}");
             let title = format!("tcp/{port} reachable from outside: {owner} on {}", l.addr);
             let status = if host_allowed(port) { Status::Ok } else { Status::Drift };
@@ -228,6 +231,8 @@ impl Resource for Exposure<'_> {
             if !reachable {
                 continue;
             }
+            let world = !facts.block_loaded || container_rule.is_none_or(|r| r.from.is_none());
+            self.lint(&mut plan, d.port, world, &format!("Docker publishes it (DNAT to {}), through FORWARD", d.to));
             let what = if d.chain == "DOCKER-INGRESS" { "swarm routing mesh" } else { "published by Docker" };
             let id = format!("exposure.tcp.{}", d.port);
             let title = format!("tcp/{} reachable from outside: {what}, DNAT to {}", d.port, d.to);
@@ -307,6 +312,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_gateway_beside_nginx_is_linted_by_what_is_reachable() {
+        let sensitive = vec![(8080, "the gateway behind nginx".to_string())];
+        // The rule list says nothing about 8080, yet Docker publishes it to the world.
+        let w = want("[firewall]\n[[firewall.allow]]\nport = 80\n");
+        let plan = Exposure::new(&w, sensitive.clone()).plan(&facts(false));
+        assert!(
+            plan.warnings.iter().any(|x| x.contains("port 8080 (the gateway behind nginx) is reachable")),
+            "{:?}",
+            plan.warnings
+        );
+        // A host rule for 8080 with the block loaded: still closed, no lint.
+        let w = want(
+            "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 80\n[[firewall.allow]]\nport = 8080\n",
+        );
+        assert!(Exposure::new(&w, sensitive).plan(&facts(true)).warnings.is_empty());
+    }
+
     fn want(text: &str) -> Wanted {
         crate::profile::parse("t", text).expect("valid").firewall.expect("firewall")
     }
@@ -314,16 +337,16 @@ mod tests {
     #[test]
     fn judges_each_reachable_port_by_its_path() {
         let w = want("[firewall]\n[[firewall.allow]]\nport = 80\n");
-        let plan = Exposure::new(&w).plan(&facts(false));
+        let plan = Exposure::new(&w, vec![]).plan(&facts(false));
         let by_id: BTreeMap<&str, Status> = plan.findings.iter().map(|f| (f.id.as_str(), f.status)).collect();
         assert_eq!(by_id.get("exposure.tcp.80"), Some(&Status::Ok));
         assert_eq!(by_id.get("exposure.tcp.8080"), Some(&Status::Drift), "published, ufw or not");
         assert_eq!(by_id.get("exposure.tcp.5432"), None, "ufw filters it");
 
         let w = want("[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 80\n");
-        let plan = Exposure::new(&w).plan(&facts(true));
+        let plan = Exposure::new(&w, vec![]).plan(&facts(true));
         assert!(!plan.findings.iter().any(|f| f.id == "exposure.tcp.8080"), "the block closes it: {:?}", plan.findings);
-        let plan = Exposure::new(&w).plan(&facts(false));
+        let plan = Exposure::new(&w, vec![]).plan(&facts(false));
         let f = plan.findings.iter().find(|f| f.id == "exposure.tcp.8080").expect("finding");
         assert!(f.status == Status::Drift && f.evidence[0].contains("not loaded"), "{f:?}");
     }

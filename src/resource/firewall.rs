@@ -108,7 +108,7 @@ pub fn parse_rules(text: &str, v6: bool) -> Vec<Tuple> {
 }
 
 /// `KEY=value` (quotes stripped) from ufw.conf or /etc/default/ufw.
-fn setting(text: &str, key: &str) -> Option<String> {
+pub(crate) fn setting(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
         .next_back()

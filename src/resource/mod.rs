@@ -38,7 +38,7 @@ pub const ALL: &[(&str, Build)] = &[
     ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)))),
     ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
     // Last: it audits what the others left reachable.
-    ("exposure", |p| boxed(p.firewall.as_ref(), exposure::Exposure::new)),
+    ("exposure", |p| boxed(p.firewall.as_ref(), |f| exposure::Exposure::new(f, sensitive_ports(p)))),
 ];
 
 /// The resource ids, in dependency order.
