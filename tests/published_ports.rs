@@ -197,6 +197,8 @@ impl Lab {
         Probes {
             nginx: self.outside_get(80),
             gateway: self.outside_get(8080),
+            service: self.outside_get(8081),
+            service_local: self.host_get("http://127.0.0.1:8081/"),
             other: self.outside_get(9090),
             host_local: self.host_get("http://127.0.0.1:8080/"),
             host_own_ip: self.host_get(&format!("http://{HOST_IP}:8080/")),
@@ -226,6 +228,11 @@ impl Drop for Lab {
 struct Probes {
     nginx: Option<String>,
     gateway: Option<String>,
+    /// A swarm service published in host mode on 8081 (this kernel has no IPVS for the
+    /// routing mesh).
+    service: Option<String>,
+    /// The host's own view of that service: it is up whatever the outside sees.
+    service_local: Option<String>,
     other: Option<String>,
     host_local: Option<String>,
     host_own_ip: Option<String>,
@@ -310,6 +317,39 @@ fn published_ports_obey_the_profile_by_packets() {
         assert_eq!(out.code, 0, "docker run {name}: {}", out.stderr);
     }
 
+    let init = lab.docker(&["swarm", "init", "--advertise-addr", HOST_IP]);
+    assert_eq!(init.code, 0, "swarm init: {}", init.stderr);
+    let svc = lab.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "svc",
+        "--no-resolve-image",
+        "--stop-signal",
+        "KILL",
+        "--publish",
+        "mode=host,published=8081,target=80",
+        IMAGE,
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert_eq!(svc.code, 0, "service create: {}", svc.stderr);
+    let started = Instant::now();
+    while lab.host_get("http://127.0.0.1:8081/").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the service never answered: {}",
+            lab.docker(&["service", "ps", "--no-trunc", "svc"]).stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // The problem, reproduced: ufw on, 8080 and 9090 not allowed, yet both answer the world.
     let docker_decides = lab.profile("docker-decides", &profile_text("docker", false));
     let before = apply(&lab, &docker_decides);
@@ -321,16 +361,19 @@ fn published_ports_obey_the_profile_by_packets() {
     assert_eq!(open.nginx, answers(), "{open:?}");
     assert_eq!(open.gateway, answers(), "published 8080 reaches the world although ufw denies it: {open:?}");
     assert_eq!(open.other, answers(), "{open:?}");
+    assert_eq!(open.service, answers(), "the service's host-mode port too: {open:?}");
     assert_eq!(open.container_out.as_deref(), Some("the internet"), "{open:?}");
     assert_eq!(open.container_to_container, answers(), "{open:?}");
     // check agrees with the probes: what answered is listed, the published ports as drift.
     let (report, _) = exposure(&lab, &docker_decides);
-    assert_eq!(report, seen(&[("80", "ok"), ("8080", "drift"), ("9090", "drift")]));
+    assert_eq!(report, seen(&[("80", "ok"), ("8080", "drift"), ("8081", "drift"), ("9090", "drift")]));
 
     // The profile decides: only 80 (through nginx, to the container) answers from outside.
     let closed = Probes {
         nginx: answers(),
         gateway: None,
+        service: None,
+        service_local: answers(),
         other: None,
         host_local: answers(),
         host_own_ip: answers(),
