@@ -15,6 +15,8 @@ use common::*;
 const HOST_IP: &str = "198.51.100.1";
 const NET_IP: &str = "198.51.100.2";
 const IMAGE: &str = "vakt-busybox:test";
+/// What every container and task of the image runs: busybox's web server on port 80.
+const SERVE: [&str; 7] = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
 
 fn ready() -> bool {
     require("root", is_root())
@@ -294,51 +296,35 @@ fn published_ports_obey_the_profile_by_packets() {
     }
     let lab = Lab::new();
     for (name, port) in [("web", "8080:80"), ("other", "9090:80")] {
-        let out = lab.docker(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--restart",
-            "always",
-            "--stop-signal",
-            "KILL",
-            "-p",
-            port,
-            IMAGE,
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ]);
+        let out = lab.docker(
+            &["run", "-d", "--name", name, "--restart", "always", "--stop-signal", "KILL", "-p", port, IMAGE]
+                .into_iter()
+                .chain(SERVE)
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(out.code, 0, "docker run {name}: {}", out.stderr);
     }
 
     let init = lab.docker(&["swarm", "init", "--advertise-addr", HOST_IP]);
     assert_eq!(init.code, 0, "swarm init: {}", init.stderr);
-    let svc = lab.docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "svc",
-        "--no-resolve-image",
-        "--stop-signal",
-        "KILL",
-        "--publish",
-        "mode=host,published=8081,target=80",
-        IMAGE,
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    let svc = lab.docker(
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "svc",
+            "--no-resolve-image",
+            "--stop-signal",
+            "KILL",
+            "--publish",
+            "mode=host,published=8081,target=80",
+            IMAGE,
+        ]
+        .into_iter()
+        .chain(SERVE)
+        .collect::<Vec<_>>(),
+    );
     assert_eq!(svc.code, 0, "service create: {}", svc.stderr);
     let started = Instant::now();
     while lab.host_get("http://127.0.0.1:8081/").is_none() {
