@@ -91,7 +91,18 @@ fn the_shipped_profile_prepares_an_image_without_touching_this_machine() {
     for changed in ["firewall.rule.22/tcp", "firewall.rule.2377/tcp", "docker.daemon.storage-driver", "nginx.config"] {
         assert_eq!(status_of(&report, changed), "changed", "{changed}:\n{}", apply.stdout);
     }
-    assert!(std::fs::read_to_string(img.join("etc/ufw/user.rules")).expect("rules").contains("allow tcp 8080 "));
+    // The gateway is a published port: the shipped profile opens it for containers, through
+    // vakt's block in the image's after.rules (issue 14), not as a ufw host rule.
+    assert!(!std::fs::read_to_string(img.join("etc/ufw/user.rules")).expect("rules").contains("allow tcp 8080 "));
+    let after = std::fs::read_to_string(img.join("etc/ufw/after.rules")).expect("after.rules");
+    assert!(
+        after.contains("# BEGIN vakt published-ports") && after.contains("--ctorigdstport 8080 -j RETURN"),
+        "{after}"
+    );
+    assert!(
+        after.starts_with(&std::fs::read_to_string("/usr/share/ufw/after.rules").expect("stock")),
+        "ufw's own part kept"
+    );
     assert!(std::fs::read_to_string(img.join("etc/docker/daemon.json")).expect("json").contains("overlay2"));
     assert!(std::fs::read_to_string(img.join("etc/nginx/nginx.conf")).expect("conf").contains("Managed by vakt"));
     assert!(

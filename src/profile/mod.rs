@@ -154,6 +154,26 @@ pub struct Rule {
     /// `None` is "any" (both address families).
     pub from: Option<IpNet>,
     pub comment: Option<String>,
+    pub target: Target,
+}
+
+/// What a firewall rule guards: the host itself (ufw's rules) or the ports Docker publishes
+/// (routed to containers; see [`Published`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Host,
+    /// A Docker-published port, named as clients connect to it (`-p 8080:80` is 8080).
+    Containers,
+}
+
+/// Who decides which Docker-published ports the outside reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Docker's own rules: every published port is open to the world, whatever ufw says.
+    Docker,
+    /// The profile's `target = "containers"` rules, through a vakt block in ufw's after.rules
+    /// that sends Docker's `DOCKER-USER` chain through them and ufw's route rules.
+    Profile,
 }
 
 impl Rule {
@@ -166,7 +186,7 @@ impl Rule {
 
     /// Whether both rules admit the same traffic (comments aside): listing both is a mistake.
     pub fn same_traffic(&self, other: &Rule) -> bool {
-        (self.ports, self.proto, self.from) == (other.ports, other.proto, other.from)
+        (self.ports, self.proto, self.from, self.target) == (other.ports, other.proto, other.from, other.target)
     }
 
     pub fn covers(&self, port: u16, proto: Proto) -> bool {
@@ -183,8 +203,16 @@ pub struct Firewall {
     pub prune: bool,
     /// Networks the operator connects from; a rule limited to one of them keeps SSH open.
     pub admin: Vec<IpNet>,
+    pub published: Published,
     /// `[[firewall.allow]]` then `[[firewall.rule]]`, in profile order.
     pub rules: Vec<Rule>,
+}
+
+impl Firewall {
+    /// The rules for the host itself (what ufw's own rules carry).
+    pub fn host_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| r.target == Target::Host)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -653,6 +681,24 @@ mod tests {
         assert_eq!(rule.from, Some("10.0.0.0/8".parse().expect("cidr")));
     }
 
+    #[test]
+    fn container_rules_need_the_profile_to_govern_published_ports() {
+        let m = invalid(
+            "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 8080\ntarget = \"containers\"\n",
+        );
+        assert!(m.contains("firewall.allow[1].target") && m.contains("published_ports = \"profile\""), "{m}");
+        let m = invalid("[firewall]\npublished_ports = \"ufw\"\n");
+        assert!(m.contains("published_ports"), "{m}");
+        let m = invalid("[firewall]\n[[firewall.allow]]\nport = 22\ntarget = \"container\"\n");
+        assert!(m.contains("target") && m.contains("containers"), "{m}");
+        let p = parse(
+            "t",
+            "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 8080\n[[firewall.allow]]\nport = 8080\ntarget = \"containers\"\n",
+        )
+        .expect("the same port for the host and for containers is two rules");
+        assert_eq!(p.firewall.expect("firewall").host_rules().count(), 1);
+    }
+
     /// Every key of the schema, as (section, key), from the serialized defaults.
     fn schema_keys() -> Vec<(String, String)> {
         let docker = raw::RawDocker { host: Some("unix:///var/run/docker.sock".into()), ..Default::default() };
@@ -668,6 +714,7 @@ mod tests {
             proto: "tcp".into(),
             from: "any".into(),
             comment: Some("ssh".into()),
+            target: Some("host".into()),
         });
         firewall.rule.push(raw::RawRule {
             action: Some("limit".into()),
@@ -675,6 +722,7 @@ mod tests {
             proto: "tcp".into(),
             from: "any".into(),
             comment: None,
+            target: None,
         });
         let all = RawProfile {
             host: Some(Default::default()),

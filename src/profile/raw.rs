@@ -64,6 +64,8 @@ pub struct RawFirewall {
     pub prune: bool,
     /// Networks the operator administers the host from (the SSH lockout guard's judge).
     pub admin: Vec<String>,
+    /// Who decides which Docker-published ports the outside reaches: "docker" or "profile".
+    pub published_ports: String,
     pub allow: Vec<RawRule>,
     /// Rules with an `action` (allow, limit, deny, reject).
     pub rule: Vec<RawRule>,
@@ -78,6 +80,7 @@ impl Default for RawFirewall {
             routed: "disabled".into(),
             prune: false,
             admin: Vec::new(),
+            published_ports: "docker".into(),
             allow: Vec::new(),
             rule: Vec::new(),
         }
@@ -130,6 +133,9 @@ pub struct RawRule {
     pub from: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// "host" (ufw's own rules, the default) or "containers" (Docker-published ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 fn default_proto() -> String {

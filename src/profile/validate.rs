@@ -220,14 +220,13 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
     let policy = |key: &str, value: &str, allowed: &[&str]| -> Result<Policy, KeyError> {
         one_of("firewall", key, value, allowed).map(|v| Policy::parse(v).unwrap_or(Policy::Deny))
     };
-    let mut rules: Vec<(Rule, String)> = Vec::new();
+    let mut rules: Vec<(Rule, &str, usize)> = Vec::new();
     let lists = [("allow", f.allow), ("rule", f.rule)];
     for (list, raw_rules) in lists {
         for (i, r) in raw_rules.into_iter().enumerate() {
             let rule = validate_rule(list, i, r)?;
-            let here = format!("firewall.{list}[{i}]");
-            if let Some((_, first)) = rules.iter().find(|(a, _)| a.same_traffic(&rule)) {
-                let message = format!("the same traffic as {first}; list each rule once");
+            if let Some((_, first, n)) = rules.iter().find(|(a, _, _)| a.same_traffic(&rule)) {
+                let message = format!("the same traffic as firewall.{first}[{n}]; list each rule once");
                 return Err(KeyError {
                     section: format!("firewall.{list}"),
                     nth: Some(i),
@@ -235,7 +234,7 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
                     message,
                 });
             }
-            rules.push((rule, here));
+            rules.push((rule, list, i));
         }
     }
     let admin = f
@@ -246,6 +245,22 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
                 .ok_or_else(|| err("firewall", "admin", format!("{} is not a CIDR like \"203.0.113.0/24\"", quoted(a))))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let published = match one_of("firewall", "published_ports", &f.published_ports, &["docker", "profile"])? {
+        "profile" => Published::Profile,
+        _ => Published::Docker,
+    };
+    if published == Published::Docker
+        && let Some((_, list, i)) = rules.iter().find(|(r, _, _)| r.target == Target::Containers)
+    {
+        return Err(KeyError {
+            section: format!("firewall.{list}"),
+            nth: Some(*i),
+            key: "target".into(),
+            message: "a rule for containers needs `published_ports = \"profile\"` in [firewall]: with \"docker\", \
+                      Docker opens every published port to the world"
+                .into(),
+        });
+    }
     Ok(Firewall {
         enabled: f.enabled,
         incoming: policy("incoming", &f.incoming, &["allow", "deny", "reject"])?,
@@ -253,7 +268,8 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
         routed: policy("routed", &f.routed, &["allow", "deny", "reject", "disabled"])?,
         prune: f.prune,
         admin,
-        rules: rules.into_iter().map(|(r, _)| r).collect(),
+        published,
+        rules: rules.into_iter().map(|(r, _, _)| r).collect(),
     })
 }
 
@@ -308,7 +324,15 @@ fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError
     if let Some(c) = &r.comment {
         ufw_comment(c).map_err(|m| at("comment", m))?;
     }
-    Ok(Rule { action, ports, proto, from, comment: r.comment })
+    let target = match r.target.as_deref() {
+        None | Some("host") => Target::Host,
+        Some("containers") => Target::Containers,
+        Some(other) => return Err(at("target", format!("{} is not one of host, containers", quoted(other)))),
+    };
+    if target == Target::Containers && action == Action::Limit {
+        return Err(at("action", "ufw rate-limits the host's own ports only: use allow for containers".into()));
+    }
+    Ok(Rule { action, ports, proto, from, comment: r.comment, target })
 }
 
 /// A ufw rule comment: printable, without quotes (ufw stores it hex-encoded, but shows it

@@ -1,5 +1,8 @@
-//! The `firewall` resource: ufw's state observed from its own files, converged through the
-//! `ufw` command only, with the SSH lockout guard.
+//! The `firewall` resource: ufw's state observed from its own files (and, on a live host,
+//! from netfilter), converged through the `ufw` command only, with the SSH lockout guard and
+//! the block that makes Docker-published ports obey the profile.
+
+pub(crate) mod published;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +13,8 @@ use ipnet::IpNet;
 use super::ssh::{self, SshFacts};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
-use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Rule};
+use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Published, Rule};
+use published::Netfilter;
 
 const UFW_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -47,11 +51,18 @@ pub struct Observed {
     /// files through its own `--rootdir`/`--datadir`, and what would touch this machine's
     /// netfilter is deferred to the first boot.
     pub offline: Option<PathBuf>,
+    /// ufw's after.rules and after6.rules (IPv6 only when enabled): (v6, host path, text).
+    pub after: Vec<(bool, PathBuf, String)>,
+    /// The live filter table per family (v4, then v6 when enabled); `None` offline, `Err`
+    /// when it could not be read.
+    pub netfilter: Option<Result<Vec<(bool, Netfilter)>, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Run(Vec<String>),
+    /// Replace a file atomically, keeping the previous version as `<path>.vakt-prev`.
+    Write(PathBuf, String),
 }
 
 pub struct Firewall<'p> {
@@ -97,7 +108,7 @@ pub fn parse_rules(text: &str, v6: bool) -> Vec<Tuple> {
 }
 
 /// `KEY=value` (quotes stripped) from ufw.conf or /etc/default/ufw.
-fn setting(text: &str, key: &str) -> Option<String> {
+pub(crate) fn setting(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
         .next_back()
@@ -184,9 +195,10 @@ pub fn allow_command(rule: &Rule) -> Vec<String> {
     argv
 }
 
-/// `ufw --force enable` and `ufw disable`: they load or flush the kernel's rules.
+/// `ufw --force enable`, `ufw disable`, `ufw reload` and raw iptables: they act on the
+/// kernel's rules, not on files.
 fn is_switch(argv: &[String]) -> bool {
-    argv.iter().skip(1).any(|w| w == "enable" || w == "disable")
+    argv[0] != "ufw" || argv.iter().skip(1).any(|w| w == "enable" || w == "disable" || w == "reload")
 }
 
 /// A ufw command that acts on the files of the image at `root` (ufw's own relocation options).
@@ -240,7 +252,7 @@ impl Firewall<'_> {
                 }
                 // A rule limited to a network counts only when it admits the operator: it
                 // holds this session's client, or one of the profile's admin networks.
-                let covered = self.want.rules.iter().any(|r| {
+                let covered = self.want.host_rules().any(|r| {
                     r.action.admits()
                         && r.covers(*port, Proto::Tcp)
                         && r.from.is_none_or(|net| {
@@ -268,6 +280,155 @@ impl Firewall<'_> {
     }
 }
 
+/// The live filter tables, v4 then v6: read-only (`iptables-save` lists, it changes nothing).
+fn read_netfilter(host: &Host, ipv6: bool) -> Result<Vec<(bool, Netfilter)>, String> {
+    let mut out = Vec::new();
+    for (v6, tool) in [(false, "iptables-save"), (true, "ip6tables-save")] {
+        if v6 && !ipv6 {
+            continue;
+        }
+        let save = host
+            .runner
+            .run_ok(&[tool, "-t", "filter"], Duration::from_secs(10))
+            .map_err(|e| format!("could not read the live firewall: {e:#}"))?;
+        out.push((v6, published::parse_save(&save.stdout, v6)));
+    }
+    Ok(out)
+}
+
+fn family(v6: bool) -> &'static str {
+    if v6 { "IPv6" } else { "IPv4" }
+}
+
+impl Firewall<'_> {
+    /// vakt's block in after.rules/after6.rules: written when the profile governs published
+    /// ports, removed when it does not. Returns whether a file changes.
+    fn plan_published_files(&self, o: &Observed, plan: &mut Plan<Action>) -> bool {
+        let on = self.want.published == Published::Profile;
+        let mut wrote = false;
+        for (v6, path, text) in &o.after {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = format!("firewall.published-ports.{name}");
+            let title = if on {
+                format!("Docker-published ports obey the profile: vakt's DOCKER-USER block in {name}")
+            } else {
+                format!("no vakt block in {name} (published_ports = \"docker\")")
+            };
+            let block = on.then(|| published::block(self.want, *v6));
+            match published::splice(text, block.as_deref(), &path.display().to_string()) {
+                Err(e) => plan.pass(Finding::new(id, title, Status::Failed).with_evidence(e.to_string())),
+                Ok(new) if new == *text => plan.pass(Finding::ok(id, title)),
+                Ok(new) => {
+                    let verb = if on { "write" } else { "remove" };
+                    let change =
+                        format!("{verb} vakt's block in {} (previous kept as {name}.vakt-prev)", path.display());
+                    let mut f = Finding::drift(id, title, change);
+                    f.diff =
+                        Some(similar::TextDiff::from_lines(text, &new).unified_diff().header(&name, &name).to_string());
+                    f.evidence.push(format!(
+                        "{} rules for {}",
+                        published::chain_rules(self.want, *v6).len(),
+                        family(*v6)
+                    ));
+                    plan.fix(f, Action::Write(path.clone(), new));
+                    wrote = true;
+                }
+            }
+        }
+        wrote
+    }
+
+    /// What netfilter really holds: ufw's rules loaded when ufw.conf says enabled, vakt's
+    /// DOCKER-USER rules loaded (or gone, once the profile stops governing published ports).
+    /// One `ufw reload` fixes whatever a reload fixes.
+    fn plan_live(
+        &self,
+        o: &Observed,
+        plan: &mut Plan<Action>,
+        wrote: bool,
+        run: &impl Fn(Vec<String>) -> (String, Action),
+    ) {
+        let want = self.want;
+        let on = want.published == Published::Profile;
+        let enabling = plan.actions.iter().any(|a| matches!(a, Action::Run(v) if v.iter().any(|w| w == "enable")));
+        let active = o.enabled && want.enabled && !enabling;
+        let reload = |plan: &mut Plan<Action>, f: Finding| {
+            let (text, action) = run(vec!["ufw".into(), "reload".into()]);
+            let f = Finding { change: Some(text), ..f };
+            if plan.actions.contains(&action) {
+                plan.pass(f);
+            } else {
+                plan.fix(f, action);
+            }
+        };
+        // Removing the block needs no reload: ufw never loads DOCKER-USER again, and vakt's
+        // rules leave the kernel below.
+        if active && wrote && on {
+            reload(plan, Finding::new("firewall.reload", "load the changed after.rules into netfilter", Status::Drift));
+        }
+        let families = match &o.netfilter {
+            None => return,
+            Some(Err(e)) => {
+                if o.enabled || on {
+                    plan.pass(Finding::unknown("firewall.live", "ufw's rules loaded in netfilter", e.clone()));
+                }
+                return;
+            }
+            Some(Ok(f)) => f,
+        };
+        for (v6, nf) in families {
+            let suffix = if *v6 { ".v6" } else { "" };
+            if o.enabled {
+                let id = format!("firewall.loaded{suffix}");
+                let title = format!("ufw's rules are loaded in netfilter ({})", family(*v6));
+                if nf.ufw_loaded {
+                    plan.pass(Finding::ok(id, title));
+                } else {
+                    let f = Finding::new(id, title, Status::Drift).with_evidence(
+                        "ENABLED=yes in ufw.conf, but ufw's chains are not in the kernel (flushed, or ufw failed at boot): \
+                         the host is not filtered",
+                    );
+                    if active {
+                        reload(plan, f);
+                    } else {
+                        plan.pass(f);
+                    }
+                }
+            }
+            let loaded = nf.docker_user.as_deref().unwrap_or_default();
+            let id = format!("firewall.published-ports.live{suffix}");
+            if on && o.enabled && want.enabled && nf.ufw_loaded {
+                let title = format!("vakt's DOCKER-USER rules are loaded ({})", family(*v6));
+                let hooked = if nf.docker_user_hooked {
+                    "FORWARD sends traffic to DOCKER-USER first"
+                } else {
+                    "DOCKER-USER is not hooked into FORWARD yet (Docker hooks it when it starts)"
+                };
+                if published::loaded_matches(loaded, &published::chain_rules(want, *v6)) {
+                    plan.pass(Finding::ok(id, title).with_evidence(hooked));
+                } else if !wrote {
+                    reload(plan, Finding::new(id, title, Status::Drift).with_evidence(hooked));
+                }
+            } else if !on && published::has_vakt_rules(loaded) {
+                let tool = if *v6 { "ip6tables" } else { "iptables" };
+                let argvs = [vec![tool, "-F", "DOCKER-USER"], vec![tool, "-A", "DOCKER-USER", "-j", "RETURN"]];
+                let (texts, actions): (Vec<String>, Vec<Action>) =
+                    argvs.into_iter().map(|a| run(a.into_iter().map(String::from).collect())).unzip();
+                let f = Finding::drift(
+                    id,
+                    format!("vakt's DOCKER-USER rules are gone ({})", family(*v6)),
+                    texts.join("; "),
+                )
+                .with_evidence(
+                    "published_ports = \"docker\": Docker's own rules decide; ufw does not manage DOCKER-USER",
+                );
+                plan.findings.push(f);
+                plan.actions.extend(actions);
+            }
+        }
+    }
+}
+
 impl Resource for Firewall<'_> {
     type Observed = Observed;
     type Action = Action;
@@ -287,6 +448,17 @@ impl Resource for Firewall<'_> {
             rules.extend(parse_rules(&host.read_opt("/etc/ufw/user6.rules").unwrap_or_default(), true));
         }
         let policy = |key| setting(&defaults, key).and_then(|v| Policy::parse(&v));
+        let mut after = Vec::new();
+        for (v6, path) in [(false, "/etc/ufw/after.rules"), (true, "/etc/ufw/after6.rules")] {
+            if !v6 || ipv6 {
+                let text = match host.read(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                    other => other?,
+                };
+                after.push((v6, host.path(path), text));
+            }
+        }
+        let netfilter = host.is_live().then(|| read_netfilter(host, ipv6));
         Ok(Observed {
             enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
             ipv6,
@@ -297,6 +469,8 @@ impl Resource for Firewall<'_> {
             ssh: ssh::discover(host),
             docker_present: host.runs_docker(),
             offline: (!host.is_live()).then(|| host.root().to_path_buf()),
+            after,
+            netfilter,
         })
     }
 
@@ -314,7 +488,8 @@ impl Resource for Firewall<'_> {
             (shell_words(&argv), Action::Run(argv))
         };
 
-        for rule in &want.rules {
+        let wrote = self.plan_published_files(o, &mut plan);
+        for rule in want.host_rules() {
             let missing: Vec<bool> = families(rule, o.ipv6)
                 .into_iter()
                 .filter(|v6| !o.rules.iter().any(|t| t.v6 == *v6 && t.matches(rule)))
@@ -341,7 +516,7 @@ impl Resource for Firewall<'_> {
                 plan.warn(format!("{}: IPv6 is disabled in /etc/default/ufw, the rule cannot apply", rule_id(rule)));
             }
         }
-        let wanted = |t: &Tuple| want.rules.iter().any(|r| t.matches(r) && families(r, o.ipv6).contains(&t.v6));
+        let wanted = |t: &Tuple| want.host_rules().any(|r| t.matches(r) && families(r, o.ipv6).contains(&t.v6));
         for extra in o.rules.iter().filter(|t| !wanted(t)) {
             let id = format!("firewall.extra.{}", extra.describe().replace(' ', "_"));
             match extra.delete_command() {
@@ -392,8 +567,12 @@ impl Resource for Firewall<'_> {
             let (text, action) = run(argv.into_iter().map(String::from).collect());
             plan.fix(Finding::drift("firewall.enabled", title, text), action);
         }
-        if o.docker_present {
-            plan.warn("Docker is present: ports it publishes bypass ufw (container traffic goes through the FORWARD and DOCKER chains, not INPUT)");
+        self.plan_live(o, &mut plan, wrote, &run);
+        if o.docker_present && want.published == Published::Docker {
+            plan.warn(
+                "Docker is present: ports it publishes bypass ufw (DNATed before ufw's INPUT rules, accepted in \
+                 FORWARD); set `published_ports = \"profile\"` in [firewall] to make the profile govern them",
+            );
         }
         let locks_out = want.enabled && want.incoming != Policy::Allow;
         if locks_out
@@ -412,10 +591,12 @@ impl Resource for Firewall<'_> {
         let deferred: Vec<String> = plan
             .actions
             .iter()
-            .filter(|Action::Run(argv)| defer(argv))
-            .map(|Action::Run(argv)| shell_words(argv))
+            .filter_map(|a| match a {
+                Action::Run(argv) if defer(argv) => Some(shell_words(argv)),
+                _ => None,
+            })
             .collect();
-        plan.actions.retain(|Action::Run(argv)| !defer(argv));
+        plan.actions.retain(|a| !matches!(a, Action::Run(argv) if defer(argv)));
         for f in plan.findings.iter_mut() {
             if let Some(change) = f.change.take_if(|c| f.status == Status::Drift && deferred.contains(c)) {
                 *f = Finding::deferred(f.id.clone(), f.title.clone(), change);
@@ -425,9 +606,14 @@ impl Resource for Firewall<'_> {
     }
 
     fn apply(&self, host: &Host, _o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
-        for Action::Run(argv) in actions {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            host.runner.run_ok(&argv, UFW_TIMEOUT)?;
+        for action in actions {
+            match action {
+                Action::Run(argv) => {
+                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                    host.runner.run_ok(&argv, UFW_TIMEOUT)?;
+                }
+                Action::Write(path, text) => crate::fsutil::write_atomic(&path, text.as_bytes(), true)?,
+            }
         }
         Ok(())
     }
@@ -458,6 +644,8 @@ mod tests {
             ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
             docker_present: false,
             offline: None,
+            after: vec![],
+            netfilter: None,
         }
     }
 
@@ -553,6 +741,93 @@ mod tests {
         assert!(plan.actions.is_empty(), "nothing may run");
         let guard = plan.findings.iter().find(|f| f.id == "firewall.ssh-guard").expect("guard finding");
         assert!(guard.title.contains("2222/tcp") && guard.title.contains("port = 2222"), "{}", guard.title);
+    }
+
+    const GOVERNED: &str = "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 22\n\
+        [[firewall.allow]]\nport = 8080\ntarget = \"containers\"\n";
+
+    fn with_after(mut o: Observed, text: &str) -> Observed {
+        o.after = vec![(false, PathBuf::from("/etc/ufw/after.rules"), text.to_string())];
+        o
+    }
+
+    fn live(nf: Netfilter) -> Option<Result<Vec<(bool, Netfilter)>, String>> {
+        Some(Ok(vec![(false, nf)]))
+    }
+
+    #[test]
+    fn the_block_is_written_then_loaded_with_one_reload() {
+        let want = profile(GOVERNED);
+        let fw = Firewall::new(&want, vec![]);
+        let mut o = with_after(observed(parse_rules(USER_RULES, false)), "*filter\nCOMMIT\n");
+        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
+        let plan = fw.plan(&o);
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec!["write vakt's block in /etc/ufw/after.rules (previous kept as after.rules.vakt-prev)", "ufw reload"]
+        );
+        let writes = plan.actions.iter().filter(|a| matches!(a, Action::Write(..))).count();
+        let reloads =
+            plan.actions.iter().filter(|a| matches!(a, Action::Run(v) if v.join(" ") == "ufw reload")).count();
+        assert_eq!((writes, reloads), (1, 1), "{:?}", plan.actions);
+        assert!(!plan.warnings.iter().any(|w| w.contains("bypass ufw")));
+
+        // Converged: the file holds the block and the kernel its rules.
+        let Some(Action::Write(_, text)) = plan.actions.iter().find(|a| matches!(a, Action::Write(..))) else {
+            panic!("no write")
+        };
+        let mut o = with_after(o.clone(), text);
+        let mut rules = published::chain_rules(&want, false);
+        rules.push("-A DOCKER-USER -j RETURN".into());
+        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(rules), docker_user_hooked: true });
+        let plan = fw.plan(&o);
+        assert!(plan.actions.is_empty(), "{:?}", plan.findings);
+
+        // Docker flushed nothing, but someone did: the live rules are gone, a reload restores them.
+        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
+        let plan = fw.plan(&o);
+        let live = plan.findings.iter().find(|f| f.id == "firewall.published-ports.live").expect("live finding");
+        assert_eq!((live.status, live.change.as_deref()), (Status::Drift, Some("ufw reload")));
+    }
+
+    #[test]
+    fn enabled_in_the_file_but_not_loaded_is_drift() {
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
+        let mut o = with_after(observed(parse_rules(USER_RULES, false)), "");
+        o.netfilter = live(Netfilter::default());
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let loaded = plan.findings.iter().find(|f| f.id == "firewall.loaded").expect("loaded finding");
+        assert_eq!((loaded.status, loaded.change.as_deref()), (Status::Drift, Some("ufw reload")));
+        // Could not read netfilter: unknown, never compliant.
+        o.netfilter = Some(Err("permission denied".into()));
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        assert!(plan.findings.iter().any(|f| f.id == "firewall.live" && f.status == Status::Unknown));
+    }
+
+    #[test]
+    fn removing_the_setting_removes_the_block_and_the_live_rules() {
+        let on = profile(GOVERNED);
+        let block = published::block(&on, false);
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
+        let mut o = with_after(observed(parse_rules(USER_RULES, false)), &format!("*filter\nCOMMIT\n\n{block}"));
+        o.docker_present = true;
+        o.netfilter = live(Netfilter {
+            ufw_loaded: true,
+            docker_user: Some(published::chain_rules(&on, false)),
+            docker_user_hooked: true,
+        });
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                "remove vakt's block in /etc/ufw/after.rules (previous kept as after.rules.vakt-prev)",
+                "iptables -F DOCKER-USER; iptables -A DOCKER-USER -j RETURN",
+            ]
+        );
+        assert!(matches!(&plan.actions[0], Action::Write(_, text) if text == "*filter\nCOMMIT\n"));
+        assert!(plan.warnings.iter().any(|w| w.contains("bypass ufw")), "Docker decides again: warn");
     }
 
     #[test]
@@ -721,10 +996,14 @@ mod properties {
                 ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
                 docker_present: false,
                 offline: None,
+                after: vec![],
+                netfilter: None,
             };
             let plan = fw.plan(&state);
-            for Action::Run(argv) in plan.actions {
-                run_model(&mut state, &argv);
+            for action in plan.actions {
+                if let Action::Run(argv) = action {
+                    run_model(&mut state, &argv);
+                }
             }
             let again = fw.plan(&state);
             prop_assert!(again.actions.is_empty(), "still planned: {:?}", again.findings.iter().filter_map(|f| f.change.clone()).collect::<Vec<_>>());

@@ -1,6 +1,7 @@
 //! The managed resources, one module each, listed in dependency order.
 
 pub mod docker;
+pub mod exposure;
 pub mod firewall;
 pub mod host;
 mod netaddr;
@@ -37,6 +38,8 @@ pub const ALL: &[(&str, Build)] = &[
     ("swarm", |p| boxed(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref())))),
     ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.source))),
     ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
+    // Last: it audits what the others left reachable.
+    ("exposure", |p| boxed(p.firewall.as_ref(), |f| exposure::Exposure::new(f, sensitive_ports(p)))),
 ];
 
 /// The resource ids, in dependency order.

@@ -16,5 +16,5 @@ mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/vakt-etc/upper,workdir=/
 grep -q "^overlay /etc overlay " /proc/self/mounts
 rm -rf /etc/docker
 exec dockerd --data-root "$T/data" --exec-root "$T/exec" --pidfile "$T/docker.pid" \
-  --host "unix://$T/docker.sock" --config-file "$T/etc/docker/daemon.json" --iptables=false
+  --host "unix://$T/docker.sock" --config-file "$T/etc/docker/daemon.json" --iptables="${VAKT_DOCKERD_IPTABLES:-false}"
 ' "$1"
