@@ -29,7 +29,7 @@ impl<R: Resource> Managed for R {
         match self.observe(host) {
             Ok(observed) => {
                 let plan = self.plan(&observed);
-                ResourceReport::new(self.id(), plan.findings, plan.warnings)
+                ResourceReport::new(self.id(), plan.findings, plan.warnings).with_facts(plan.facts)
             }
             Err(e) => ResourceReport::not_observed(self.id(), Status::Unknown, &e),
         }
@@ -41,7 +41,7 @@ impl<R: Resource> Managed for R {
             Err(e) => return ResourceReport::not_observed(self.id(), Status::Failed, &e),
         };
         let plan = self.plan(&observed);
-        let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
+        let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings).with_facts(plan.facts);
         if plan.actions.is_empty() {
             fail_unknowns(&mut report, self.unknown_fails_apply());
             return report;
@@ -51,7 +51,12 @@ impl<R: Resource> Managed for R {
         }
         // Verify: the drift findings are judged again from a fresh observation.
         let after = match self.observe(host) {
-            Ok(o) => self.plan(&o).findings,
+            Ok(o) => {
+                // The facts are the host's after the change.
+                let plan = self.plan(&o);
+                report.facts = plan.facts;
+                plan.findings
+            }
             Err(e) => {
                 report.error.get_or_insert_with(|| format!("could not verify after apply: {e:#}"));
                 Vec::new()
@@ -247,7 +252,7 @@ mod tests {
 
     fn report(statuses: &[Status], error: Option<&str>) -> ResourceReport {
         let findings = statuses.iter().map(|s| Finding::new("x", "x", *s)).collect();
-        ResourceReport { id: "x", findings, warnings: Vec::new(), error: error.map(String::from) }
+        ResourceReport { id: "x", findings, warnings: Vec::new(), facts: Vec::new(), error: error.map(String::from) }
     }
 
     #[test]

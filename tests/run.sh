@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3)
+packages=(ufw iptables iproute2 nginx docker.io curl prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3 busybox-static)
 policy_rc_d=/usr/sbin/policy-rc.d
 
 fail() { echo "tests/run.sh: FAILED: $*" >&2; exit 1; }
