@@ -339,14 +339,37 @@ fn three_nodes_join_through_vakt_with_the_token_as_a_credential() {
     let again = run(&mut a.vakt_command(&["check", "-p", &pa, "--only", "swarm"]));
     log.keep("final check A", &again);
     assert!(again.stdout.contains("ok       swarm.quorum"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains(&format!(
+            "facts    swarm                        role manager, cluster id {cluster}, managers 2, nodes 3"
+        )),
+        "{}",
+        again.stdout
+    );
 
     // The token never appears in any output, report or log of the runs.
     let all = log.0.join("\n");
     for secret in [&manager_token, &worker_token, &wrong] {
-        assert!(!all.contains(secret.as_str()), "a join token leaked:\n{all}");
+        // Where it leaked, with the token itself masked: the test output is a log too.
+        let leaks: Vec<String> = log
+            .0
+            .iter()
+            .filter(|run| run.contains(secret.as_str()))
+            .flat_map(|run| {
+                let header = run.lines().next().unwrap_or("").to_string();
+                run.lines()
+                    .filter(|l| l.contains(secret.as_str()))
+                    .map(move |l| format!("{header}: {}", l.replace(secret.as_str(), "<TOKEN>")))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(leaks.is_empty(), "a join token leaked:\n{}", leaks.join("\n"));
     }
     assert!(!all.contains("SWMTKN"), "something like a join token leaked:\n{all}");
-    assert!(all.contains("swarm join"), "the transcript holds the runs");
+    assert!(
+        all.contains("engine API: swarm join as manager") && all.contains("engine API: swarm join as worker"),
+        "the transcript holds the runs' debug logs"
+    );
     eprintln!("three-node test took {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(120), "the budget is 2 minutes: {:?}", started.elapsed());
 }

@@ -343,7 +343,11 @@ impl Swarm<'_> {
         } else {
             let mut f = Finding::new(id, title, Status::Drift);
             f.evidence.push(format!("the profile resolves to {addr} ({why})"));
-            f.evidence.push("changing it means leaving and joining again, which vakt never does on its own".into());
+            f.evidence.push(if want == Role::Init {
+                "re-initialising a swarm is destructive; vakt never does it on its own".into()
+            } else {
+                "changing it means leaving the swarm and joining again, which vakt never does on its own".into()
+            });
             plan.pass(f);
         }
     }
