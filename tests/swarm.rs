@@ -373,3 +373,60 @@ fn three_nodes_join_through_vakt_with_the_token_as_a_credential() {
     eprintln!("three-node test took {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(120), "the budget is 2 minutes: {:?}", started.elapsed());
 }
+
+/// A token file others can read is refused like a world-writable profile: the node is left
+/// out of the swarm, the message says how to fix the file, and the content is never shown.
+#[test]
+fn a_token_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require("root", is_root())
+        || !require("dockerd, docker and curl", has("dockerd") && has("docker") && has("curl"))
+    {
+        return;
+    }
+    let sb = common::dockerd::DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let token = sb.file("swarm-join-token");
+    let secret = "SWMTKN-1-0000000000000000000000000000000000000000000000000-aaaaaaaaaaaaaaaaaaaaaaaaa";
+    std::fs::write(&token, secret).expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let p = sb.file("profile.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[swarm]\nrole = \"worker\"\njoin = [\"192.0.2.1\"]\nadvertise_addr = \"{}\"\ntoken_file = \"{}\"\n",
+            sb.advertise_ip(),
+            token.display()
+        ),
+    )
+    .expect("profile");
+    let p = p.display().to_string();
+    for verb in ["check", "apply"] {
+        let out = sb.vakt(&[verb, "-p", &p, "--only", "swarm"]);
+        assert_eq!(out.code, 1, "{verb}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.contains("failed   swarm.node                   swarm worker (not in a swarm yet): cannot join"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(&format!(
+                "refusing the join token {0}: others may access it (mode 0644); a join token is a secret: `chown root: {0} && chmod 600 {0}`",
+                token.display()
+            )),
+            "{}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("SWMTKN") && !out.stderr.contains("SWMTKN"), "{}{}", out.stdout, out.stderr);
+    }
+    assert_eq!(sb.docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).stdout.trim(), "inactive");
+    // Without a token file, the credential is looked for; outside systemd there is none.
+    std::fs::write(sb.file("profile.toml"), "[swarm]\nrole = \"worker\"\njoin = [\"192.0.2.1\"]\n").expect("profile");
+    let out = run(sb.live_command(&["check", "-p", &p, "--only", "swarm"]).env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("$CREDENTIALS_DIRECTORY is not set")
+            && out.stdout.contains("LoadCredential=swarm-join-token:"),
+        "{}",
+        out.stdout
+    );
+}
