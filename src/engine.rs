@@ -63,14 +63,20 @@ impl<R: Resource> Managed for R {
             }
         };
         for finding in report.findings.iter_mut().filter(|f| f.status == Status::Drift && f.change.is_some()) {
-            let now = after.iter().find(|a| a.id == finding.id).map(|a| a.status);
-            finding.status = match now {
+            let now = after.iter().find(|a| a.id == finding.id);
+            finding.status = match now.map(|a| a.status) {
                 Some(Status::Ok) => Status::Changed,
                 // Gone from the plan, as a pruned rule is: changed, unless apply failed.
                 None if report.error.is_none() => Status::Changed,
                 Some(Status::Unknown) => Status::Unknown,
                 _ => Status::Failed,
             };
+            // What the change left behind, when it is something else (a swarm joined with the
+            // wrong role): the operator sees it in this run, not only in the next check.
+            if let Some(now) = now.filter(|a| a.status != Status::Ok && a.title != finding.title) {
+                finding.evidence.push(format!("after the change: {}", now.title));
+                finding.evidence.extend(now.evidence.iter().cloned());
+            }
         }
         fail_unknowns(&mut report, self.unknown_fails_apply());
         report

@@ -430,3 +430,69 @@ fn a_token_file_others_can_read_is_refused() {
         out.stdout
     );
 }
+
+/// A node that ends up with another role than the profile's (a worker token where a manager
+/// is wanted), or sits in another swarm, is reported with what a manager must do, in the run
+/// itself; vakt neither promotes nor leaves.
+#[test]
+fn another_role_or_another_swarm_is_reported_never_fixed() {
+    if !ready() {
+        return;
+    }
+    let net = SwarmNet::start(2);
+    let (a, b) = (&net.nodes[0], &net.nodes[1]);
+    let mut log = Transcript::default();
+    let pa = a.sb.file("profile.toml").display().to_string();
+    std::fs::write(&pa, "[swarm]\nrole = \"init\"\n").expect("profile");
+    let (out, _) = apply(a, &pa, None, &mut log, "apply A");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let worker_token = a.docker(&["swarm", "join-token", "-q", "worker"]).stdout.trim().to_string();
+
+    let pb = b.sb.file("profile.toml").display().to_string();
+    std::fs::write(&pb, format!("[swarm]\nrole = \"manager\"\njoin = [\"{}\"]\n", a.ip)).expect("profile");
+    let creds = credentials(b, &worker_token);
+    let text = |node: &SwarmNode, verb: &str, p: &str, creds: Option<&str>| {
+        let mut cmd = node.vakt_command(&[verb, "-p", p, "--only", "swarm"]);
+        if let Some(dir) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        run(&mut cmd)
+    };
+    let out = text(b, "apply", &pb, Some(&creds));
+    log.keep("apply B with a worker token", &out);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let node = info(b, "NodeID");
+    assert_eq!(info(b, "ControlAvailable"), "false", "the token made it a worker");
+    for said in [
+        "failed   swarm.node                   swarm manager (not in a swarm yet)",
+        "after the change: this node is a worker of a swarm; the profile wants a manager",
+        &format!("on a manager, run: docker node promote {node}"),
+    ] {
+        assert!(out.stdout.contains(said), "{said}:\n{}", out.stdout);
+    }
+    let again = text(b, "check", &pb, None);
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(again.stdout.contains(&format!("drift    swarm.node                   this node is a worker of a swarm; the profile wants a manager\n           on a manager, run: docker node promote {node}")), "{}", again.stdout);
+    assert_eq!(a.docker(&["node", "inspect", "-f", "{{.Spec.Role}}", &node]).stdout.trim(), "worker", "never promoted");
+
+    // B leaves and starts a swarm of its own: the profile's join names A, which is not among
+    // its managers. Reported; B stays in its swarm.
+    assert_eq!(b.docker(&["swarm", "leave", "--force"]).code, 0);
+    assert_eq!(b.docker(&["swarm", "init", "--advertise-addr", &b.ip]).code, 0);
+    let own = info(b, "Cluster.ID");
+    std::fs::write(&pb, format!("[swarm]\nrole = \"worker\"\njoin = [\"{}\"]\n", a.ip)).expect("profile");
+    let out = text(b, "apply", &pb, Some(&creds));
+    log.keep("apply B in another swarm", &out);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    for said in [
+        "drift    swarm.node                   this node is a manager of another swarm",
+        &format!("its managers: {}:2377", b.ip),
+        &format!("the profile joins through: {}:2377", a.ip),
+        "vakt never leaves a swarm",
+    ] {
+        assert!(out.stdout.contains(said), "{said}:\n{}", out.stdout);
+    }
+    assert_eq!(info(b, "Cluster.ID"), own, "B is still in its own swarm");
+    let all = log.0.join("\n");
+    assert!(!all.contains(&worker_token) && !all.contains("SWMTKN"), "no join token in any output");
+}

@@ -305,6 +305,17 @@ impl Swarm<'_> {
             plan.pass(Finding::ok(id, format!("swarm {is} (the profile neither inits nor joins one)")));
             return;
         };
+        if want != Role::Init && !self.want.join.iter().any(|j| s.remote_managers.contains(j)) {
+            let mut f = Finding::new(id, format!("this node is a {is} of another swarm"), Status::Drift);
+            f.evidence.push(format!("its managers: {}", list(&s.remote_managers)));
+            f.evidence.push(format!("the profile joins through: {}", self.want.join.join(", ")));
+            f.evidence.push(
+                "vakt never leaves a swarm (the node's swarm state would be lost); if the managers moved, list them in [swarm] join"
+                    .into(),
+            );
+            plan.pass(f);
+            return;
+        }
         if want.is_manager() && !s.manager {
             let mut f = Finding::new(
                 id,
@@ -322,17 +333,6 @@ impl Swarm<'_> {
                 Finding::new(id, "this node is a manager of a swarm; the profile wants a worker", Status::Drift);
             f.evidence.push(format!("on a manager, run: docker node demote {node} (mind the quorum)"));
             f.evidence.push("vakt never changes a node's role or leaves a swarm on its own".into());
-            plan.pass(f);
-            return;
-        }
-        if want != Role::Init && !self.want.join.iter().any(|j| s.remote_managers.contains(j)) {
-            let mut f = Finding::new(id, format!("this node is a {is} of another swarm"), Status::Drift);
-            f.evidence.push(format!("its managers: {}", list(&s.remote_managers)));
-            f.evidence.push(format!("the profile joins through: {}", self.want.join.join(", ")));
-            f.evidence.push(
-                "vakt never leaves a swarm (the node's swarm state would be lost); if the managers moved, list them in [swarm] join"
-                    .into(),
-            );
             plan.pass(f);
             return;
         }
