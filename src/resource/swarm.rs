@@ -360,6 +360,7 @@ impl Swarm<'_> {
         if role.is_manager() {
             ports.insert(0, (management, "management"));
         }
+        let mut world_open = false;
         match (self.firewall, self.want.peers.is_empty()) {
             (None, false) => plan.warn(
                 "[swarm] peers is set but the profile has no [firewall]: vakt opens and limits no swarm port"
@@ -372,6 +373,7 @@ impl Swarm<'_> {
                         .iter()
                         .find(|r| r.from.is_none() && r.action.admits() && (r.ports.0..=r.ports.1).contains(port));
                     if let Some(rule) = open {
+                        world_open = true;
                         plan.warn(format!(
                             "the firewall opens {}/{} (swarm {what}) to the world; list the nodes' networks in [swarm] peers and remove that rule",
                             rule.port_text(),
@@ -382,7 +384,7 @@ impl Swarm<'_> {
             }
             (None, true) => {}
         }
-        if self.want.peers.is_empty() && role.is_manager() {
+        if self.want.peers.is_empty() && role.is_manager() && !world_open {
             plan.warn(format!(
                 "swarm management listens on {}; keep it off the public internet ([swarm] peers with [firewall] limits it)",
                 self.want.listen_addr
