@@ -177,9 +177,10 @@ impl Resource for Swarm<'_> {
         let id = "swarm.node";
         self.lint(&mut plan);
         if o.offline {
-            let first_boot = match self.joins() {
+            let first_boot = match self.want.role {
+                Some(Role::Init) => "swarm init through the Engine API, as the profile says".into(),
                 Some(role) => format!("swarm join as {} through {}", role.as_str(), self.want.join.join(", ")),
-                None => "swarm init through the Engine API, as the profile says".into(),
+                None => "nothing: the profile neither inits nor joins a swarm".into(),
             };
             plan.pass(Finding::deferred(id, "swarm state", first_boot));
             return plan;
@@ -464,6 +465,17 @@ mod tests {
         assert!(change.contains("--token <credential swarm-join-token>"), "{change}");
         let all = format!("{:?} {:?}", plan.findings, plan.actions);
         assert!(!all.contains(TOKEN) && !all.contains("SWMTKN"), "{all}");
+    }
+
+    #[test]
+    fn a_join_still_pending_is_unknown_and_names_the_engines_reason() {
+        let mut pending = facts("pending", false, &[]);
+        pending.swarm.error = Some("Timeout was reached before node joined".into());
+        let plan = plan_of(WORKER, &observed(pending, None, None));
+        assert!(plan.actions.is_empty(), "no second join over a pending one");
+        let f = &plan.findings[0];
+        assert_eq!(f.status, Status::Unknown);
+        assert!(f.evidence.contains(&"the engine says: Timeout was reached before node joined".to_string()), "{f:?}");
     }
 
     #[test]
