@@ -29,13 +29,13 @@ impl<R: Resource> Managed for R {
         let mut report = match self.observe(host) {
             Ok(observed) => {
                 let plan = self.plan(&observed);
-                let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
+                let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings).with_facts(plan.facts);
                 report.gauges = plan.gauges;
                 report
             }
             Err(e) => ResourceReport::not_observed(self.id(), Status::Unknown, &e),
         };
-        report.facts = self.reports_facts();
+        report.host_facts = self.reports_facts();
         report
     }
 
@@ -45,9 +45,9 @@ impl<R: Resource> Managed for R {
             Err(e) => return ResourceReport::not_observed(self.id(), Status::Failed, &e),
         };
         let plan = self.plan(&observed);
-        let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings);
+        let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings).with_facts(plan.facts);
         report.gauges = plan.gauges;
-        report.facts = self.reports_facts();
+        report.host_facts = self.reports_facts();
         if plan.actions.is_empty() {
             fail_unknowns(&mut report, self.unknown_fails_apply());
             return report;
@@ -57,21 +57,32 @@ impl<R: Resource> Managed for R {
         }
         // Verify: the drift findings are judged again from a fresh observation.
         let after = match self.observe(host) {
-            Ok(o) => self.plan(&o).findings,
+            Ok(o) => {
+                // The facts are the host's after the change.
+                let plan = self.plan(&o);
+                report.facts = plan.facts;
+                plan.findings
+            }
             Err(e) => {
                 report.error.get_or_insert_with(|| format!("could not verify after apply: {e:#}"));
                 Vec::new()
             }
         };
         for finding in report.findings.iter_mut().filter(|f| f.status == Status::Drift && f.change.is_some()) {
-            let now = after.iter().find(|a| a.id == finding.id).map(|a| a.status);
-            finding.status = match now {
+            let now = after.iter().find(|a| a.id == finding.id);
+            finding.status = match now.map(|a| a.status) {
                 Some(Status::Ok) => Status::Changed,
                 // Gone from the plan, as a pruned rule is: changed, unless apply failed.
                 None if report.error.is_none() => Status::Changed,
                 Some(Status::Unknown) => Status::Unknown,
                 _ => Status::Failed,
             };
+            // What the change left behind, when it is something else (a swarm joined with the
+            // wrong role): the operator sees it in this run, not only in the next check.
+            if let Some(now) = now.filter(|a| a.status != Status::Ok && a.title != finding.title) {
+                finding.evidence.push(format!("after the change: {}", now.title));
+                finding.evidence.extend(now.evidence.iter().cloned());
+            }
         }
         fail_unknowns(&mut report, self.unknown_fails_apply());
         report
@@ -156,7 +167,7 @@ impl Summary {
     pub fn of(resources: &[ResourceReport], apply: bool) -> Summary {
         let unknown_facts = resources
             .iter()
-            .filter(|r| apply && r.facts)
+            .filter(|r| apply && r.host_facts)
             .flat_map(|r| &r.findings)
             .filter(|f| f.status == Status::Unknown)
             .count();
@@ -270,7 +281,8 @@ mod tests {
             warnings: Vec::new(),
             error: error.map(String::from),
             gauges: Vec::new(),
-            facts: false,
+            facts: Vec::new(),
+            host_facts: false,
         }
     }
 
@@ -292,7 +304,7 @@ mod tests {
 
     #[test]
     fn apply_does_not_exit_3_for_host_facts_but_check_does() {
-        let host = |statuses: &[Status]| ResourceReport { facts: true, ..report(statuses, None) };
+        let host = |statuses: &[Status]| ResourceReport { host_facts: true, ..report(statuses, None) };
         let facts = [host(&[Status::Ok, Status::Unknown]), report(&[Status::Changed], None)];
         let apply = Summary::of(&facts, true);
         assert_eq!((apply.unknown, apply.unknown_facts, apply.exit_code()), (1, 1, 0));

@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bollard::Docker;
-use bollard::models::{LocalNodeState, SwarmInitRequest};
+use bollard::models::{LocalNodeState, NodeSpecRoleEnum, NodeState, Reachability, SwarmInitRequest, SwarmJoinRequest};
+
+use crate::resource::swarm::token::JoinToken;
 
 /// For observations (`/info`): an engine that takes longer is reported as not answering.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// For `swarm join`, which waits for the node's certificate from a manager and, for a manager,
+/// for the raft log to catch up.
+pub const SWARM_JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// For `swarm init`, which creates the swarm's CA, node certificate and raft store before it
 /// answers; on a loaded host that takes well over the observation bound (issue 13).
 pub const SWARM_INIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,7 +37,27 @@ pub struct SwarmFacts {
     pub state: String,
     pub manager: bool,
     pub node_addr: Option<String>,
+    pub node_id: Option<String>,
+    /// Hidden from workers.
     pub cluster_id: Option<String>,
+    /// The managers this node knows, `ADDRESS:PORT` (a manager lists itself too).
+    pub remote_managers: Vec<String>,
+    /// The engine's own last swarm error (a failed join left behind, for instance).
+    pub error: Option<String>,
+}
+
+/// One node of the swarm, as a manager lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub id: String,
+    pub hostname: String,
+    pub manager: bool,
+    pub leader: bool,
+    /// `reachable`, `unreachable`, `unknown` for managers; empty for workers.
+    pub reachability: String,
+    /// `ready`, `down`, `disconnected`, `unknown`.
+    pub state: String,
+    pub addr: String,
 }
 
 pub struct Engine {
@@ -92,7 +117,11 @@ impl Engine {
                 state: state.into(),
                 manager: swarm.control_available.unwrap_or(false),
                 node_addr: swarm.node_addr.filter(|a| !a.is_empty()),
-                cluster_id: swarm.cluster.and_then(|c| c.id),
+                node_id: swarm.node_id.filter(|a| !a.is_empty()),
+                cluster_id: swarm.cluster.and_then(|c| c.id).filter(|a| !a.is_empty()),
+                remote_managers: swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|p| p.addr).collect(),
+                // The engine's error may quote what it was sent.
+                error: swarm.error.filter(|e| !e.is_empty()).map(|e| crate::resource::swarm::token::redact_tokens(&e)),
             },
         })
     }
@@ -132,6 +161,60 @@ impl Engine {
             ..Default::default()
         };
         self.call("swarm init", SWARM_INIT_TIMEOUT, self.docker.init_swarm(request)).map(|_node_id| ())
+    }
+}
+
+impl Engine {
+    /// Every node of the swarm; only a manager can answer.
+    pub fn nodes(&self) -> anyhow::Result<Vec<NodeFacts>> {
+        let nodes = self.call("/nodes", CALL_TIMEOUT, self.docker.list_nodes(None))?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let status = n.status.unwrap_or_default();
+                let ms = n.manager_status;
+                NodeFacts {
+                    id: n.id.unwrap_or_default(),
+                    hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+                    manager: n.spec.and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER),
+                    leader: ms.as_ref().and_then(|m| m.leader).unwrap_or(false),
+                    reachability: match ms.as_ref().and_then(|m| m.reachability) {
+                        Some(Reachability::REACHABLE) => "reachable".into(),
+                        Some(Reachability::UNREACHABLE) => "unreachable".into(),
+                        Some(Reachability::UNKNOWN) => "unknown".into(),
+                        None => String::new(),
+                    },
+                    state: match status.state {
+                        Some(NodeState::READY) => "ready",
+                        Some(NodeState::DOWN) => "down",
+                        Some(NodeState::DISCONNECTED) => "disconnected",
+                        _ => "unknown",
+                    }
+                    .into(),
+                    addr: ms.and_then(|m| m.addr).or(status.addr).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// `docker swarm join`. The token goes into the request body only; every error is
+    /// redacted, as an engine may echo what it was sent.
+    pub fn join_swarm(
+        &self,
+        advertise: &str,
+        listen: &str,
+        remotes: &[String],
+        token: &JoinToken,
+    ) -> anyhow::Result<()> {
+        let request = SwarmJoinRequest {
+            advertise_addr: Some(advertise.into()),
+            listen_addr: Some(listen.into()),
+            remote_addrs: Some(remotes.to_vec()),
+            join_token: Some(token.expose().into()),
+            ..Default::default()
+        };
+        self.call("swarm join", SWARM_JOIN_TIMEOUT, self.docker.join_swarm(request))
+            .map_err(|e| anyhow!(token.redact(&format!("{e:#}"))))
     }
 }
 

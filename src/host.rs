@@ -13,6 +13,8 @@ pub struct Host {
     root: PathBuf,
     pub runner: Runner,
     docker_host_env: Option<String>,
+    /// `$CREDENTIALS_DIRECTORY`: where systemd puts the unit's credentials (`LoadCredential=`).
+    credentials_dir_env: Option<PathBuf>,
 }
 
 /// `path` (absolute, as on the live host) resolved under `root` the way `chroot` would see it:
@@ -67,7 +69,12 @@ fn normal(c: std::path::Component<'_>) -> Option<&std::ffi::OsStr> {
 
 impl Host {
     pub fn new(root: impl Into<PathBuf>) -> Host {
-        Host { root: root.into(), runner: Runner::default(), docker_host_env: std::env::var("DOCKER_HOST").ok() }
+        Host {
+            root: root.into(),
+            runner: Runner::default(),
+            docker_host_env: std::env::var("DOCKER_HOST").ok(),
+            credentials_dir_env: std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from),
+        }
     }
 
     /// Whether this is the running system (`--root /`): only then do CPUID, service restarts
@@ -123,6 +130,12 @@ impl Host {
                 )),
             },
         }
+    }
+
+    /// The directory of the running unit's systemd credentials, when there is one. It is the
+    /// service's own, never under `--root`.
+    pub fn credentials_dir(&self) -> Option<&Path> {
+        self.credentials_dir_env.as_deref()
     }
 
     /// Whether Docker is present: its bridge exists or its default socket does.

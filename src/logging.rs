@@ -28,6 +28,11 @@ pub fn init(verbosity: i8, journald: bool) -> bool {
             .without_time()
             .compact()
     });
-    let _ = tracing_subscriber::registry().with(filter).with(journal).with(stderr).try_init();
+    // bollard logs every request body at debug level, a swarm join's token included: its
+    // debug and trace lines are dropped whatever the filter says (issue 15).
+    let no_request_bodies = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("bollard") && *meta.level() > tracing::Level::INFO)
+    });
+    let _ = tracing_subscriber::registry().with(no_request_bodies).with(filter).with(journal).with(stderr).try_init();
     has_journal
 }

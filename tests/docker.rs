@@ -394,29 +394,9 @@ fn the_private_engine_writes_its_key_in_its_own_etc_docker_not_the_machines() {
 /// Forwards `front` to the engine at `back`, holding every `swarm/init` request for `delay`
 /// first: the real engine, answering as slowly as a loaded host does.
 fn slow_swarm_init_proxy(front: &std::path::Path, back: std::path::PathBuf, delay: std::time::Duration) {
-    use std::io::{Read, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
-    let listener = UnixListener::bind(front).expect("bind the proxy");
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(engine) = UnixStream::connect(&back) else { continue };
-            let (mut from_client, mut to_engine) =
-                (client.try_clone().expect("clone"), engine.try_clone().expect("clone"));
-            let (mut from_engine, mut to_client) = (engine, client);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                while let Ok(n @ 1..) = from_client.read(&mut buf) {
-                    if String::from_utf8_lossy(&buf[..n]).contains("/swarm/init") {
-                        std::thread::sleep(delay);
-                    }
-                    if to_engine.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from_engine, &mut to_client);
-            });
+    common::proxy::forward(front, back, move |request| {
+        if request.contains("/swarm/init") {
+            std::thread::sleep(delay);
         }
     });
 }

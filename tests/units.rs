@@ -31,6 +31,23 @@ fn units_pass_systemd_analyze_verify() {
     assert!(out.stderr.trim().is_empty(), "no warnings: {}", out.stderr);
 }
 
+/// Issue 15: the commented credential example is a working line once enabled.
+#[test]
+fn the_join_token_credential_example_verifies() {
+    if !require("systemd-analyze", has("systemd-analyze")) {
+        return;
+    }
+    let dir = staged_units();
+    let unit = dir.path().join("vakt-provision.service");
+    let text = std::fs::read_to_string(&unit).expect("unit");
+    let example = "#LoadCredential=swarm-join-token:/etc/vakt/swarm-join-token\n";
+    assert!(text.contains(example), "the unit carries the example:\n{text}");
+    std::fs::write(&unit, text.replace(example, &example[1..])).expect("write");
+    let out = run(std::process::Command::new("systemd-analyze").arg("verify").arg(&unit));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.trim().is_empty(), "no warnings: {}", out.stderr);
+}
+
 #[test]
 fn watchdog_unit_is_rated_ok_or_better() {
     if !require("systemd-analyze", has("systemd-analyze")) {

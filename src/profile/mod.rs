@@ -234,11 +234,65 @@ pub enum Advertise {
     Interface(String),
 }
 
+/// What this node is in its swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The first manager: `swarm init` when the node is in no swarm.
+    Init,
+    /// Joins an existing swarm as a manager.
+    Manager,
+    /// Joins an existing swarm as a worker.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Whether the node manages the swarm (listens on the management port).
+    pub fn is_manager(self) -> bool {
+        matches!(self, Role::Init | Role::Manager)
+    }
+}
+
+/// The swarm's node-to-node ports (Docker's "Use overlay networks" guide): gossip (tcp and
+/// udp) and the VXLAN data plane (udp), between all nodes.
+pub const SWARM_GOSSIP_PORT: u16 = 7946;
+pub const SWARM_VXLAN_PORT: u16 = 4789;
+
+/// The systemd credential the join token is read from when `token_file` is not given.
+pub const TOKEN_CREDENTIAL: &str = "swarm-join-token";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `$CREDENTIALS_DIRECTORY/NAME` (`LoadCredential=` on the unit).
+    Credential(String),
+    File(PathBuf),
+}
+
 #[derive(Debug, Clone)]
 pub struct Swarm {
-    pub init: bool,
+    /// `None`: the node is left out of any swarm vakt would make (`init = false`, no `role`).
+    pub role: Option<Role>,
     pub advertise_addr: Advertise,
     pub listen_addr: SocketAddr,
+    /// Managers to join through, `HOST:PORT`; empty for `init`.
+    pub join: Vec<String>,
+    pub token: TokenSource,
+    /// The nodes' networks; the swarm ports are opened to them (with `[firewall]`).
+    pub peers: Vec<IpNet>,
+}
+
+impl Swarm {
+    /// Whether the node is meant to be in a swarm (dockerd's swarm-mode constraints apply).
+    pub fn in_swarm(&self) -> bool {
+        self.role.is_some()
+    }
 }
 
 /// nginx's `listen`: a port on every address, or one address.
@@ -670,6 +724,77 @@ mod tests {
     }
 
     #[test]
+    fn swarm_roles_default_from_init_and_joins_need_managers() {
+        let role = |text: &str| parse("t", text).expect("valid").swarm.expect("swarm").role;
+        assert_eq!(role("[swarm]\n"), Some(Role::Init), "init = true alone behaves as before");
+        assert_eq!(role("[swarm]\ninit = false\n"), None);
+        let worker =
+            parse("t", "[swarm]\nrole = \"worker\"\njoin = [\"10.0.0.1\", \"mgr.example:2377\"]\n").expect("valid");
+        let s = worker.swarm.expect("swarm");
+        assert_eq!(
+            (s.role, s.join.clone()),
+            (Some(Role::Worker), vec!["10.0.0.1:2377".into(), "mgr.example:2377".into()])
+        );
+        assert_eq!(s.token, TokenSource::Credential("swarm-join-token".into()));
+        let m = invalid("[swarm]\nrole = \"manager\"\n");
+        assert!(m.contains("swarm.join") && m.contains("at least one manager"), "{m}");
+        let m = invalid("[swarm]\njoin = [\"10.0.0.1\"]\n");
+        assert!(m.contains("test.toml:2:1") && m.contains("only a manager or worker joins"), "{m}");
+        let m = invalid("[swarm]\nrole = \"wroker\"\njoin = [\"10.0.0.1\"]\n");
+        assert!(m.contains("did you mean `worker`"), "{m}");
+        let m = invalid("[swarm]\ninit = false\nrole = \"init\"\n");
+        assert!(m.contains("contradicts init = false"), "{m}");
+        let m = invalid("[swarm]\nrole = \"worker\"\njoin = [\"10.0.0.1:0\"]\n");
+        assert!(m.contains("not a manager address"), "{m}");
+        let m = invalid("[swarm]\nrole = \"worker\"\njoin = [\"10.0.0.1\"]\ntoken_file = \"etc/token\"\n");
+        assert!(m.contains("swarm.token_file") && m.contains("absolute"), "{m}");
+        let m = invalid("[swarm]\npeers = [\"10.0.0.0/33\"]\n");
+        assert!(m.contains("swarm.peers") && m.contains("not a CIDR"), "{m}");
+    }
+
+    #[test]
+    fn swarm_peers_become_firewall_rules_only_with_a_firewall() {
+        let base = "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 7946\nproto = \"both\"\nfrom = \"10.0.0.0/24\"\n";
+        let rules = |text: &str| -> Vec<String> {
+            parse("t", text)
+                .expect("valid")
+                .firewall
+                .expect("firewall")
+                .rules
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}/{} {}",
+                        r.action.as_str(),
+                        r.port_text(),
+                        r.proto.as_str(),
+                        r.from.map_or("any".into(), |f| f.to_string())
+                    )
+                })
+                .collect()
+        };
+        let manager = rules(&format!("{base}[swarm]\npeers = [\"10.0.0.0/24\", \"10.0.1.7\"]\n"));
+        assert_eq!(
+            manager,
+            [
+                "allow 22/tcp any",
+                "allow 7946/any 10.0.0.0/24",
+                "allow 2377/tcp 10.0.0.0/24",
+                "allow 4789/udp 10.0.0.0/24",
+                "allow 2377/tcp 10.0.1.7/32",
+                "allow 7946/any 10.0.1.7/32",
+                "allow 4789/udp 10.0.1.7/32",
+            ],
+            "the profile's own rule for the same traffic is kept, not doubled"
+        );
+        let worker =
+            rules(&format!("{base}[swarm]\nrole = \"worker\"\njoin = [\"10.0.0.1\"]\npeers = [\"10.0.1.0/24\"]\n"));
+        assert!(!worker.iter().any(|r| r.starts_with("allow 2377")), "a worker has no management port: {worker:?}");
+        let none = parse("t", "[swarm]\npeers = [\"10.0.0.0/24\"]\n").expect("valid");
+        assert!(none.firewall.is_none());
+    }
+
+    #[test]
     fn cidr_is_normalised_and_ranges_parse() {
         let p = parse(
             "t",
@@ -729,7 +854,11 @@ mod tests {
             packages: Some(Default::default()),
             firewall: Some(firewall),
             docker: Some(docker),
-            swarm: Some(Default::default()),
+            swarm: Some(raw::RawSwarm {
+                role: Some("worker".into()),
+                token_file: Some("/etc/vakt/swarm-join-token".into()),
+                ..Default::default()
+            }),
             nginx: Some(Default::default()),
             tuning: Some(Default::default()),
             watch: Some(watch),

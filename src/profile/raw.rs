@@ -175,13 +175,31 @@ impl Default for RawDocker {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSwarm {
     pub init: bool,
+    /// `init`, `manager` or `worker`; absent, `init` decides (`true`: `init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     pub advertise_addr: String,
     pub listen_addr: String,
+    /// Managers to join through (`ADDRESS[:PORT]`), for `manager` and `worker`.
+    pub join: Vec<String>,
+    /// Where the join token is read from; absent, the systemd credential `swarm-join-token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// Networks of the swarm's nodes: the swarm ports are opened to them only.
+    pub peers: Vec<String>,
 }
 
 impl Default for RawSwarm {
     fn default() -> Self {
-        RawSwarm { init: true, advertise_addr: "auto".into(), listen_addr: "0.0.0.0:2377".into() }
+        RawSwarm {
+            init: true,
+            role: None,
+            advertise_addr: "auto".into(),
+            listen_addr: "0.0.0.0:2377".into(),
+            join: Vec::new(),
+            token_file: None,
+            peers: Vec::new(),
+        }
     }
 }
 

@@ -139,27 +139,11 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
     };
     let swarm = match raw.swarm {
         None => None,
-        Some(s) => Some(Swarm {
-            init: s.init,
-            advertise_addr: match s.advertise_addr.as_str() {
-                "auto" => Advertise::Auto,
-                text => match text.parse::<IpAddr>() {
-                    Ok(ip) => Advertise::Ip(ip),
-                    Err(_) if valid_interface_name(text) => Advertise::Interface(text.into()),
-                    Err(_) => {
-                        return Err(err(
-                            "swarm",
-                            "advertise_addr",
-                            format!("{} is not \"auto\", an IP address or an interface name", quoted(text)),
-                        ));
-                    }
-                },
-            },
-            listen_addr: s
-                .listen_addr
-                .parse()
-                .map_err(|_| err("swarm", "listen_addr", format!("{} is not ADDRESS:PORT", quoted(&s.listen_addr))))?,
-        }),
+        Some(s) => Some(validate_swarm(s)?),
+    };
+    let firewall = match (firewall, &swarm) {
+        (Some(f), Some(s)) => Some(with_peer_rules(f, s)),
+        (f, _) => f,
     };
     let docker = match raw.docker {
         None => None,
@@ -366,6 +350,123 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     Some(net.trunc())
 }
 
+const ROLES: &[&str] = &["init", "manager", "worker"];
+
+fn validate_swarm(s: raw::RawSwarm) -> Result<Swarm, KeyError> {
+    let role = match s.role.as_deref() {
+        None => s.init.then_some(Role::Init),
+        Some(text) => Some(match one_of("swarm", "role", text, ROLES)? {
+            "init" if !s.init => {
+                return Err(err("swarm", "role", "role = \"init\" contradicts init = false; remove one of them"));
+            }
+            "init" => Role::Init,
+            "manager" => Role::Manager,
+            _ => Role::Worker,
+        }),
+    };
+    let advertise_addr = match s.advertise_addr.as_str() {
+        "auto" => Advertise::Auto,
+        text => match text.parse::<IpAddr>() {
+            Ok(ip) => Advertise::Ip(ip),
+            Err(_) if valid_interface_name(text) => Advertise::Interface(text.into()),
+            Err(_) => {
+                return Err(err(
+                    "swarm",
+                    "advertise_addr",
+                    format!("{} is not \"auto\", an IP address or an interface name", quoted(text)),
+                ));
+            }
+        },
+    };
+    let listen_addr = s
+        .listen_addr
+        .parse()
+        .map_err(|_| err("swarm", "listen_addr", format!("{} is not ADDRESS:PORT", quoted(&s.listen_addr))))?;
+    let join = s.join.iter().map(|j| swarm_manager_addr(j)).collect::<Result<Vec<_>, _>>()?;
+    if let Some((i, j)) = join.iter().enumerate().find(|(i, j)| join[..*i].contains(j)) {
+        return Err(err("swarm", "join", format!("`{j}` is listed twice (entry {i})")));
+    }
+    match role {
+        Some(Role::Manager | Role::Worker) if join.is_empty() => {
+            return Err(err(
+                "swarm",
+                "join",
+                "a node that joins needs the address of at least one manager, e.g. join = [\"10.0.0.1:2377\"]",
+            ));
+        }
+        Some(Role::Init) | None if !join.is_empty() => {
+            return Err(err(
+                "swarm",
+                "join",
+                "only a manager or worker joins: set role = \"manager\" or \"worker\", or remove `join`",
+            ));
+        }
+        _ => {}
+    }
+    let token = match &s.token_file {
+        None => TokenSource::Credential(TOKEN_CREDENTIAL.into()),
+        Some(path) => TokenSource::File(host_path("swarm", "token_file", path)?),
+    };
+    let peers = s
+        .peers
+        .iter()
+        .map(|p| {
+            parse_cidr(p)
+                .ok_or_else(|| err("swarm", "peers", format!("{} is not a CIDR like \"10.0.0.0/24\"", quoted(p))))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some((i, p)) = peers.iter().enumerate().find(|(i, p)| peers[..*i].contains(p)) {
+        return Err(err("swarm", "peers", format!("`{p}` is listed twice (entry {i})")));
+    }
+    Ok(Swarm { role, advertise_addr, listen_addr, join, token, peers })
+}
+
+/// A manager to join through: `IP`, `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT`; the port
+/// defaults to 2377, swarm's management port.
+fn swarm_manager_addr(text: &str) -> Result<String, KeyError> {
+    let bad = || err("swarm", "join", format!("{} is not a manager address like \"10.0.0.1:2377\"", quoted(text)));
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, 2377).to_string());
+    }
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return if addr.port() == 0 { Err(bad()) } else { Ok(addr.to_string()) };
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && valid_dns_name(host) => Ok(format!("{host}:{p}")),
+        _ => Err(bad()),
+    }
+}
+
+/// `[swarm] peers` opens the swarm's ports to the peers only, as rules the firewall resource
+/// applies like the profile's own; a rule the profile already lists for the same traffic is
+/// not added twice.
+fn with_peer_rules(mut f: Firewall, s: &Swarm) -> Firewall {
+    let Some(role) = s.role else { return f };
+    for peer in &s.peers {
+        let mut wanted = Vec::new();
+        if role.is_manager() {
+            wanted.push((s.listen_addr.port(), Proto::Tcp, "swarm management from peers"));
+        }
+        wanted.push((SWARM_GOSSIP_PORT, Proto::Both, "swarm gossip from peers"));
+        wanted.push((SWARM_VXLAN_PORT, Proto::Udp, "swarm overlay (VXLAN) from peers"));
+        for (port, proto, comment) in wanted {
+            let rule = Rule {
+                action: Action::Allow,
+                ports: (port, port),
+                proto,
+                from: Some(*peer),
+                comment: Some(comment.into()),
+                target: Target::Host,
+            };
+            if !f.rules.iter().any(|r| r.same_traffic(&rule)) {
+                f.rules.push(rule);
+            }
+        }
+    }
+    f
+}
+
 fn validate_docker(d: raw::RawDocker, swarm: Option<&Swarm>) -> Result<Docker, KeyError> {
     if d.storage_driver.is_empty()
         || d.storage_driver.len() > 32
@@ -385,12 +486,12 @@ fn validate_docker(d: raw::RawDocker, swarm: Option<&Swarm>) -> Result<Docker, K
         let json = serde_json::to_value(&value).map_err(|e| err("docker.daemon", &key, e.to_string()))?;
         daemon.insert(key, json);
     }
-    if swarm.is_some_and(|s| s.init) && daemon.get("live-restore") == Some(&serde_json::Value::Bool(true)) {
+    if swarm.is_some_and(Swarm::in_swarm) && daemon.get("live-restore") == Some(&serde_json::Value::Bool(true)) {
         // dockerd refuses to start with live-restore in swarm mode (moby/moby#29299).
         return Err(err(
             "docker.daemon",
             "live-restore",
-            "live-restore = true conflicts with [swarm] init: dockerd will not start in swarm mode with it",
+            "live-restore = true conflicts with [swarm]: dockerd will not start in swarm mode with it",
         ));
     }
     daemon.insert("storage-driver".into(), serde_json::Value::String(d.storage_driver.clone()));

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::engine::Report;
-use crate::resource::Status;
+use crate::resource::{FactValue, Status};
 
 fn label(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -15,6 +15,32 @@ pub fn render_up(up: bool) -> String {
         "# HELP vakt_check_up Whether the audit could run (1) or not (0, see vakt's error output).\n# TYPE vakt_check_up gauge\nvakt_check_up {}\n",
         u8::from(up)
     )
+}
+
+/// Each resource's facts: a gauge per number (`vakt_swarm_managers 3`) and one info series
+/// carrying the text facts as labels (`vakt_swarm_info{role="manager",...} 1`).
+fn render_facts(report: &Report, out: &mut String) {
+    for r in &report.resources {
+        let mut labels = Vec::new();
+        for f in &r.facts {
+            match &f.value {
+                FactValue::Number(n) => {
+                    let name = format!("vakt_{}_{}", r.id, f.name);
+                    let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} gauge\n{name} {n}", f.help);
+                }
+                FactValue::Text(t) => labels.push(format!("{}=\"{}\"", f.name, label(t))),
+            }
+        }
+        if !labels.is_empty() {
+            let name = format!("vakt_{}_info", r.id);
+            let _ = writeln!(
+                out,
+                "# HELP {name} Facts about the {} resource, as labels.\n# TYPE {name} gauge\n{name}{{{}}} 1",
+                r.id,
+                labels.join(",")
+            );
+        }
+    }
 }
 
 pub fn render(report: &Report) -> String {
@@ -33,6 +59,7 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    render_facts(report, &mut out);
     // Resources' own gauges, grouped by name so each has one HELP and TYPE.
     let mut gauges: Vec<&crate::resource::Gauge> = report.resources.iter().flat_map(|r| &r.gauges).collect();
     gauges.sort_by_key(|g| g.name);

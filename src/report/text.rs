@@ -90,6 +90,11 @@ pub fn render(report: &Report, style: TextStyle) -> String {
         {
             let _ = writeln!(out, "{} {:<28} {}", paint(style, Status::Failed), r.id, clean(e));
         }
+        if !r.facts.is_empty() && !style.quiet {
+            let facts: Vec<String> =
+                r.facts.iter().map(|f| format!("{} {}", f.name.replace('_', " "), f.value)).collect();
+            let _ = writeln!(out, "facts    {:<28} {}", r.id, clean(&facts.join(", ")));
+        }
         for w in &r.warnings {
             let _ = writeln!(out, "warning  {:<28} {}", r.id, clean(w));
         }

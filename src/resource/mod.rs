@@ -14,7 +14,7 @@ pub mod tuning;
 
 mod model;
 
-pub use model::{Finding, Gauge, Managed, Plan, Resource, ResourceReport, Status};
+pub use model::{Fact, FactValue, Finding, Gauge, Managed, Plan, Resource, ResourceReport, Status};
 
 use crate::profile::Profile;
 
@@ -34,8 +34,16 @@ pub const ALL: &[(&str, Build)] = &[
     ("host", |p| boxed(p.host.as_ref(), host::HostVerdicts::new)),
     ("packages", |p| boxed(p.packages.as_ref(), packages::Packages::new)),
     ("firewall", |p| boxed(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p)))),
-    ("docker", |p| boxed(p.docker.as_ref(), |d| docker::Docker::new(d, p.swarm.as_ref().is_some_and(|s| s.init)))),
-    ("swarm", |p| boxed(p.swarm.as_ref(), |s| swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref())))),
+    ("docker", |p| {
+        boxed(p.docker.as_ref(), |d| {
+            docker::Docker::new(d, p.swarm.as_ref().is_some_and(crate::profile::Swarm::in_swarm))
+        })
+    }),
+    ("swarm", |p| {
+        boxed(p.swarm.as_ref(), |s| {
+            swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()), p.firewall.as_ref())
+        })
+    }),
     ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.source))),
     ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
     // Last: it audits what the others left reachable.
@@ -47,12 +55,19 @@ pub fn ids() -> impl Iterator<Item = &'static str> {
     ALL.iter().map(|(id, _)| *id)
 }
 
-/// Ports that should not be open to the world on this host: swarm management and the
-/// gateway behind nginx.
+/// Ports that should not be open to the world on this host: swarm management, gossip and
+/// data plane, and the gateway behind nginx.
 fn sensitive_ports(p: &Profile) -> Vec<(u16, String)> {
     let mut ports = Vec::new();
     if let Some(s) = &p.swarm {
         ports.push((s.listen_addr.port(), "swarm management".to_string()));
+        if s.in_swarm() {
+            ports.push((crate::profile::SWARM_GOSSIP_PORT, "swarm gossip; limit it with [swarm] peers".to_string()));
+            ports.push((
+                crate::profile::SWARM_VXLAN_PORT,
+                "swarm overlay traffic, unencrypted; limit it with [swarm] peers".to_string(),
+            ));
+        }
     }
     if let Some(n) = &p.nginx {
         for u in &n.upstream {

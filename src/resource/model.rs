@@ -77,6 +77,54 @@ impl Finding {
     }
 }
 
+/// A fact a resource reports about the host beside its findings (a swarm node's role, the
+/// number of managers): shown in every format, judged by none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fact {
+    /// A metric-name word: `[a-z_]+`.
+    pub name: &'static str,
+    /// One line for Prometheus' HELP (numbers only; text facts become labels of one info series).
+    #[serde(skip)]
+    pub help: &'static str,
+    pub value: FactValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FactValue {
+    Number(i64),
+    Text(String),
+}
+
+impl Fact {
+    pub fn number(name: &'static str, help: &'static str, value: i64) -> Fact {
+        Fact { name, help, value: FactValue::Number(value) }
+    }
+
+    pub fn text(name: &'static str, value: impl Into<String>) -> Fact {
+        Fact { name, help: "", value: FactValue::Text(value.into()) }
+    }
+}
+
+impl std::fmt::Display for FactValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FactValue::Number(n) => write!(f, "{n}"),
+            FactValue::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// Facts serialize as one JSON object, `{"role": "manager", "managers": 3}`.
+fn facts_as_object<S: serde::Serializer>(facts: &[Fact], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(facts.len()))?;
+    for f in facts {
+        map.serialize_entry(f.name, &f.value)?;
+    }
+    map.end()
+}
+
 /// The difference between the profile and what was observed: findings for the report and
 /// resource-specific actions for `apply`. Empty `actions` means converged.
 #[derive(Debug)]
@@ -86,11 +134,12 @@ pub struct Plan<A> {
     pub warnings: Vec<String>,
     /// Measurements for the Prometheus output (`check --format prometheus`).
     pub gauges: Vec<Gauge>,
+    pub facts: Vec<Fact>,
 }
 
 impl<A> Default for Plan<A> {
     fn default() -> Self {
-        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new(), gauges: Vec::new() }
+        Plan { findings: Vec::new(), actions: Vec::new(), warnings: Vec::new(), gauges: Vec::new(), facts: Vec::new() }
     }
 }
 
@@ -117,6 +166,10 @@ impl<A> Plan<A> {
 
     pub fn warn(&mut self, text: impl Into<String>) {
         self.warnings.push(text.into());
+    }
+
+    pub fn fact(&mut self, fact: Fact) {
+        self.facts.push(fact);
     }
 }
 
@@ -157,18 +210,25 @@ pub struct ResourceReport {
     pub findings: Vec<Finding>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "facts_as_object")]
+    pub facts: Vec<Fact>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gauges: Vec<Gauge>,
-    /// Set for a resource that only reports facts (`Resource::reports_facts`).
+    /// Set for a resource that only reports facts about the machine (`Resource::reports_facts`).
     #[serde(skip)]
-    pub facts: bool,
+    pub host_facts: bool,
 }
 
 impl ResourceReport {
     pub(crate) fn new(id: &'static str, findings: Vec<Finding>, warnings: Vec<String>) -> ResourceReport {
-        ResourceReport { id, findings, warnings, error: None, gauges: Vec::new(), facts: false }
+        ResourceReport { id, findings, warnings, error: None, gauges: Vec::new(), facts: Vec::new(), host_facts: false }
+    }
+
+    pub(crate) fn with_facts(mut self, facts: Vec<Fact>) -> ResourceReport {
+        self.facts = facts;
+        self
     }
 
     pub(crate) fn not_observed(id: &'static str, status: Status, error: &anyhow::Error) -> ResourceReport {
@@ -181,7 +241,8 @@ impl ResourceReport {
             warnings: Vec::new(),
             error: Some(reason),
             gauges: Vec::new(),
-            facts: false,
+            facts: Vec::new(),
+            host_facts: false,
         }
     }
 }

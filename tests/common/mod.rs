@@ -3,6 +3,8 @@
 
 pub mod dockerd;
 pub mod netns;
+pub mod proxy;
+pub mod swarmnet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

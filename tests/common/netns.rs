@@ -22,6 +22,23 @@ fn sh(script: &str) {
     assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A shell script that gives the tree at `root` ufw as packaged (disabled, no rules, IPv6 on),
+/// an sshd_config on port 22 with the machine's host keys (for `sshd -T`), and empty unit
+/// directories: what vakt's firewall resource reads on a live host.
+pub fn fresh_ufw_tree(root: &str) -> String {
+    format!(
+        "mkdir -p {root}/etc/default {root}/run/sshd {root}/etc/ssh {root}/etc/systemd/system {root}/lib/systemd/system
+         cp -a /etc/ufw {root}/etc/ufw
+         for f in user.rules user6.rules ufw.conf; do cp /usr/share/ufw/$f {root}/etc/ufw/$f; done
+         cp /etc/default/ufw {root}/etc/default/ufw
+         sed -i -e 's/^IPV6=.*/IPV6=yes/' -e 's/^DEFAULT_INPUT_POLICY=.*/DEFAULT_INPUT_POLICY=\"DROP\"/' \
+             -e 's/^DEFAULT_OUTPUT_POLICY=.*/DEFAULT_OUTPUT_POLICY=\"ACCEPT\"/' \
+             -e 's/^DEFAULT_FORWARD_POLICY=.*/DEFAULT_FORWARD_POLICY=\"DROP\"/' {root}/etc/default/ufw
+         printf 'Port 22\\n' > {root}/etc/ssh/sshd_config
+         for k in /etc/ssh/ssh_host_*_key; do if [ -f \"$k\" ]; then cp -p \"$k\" {root}/etc/ssh/; fi; done"
+    )
+}
+
 impl UfwSandbox {
     /// A fresh ufw (as packaged: disabled, no rules) in a new network namespace.
     pub fn new() -> UfwSandbox {
@@ -29,18 +46,11 @@ impl UfwSandbox {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().display().to_string();
         sh(&format!(
-            "mkdir -p {root}/etc/default {root}/run/sshd {root}/etc/ssh {root}/etc/systemd/system {root}/lib/systemd/system
+            "{}
              cp -a /lib/ufw {root}/lib/ufw
-             cp -a /etc/ufw {root}/etc/ufw
-             for f in user.rules user6.rules ufw.conf; do cp /usr/share/ufw/$f {root}/etc/ufw/$f; done
-             cp /etc/default/ufw {root}/etc/default/ufw
-             sed -i -e 's/^IPV6=.*/IPV6=yes/' -e 's/^DEFAULT_INPUT_POLICY=.*/DEFAULT_INPUT_POLICY=\"DROP\"/' \
-                 -e 's/^DEFAULT_OUTPUT_POLICY=.*/DEFAULT_OUTPUT_POLICY=\"ACCEPT\"/' \
-                 -e 's/^DEFAULT_FORWARD_POLICY=.*/DEFAULT_FORWARD_POLICY=\"DROP\"/' {root}/etc/default/ufw
-             printf 'Port 22\\n' > {root}/etc/ssh/sshd_config
-             for k in /etc/ssh/ssh_host_*_key; do if [ -f \"$k\" ]; then cp -p \"$k\" {root}/etc/ssh/; fi; done
              ip netns add {netns}
-             ip netns exec {netns} ip link set lo up"
+             ip netns exec {netns} ip link set lo up",
+            fresh_ufw_tree(&root)
         ));
         UfwSandbox { netns, dir }
     }
