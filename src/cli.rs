@@ -63,7 +63,7 @@ pub struct Selection {
     /// Profile file, or builtin:NAME (openfaas-swarm, hardened, watch-only)
     #[arg(short, long, value_name = "PROFILE")]
     pub profile: Option<String>,
-    /// Only these resources: host, packages, firewall, docker, swarm, nginx, tuning
+    /// Only these resources: host, packages, firewall, docker, swarm, nginx, tuning, exposure
     #[arg(long, value_delimiter = ',', value_name = "RES,..")]
     pub only: Vec<String>,
     /// Show unified diffs of managed files

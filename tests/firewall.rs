@@ -437,3 +437,22 @@ fn the_sshd_config_reader_agrees_with_sshd_itself() {
         assert_eq!(ours, theirs, "{main:?} + {dropin:?}: sshd -T says {theirs:?}\n{evidence}");
     }
 }
+
+#[test]
+fn an_allow_never_silently_replaces_an_operators_limit() {
+    if !ready() {
+        return;
+    }
+    // ufw keeps one rule per traffic: `ufw allow 22/tcp` over `ufw limit 22/tcp` says "Rule
+    // updated" and the rate limit is gone. vakt refuses and says how to keep it.
+    let sb = UfwSandbox::new();
+    let out = run(&mut sb.command(&["ufw", "limit", "22/tcp"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let p = profile(&sb, "[firewall]\n[[firewall.allow]]\nport = 22\n");
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(apply.stdout.contains("ufw would replace an existing limit rule"), "{}", apply.stdout);
+    assert!(ufw_status(&sb).contains("22/tcp                     LIMIT IN"), "{}", ufw_status(&sb));
+    let keep = profile(&sb, "[firewall]\n[[firewall.rule]]\naction = \"limit\"\nport = 22\n");
+    assert_eq!(sb.vakt(&["apply", "-p", &keep, "--only", "firewall"]).code, 0);
+}

@@ -121,9 +121,14 @@ fn any_net(v6: bool) -> &'static str {
 
 impl Tuple {
     fn matches(&self, rule: &Rule) -> bool {
+        self.action == rule.action.as_str() && self.same_traffic(rule)
+    }
+
+    /// The same traffic whatever the action: ufw keeps one rule per traffic, and adding the
+    /// profile's rule would *replace* this one ("Rule updated").
+    fn same_traffic(&self, rule: &Rule) -> bool {
         let src = rule.from.map_or_else(|| any_net(self.v6).to_string(), |n| n.to_string());
         !self.foreign
-            && self.action == rule.action.as_str()
             && self.direction == "in"
             && self.proto == rule.proto.as_str()
             && self.dport == rule.port_text()
@@ -494,8 +499,27 @@ impl Resource for Firewall<'_> {
                 .into_iter()
                 .filter(|v6| !o.rules.iter().any(|t| t.v6 == *v6 && t.matches(rule)))
                 .collect();
+            // An operator's rule that blocks the same traffic (a limit on 22, a deny) would be
+            // replaced by the add, silently: refuse, and say how to keep or drop it.
+            let replaced = o.rules.iter().find(|t| {
+                missing.contains(&t.v6)
+                    && t.same_traffic(rule)
+                    && t.action != "allow"
+                    && t.action != rule.action.as_str()
+            });
             if missing.is_empty() {
                 plan.pass(Finding::ok(rule_id(rule), rule_title(rule)));
+            } else if let Some(t) = replaced {
+                let title = format!("{}: ufw would replace an existing {} rule", rule_title(rule), t.action);
+                plan.pass(
+                    Finding::new(rule_id(rule), title, Status::Failed)
+                        .with_evidence(format!("ufw holds: {}", t.describe()))
+                        .with_evidence(format!(
+                            "keep it: list it in the profile as [[firewall.rule]] with action = \"{}\"; or delete it yourself if the profile's {} should win",
+                            t.action,
+                            rule.action.as_str()
+                        )),
+                );
             } else {
                 let (text, action) = run(allow_command(rule));
                 let fams: Vec<&str> = missing.iter().map(|v6| if *v6 { "IPv6" } else { "IPv4" }).collect();
@@ -699,6 +723,17 @@ mod tests {
         );
         assert_eq!((rules[1].action.as_str(), rules[1].log.as_str()), ("deny", "log-all"));
         assert!(rules[2].foreign, "route rules are not vakt's");
+    }
+
+    #[test]
+    fn an_add_that_would_replace_an_operators_limit_is_refused() {
+        let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
+        let plan = Firewall::new(&want, vec![])
+            .plan(&observed(parse_rules("### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n", false)));
+        assert!(plan.actions.is_empty(), "no `ufw allow 22`: it would turn the limit into an allow");
+        let f = plan.findings.iter().find(|f| f.id == "firewall.rule.22/tcp").expect("finding");
+        assert_eq!(f.status, Status::Failed);
+        assert!(f.evidence.iter().any(|e| e.contains("action = \"limit\"")), "{:?}", f.evidence);
     }
 
     #[test]

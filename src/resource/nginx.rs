@@ -184,7 +184,9 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
     for u in &n.upstream {
         if open_ports.contains(&u.port) {
             let port = u.port;
-            w.push(format!("the gateway port {port} is also open in the firewall profile: clients can bypass nginx"));
+            w.push(format!(
+                "the gateway port {port} is open to the world in the firewall profile: clients can bypass nginx (a host rule does not govern a port Docker publishes; `vakt check --only exposure` shows what is really reachable)"
+            ));
         }
     }
     w

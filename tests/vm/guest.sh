@@ -24,9 +24,18 @@ echo "== $phase: multi-user.target reached $((up / 1000000))s after boot; the te
 provisioned() {
   status=$(ufw status verbose)
   echo "$status" | grep -q "Status: active" && ok "ufw active" || fail "ufw not active"
-  for p in 22/tcp 80/tcp 8080/tcp 2377/tcp; do
+  for p in 22/tcp 80/tcp 2377/tcp; do
     echo "$status" | grep -q "^$p " && ok "ufw allows $p" || fail "ufw lacks $p"
   done
+  # The gateway's 8080: a host rule (the test profile) or, with published_ports = "profile"
+  # (the shipped one), a rule for the published port in vakt's block of after.rules.
+  if echo "$status" | grep -q "^8080/tcp "; then
+    ok "ufw allows 8080/tcp"
+  elif grep -q -- "--ctorigdstport 8080 " /etc/ufw/after.rules && iptables-save | grep -q -- "--ctorigdstport 8080 "; then
+    ok "the published gateway port 8080 is allowed by vakt's DOCKER-USER block, loaded"
+  else
+    fail "8080 is allowed neither by ufw nor by vakt's published-ports block"
+  fi
   check "daemon.json holds overlay2" grep -q '"storage-driver": "overlay2"' /etc/docker/daemon.json
   driver=$(docker info --format '{{.Driver}}')
   [ "$driver" = overlay2 ] && ok "Docker runs on overlay2" || fail "Docker runs on $driver"
