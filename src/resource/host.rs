@@ -80,7 +80,10 @@ impl<'p> HostVerdicts<'p> {
         // The probe only runs where it can decide the requirement: NVMe (or SSD) wanted, on a
         // disk whose transport hides what backs it. One probe per disk per run.
         let wants_flash = matches!(&self.req.storage, Requirement::Exactly(w) if w == "nvme" || w == "ssd");
-        let mut probes = (wants_flash && self.req.probe.is_some()).then(|| Probes { probing, done: Vec::new() });
+        let mut probes = match (wants_flash, self.req.probe) {
+            (true, Some(threshold)) => Some(Probes { probing, threshold, done: Vec::new() }),
+            _ => None,
+        };
         let storage = self.req.storage_paths.iter().map(|p| storage(host, p, probes.as_mut())).collect();
         // A fixture tree carries a captured /proc; an image's /proc is an empty mount point.
         let image = !host.is_live() && !host.path("/proc/cpuinfo").exists();
@@ -97,6 +100,7 @@ enum Probing {
 /// The latency probes of one run: each disk is probed once.
 pub struct Probes {
     probing: Probing,
+    threshold: Threshold,
     done: Vec<(String, Outcome)>,
 }
 
@@ -107,7 +111,7 @@ impl Probes {
         }
         let outcome = match self.probing {
             // The rotational flag of these transports says nothing about the backing.
-            Probing::Measure => probe::run(host, disk, false),
+            Probing::Measure => probe::run(host, disk, false, |f| self.threshold.judge(f) == Class::NvmeClass),
             Probing::NotDuringApply => {
                 Outcome::NotRun("not during apply, whose own writes would skew it; `vakt check` measures".into())
             }

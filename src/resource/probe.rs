@@ -25,6 +25,10 @@ pub const BUDGET: Duration = Duration::from_secs(1);
 /// Reads of written blocks needed before the figures decide anything: enough to place a
 /// median well (in a guest whose disk is mostly unwritten, about one read in seven finds data).
 pub const MIN_SAMPLES: usize = 50;
+/// Rounds of at most `BUDGET` each, until one is good enough: a guest's vCPU can be starved
+/// by its host's load, which only ever makes latency look worse, never better; the best
+/// round is the nearest to what the disk does.
+pub const ROUNDS: u32 = 3;
 /// How long the disk's own counters are watched to see whether it is busy.
 pub const BUSY_SAMPLE: Duration = Duration::from_millis(100);
 /// How many looks for a quiet moment, `BUSY_PAUSE` apart, before the probe gives up: a disk
@@ -45,6 +49,8 @@ pub struct Figures {
     /// Reads per second over all reads issued (queue depth 1).
     pub iops: f64,
     pub elapsed: Duration,
+    /// Rounds measured; the figures are the best round's.
+    pub rounds: u32,
 }
 
 impl fmt::Display for Figures {
@@ -59,7 +65,11 @@ impl fmt::Display for Figures {
             self.samples,
             self.reads,
             self.elapsed.as_millis()
-        )
+        )?;
+        if self.rounds > 1 {
+            write!(f, ", the best of {} rounds", self.rounds)?;
+        }
+        Ok(())
     }
 }
 
@@ -143,7 +153,7 @@ impl Offsets {
 
 /// Probes the disk `name` (`vda`): its device node is `/dev/NAME` under the host root. The
 /// caller has already walked to the disk; a rotational disk is refused here as well.
-pub fn run(host: &Host, name: &str, rotational: bool) -> Outcome {
+pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) -> bool) -> Outcome {
     let not_run = |why: String| Outcome::NotRun(why);
     if rotational {
         return not_run(format!("{name} says it is rotational: random reads would seek, the probe does not run"));
@@ -177,10 +187,26 @@ pub fn run(host: &Host, name: &str, rotational: bool) -> Outcome {
             Some(_) => std::thread::sleep(BUSY_PAUSE),
         }
     }
-    match measure(&node, blocks) {
-        Ok(f) => Outcome::Measured(f),
-        Err(e) => not_run(format!("failed to read {shown} with O_DIRECT: {e}")),
+    let mut best: Option<Figures> = None;
+    for round in 1..=ROUNDS {
+        let f = match measure(&node, blocks) {
+            Ok(f) => f,
+            Err(e) => return not_run(format!("failed to read {shown} with O_DIRECT: {e}")),
+        };
+        let better = best.is_none_or(|b| {
+            (f.samples >= MIN_SAMPLES, std::cmp::Reverse(f.p50)) > (b.samples >= MIN_SAMPLES, std::cmp::Reverse(b.p50))
+        });
+        if better {
+            best = Some(Figures { rounds: round, ..f });
+        }
+        if let Some(b) = best.as_mut() {
+            b.rounds = round;
+            if enough(b) {
+                break;
+            }
+        }
     }
+    best.map_or_else(|| not_run(format!("{shown}: no round measured")), Outcome::Measured)
 }
 
 fn measure(node: &Path, blocks: u64) -> io::Result<Figures> {
@@ -209,7 +235,16 @@ fn measure(node: &Path, blocks: u64) -> io::Result<Figures> {
     let elapsed = began.elapsed();
     let samples = latencies.len();
     let (p50, p90, p99) = percentiles(&mut latencies).unwrap_or_default();
-    Ok(Figures { reads, samples, p50, p90, p99, iops: reads as f64 / elapsed.as_secs_f64().max(1e-9), elapsed })
+    Ok(Figures {
+        reads,
+        samples,
+        p50,
+        p90,
+        p99,
+        iops: reads as f64 / elapsed.as_secs_f64().max(1e-9),
+        elapsed,
+        rounds: 1,
+    })
 }
 
 #[cfg(test)]
@@ -222,7 +257,7 @@ mod tests {
 
     fn figures(samples: usize, p50: u64, p90: u64) -> Figures {
         let p99 = us(p90 * 10);
-        Figures { reads: samples, samples, p50: us(p50), p90: us(p90), p99, iops: 1.0, elapsed: us(1) }
+        Figures { reads: samples, samples, p50: us(p50), p90: us(p90), p99, iops: 1.0, elapsed: us(1), rounds: 1 }
     }
 
     #[test]
@@ -259,9 +294,9 @@ mod tests {
     fn a_tree_without_device_nodes_says_the_probe_could_not_run() {
         let dir = tempfile::tempdir().expect("tempdir");
         let host = Host::new(dir.path());
-        let Outcome::NotRun(why) = run(&host, "vda", false) else { panic!("ran without a device") };
+        let Outcome::NotRun(why) = run(&host, "vda", false, |_| true) else { panic!("ran without a device") };
         assert!(why.starts_with("no device node") && why.contains("/dev/vda"), "{why}");
-        let Outcome::NotRun(why) = run(&host, "sda", true) else { panic!("ran on a rotational disk") };
+        let Outcome::NotRun(why) = run(&host, "sda", true, |_| true) else { panic!("ran on a rotational disk") };
         assert!(why.contains("rotational"), "{why}");
     }
 }
