@@ -332,8 +332,7 @@ fn killed_during_the_restart_a_rerun_converges() {
     }
     let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
     let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\ndebug = true\n"));
-    let root = sb.root().display().to_string();
-    let mut killed = sb.command(&[env!("CARGO_BIN_EXE_vakt"), "--root", &root, "apply", "-p", &p, "--only", "docker"]);
+    let mut killed = sb.live_command(&["apply", "-p", &p, "--only", "docker"]);
     let status = killed.env("VAKT_FAILPOINT", "docker-restart").output().expect("runs").status;
     assert_eq!(status.signal(), Some(9), "killed at the restart");
     let file: serde_json::Value =
