@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs inside a private network and mount namespace (started by benches/bench.sh): builds a
-# host tree T whose ufw state, Docker engine, nginx and /run are private, converges it with
-# `vakt apply`, and times check / no-op apply with hyperfine. Nothing of the real host changes.
+# host tree T whose ufw state, Docker engine, nginx and /run are private and bound over the
+# live paths, so that vakt runs as this namespace's live host (`--root` would prepare an image
+# offline), converges it with `vakt apply`, and times check / no-op apply with hyperfine.
+# Nothing of the real host changes.
 set -euo pipefail
 T=$1; VAKT=$2; RUNS=$3; OUT=$4
 mkdir -p "$T/etc/default" "$T/run" "$T/etc/nginx" "$T/etc/docker" "$T/etc/ssh" "$T/var/lib/dpkg"
@@ -11,9 +13,7 @@ cp /etc/default/ufw "$T/etc/default/ufw"
 cp /etc/nginx/mime.types "$T/etc/nginx/"
 printf 'Port 22\n' > "$T/etc/ssh/sshd_config"
 ln -s /proc "$T/proc"; ln -s /sys "$T/sys"
-mount --bind "$T/etc/ufw" /etc/ufw
-mount --bind "$T/etc/default/ufw" /etc/default/ufw
-mount --bind "$T/run" /run
+for d in etc/ufw etc/default/ufw etc/ssh etc/nginx etc/docker run; do mount --bind "$T/$d" "/$d"; done
 ip link set lo up
 ip link add vkb0 type veth peer name vkb1
 ip addr add 10.250.0.2/24 dev vkb0; ip link set vkb0 up; ip link set vkb1 up
@@ -44,7 +44,7 @@ P="$T/profile.toml"
 
 # Stop the private daemons however this script ends.
 cleanup() {
-  nginx -s quit -c "$T/etc/nginx/nginx.conf" 2>/dev/null || true
+  nginx -s quit -c /etc/nginx/nginx.conf 2>/dev/null || true
   [ -f "$T/docker.pid" ] && kill "$(cat "$T/docker.pid")" 2>/dev/null || true
   sleep 2
 }
@@ -56,17 +56,19 @@ for i in $(seq 1 150); do curl -sf --unix-socket "$T/docker.sock" http://d/_ping
 
 # First apply, timed once, and the same firewall steps with plain ufw in a fresh copy.
 start=$(date +%s%N)
-"$VAKT" --root "$T" apply -p "$P" -q > "$T/first-apply.txt" || { cat "$T/first-apply.txt"; exit 1; }
+"$VAKT" apply -p "$P" -q > "$T/first-apply.txt" || { cat "$T/first-apply.txt"; exit 1; }
 end=$(date +%s%N)
 echo "first apply (firewall, docker file, swarm init, nginx): $(( (end-start)/1000000 )) ms" >> "$OUT"
-nginx -c "$T/etc/nginx/nginx.conf"
+nginx -c /etc/nginx/nginx.conf
 
+"$VAKT" check -p "$P" -q > "$T/check.txt" || { echo "check after apply:"; cat "$T/check.txt"; exit 1; }
 hyperfine -N --warmup 3 --runs "$RUNS" --style basic --export-json "$T/check.json" \
-  -n "check (firewall, docker, swarm, nginx)" "$VAKT --root $T check -p $P -q" \
-  -n "check --only firewall" "$VAKT --root $T check -p $P -q --only firewall" \
-  -n "check --only docker,swarm" "$VAKT --root $T check -p $P -q --only docker,swarm" \
-  -n "check --only nginx (with nginx -t)" "$VAKT --root $T check -p $P -q --only nginx" \
-  -n "apply, no-op" "$VAKT --root $T apply -p $P -q" > "$T/hyperfine.txt"
+  -n "check (firewall, docker, swarm, nginx, exposure)" "$VAKT check -p $P -q" \
+  -n "check --only exposure" "$VAKT check -p $P -q --only exposure" \
+  -n "check --only firewall" "$VAKT check -p $P -q --only firewall" \
+  -n "check --only docker,swarm" "$VAKT check -p $P -q --only docker,swarm" \
+  -n "check --only nginx (with nginx -t)" "$VAKT check -p $P -q --only nginx" \
+  -n "apply, no-op" "$VAKT apply -p $P -q" > "$T/hyperfine.txt"
 python3 - "$T/check.json" >> "$OUT" <<'PY'
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
@@ -82,7 +84,7 @@ end=$(date +%s%N)
 echo "plain ufw: 4 allows + enable: $(( (end-start)/1000000 )) ms" >> "$OUT"
 cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules "$T/etc/ufw/"; cp /usr/share/ufw/ufw.conf "$T/etc/ufw/"
 start=$(date +%s%N)
-"$VAKT" --root "$T" apply -p "$P" -q --only firewall >/dev/null
+"$VAKT" apply -p "$P" -q --only firewall >/dev/null
 end=$(date +%s%N)
 echo "vakt apply --only firewall, same steps: $(( (end-start)/1000000 )) ms" >> "$OUT"
 
