@@ -221,14 +221,7 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
             rules.push((rule, list, i));
         }
     }
-    let admin = f
-        .admin
-        .iter()
-        .map(|a| {
-            parse_cidr(a)
-                .ok_or_else(|| err("firewall", "admin", format!("{} is not a CIDR like \"203.0.113.0/24\"", quoted(a))))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let admin = cidrs("firewall", "admin", &f.admin, "203.0.113.0/24")?;
     let published = match one_of("firewall", "published_ports", &f.published_ports, &["docker", "profile"])? {
         "profile" => Published::Profile,
         _ => Published::Docker,
@@ -344,6 +337,16 @@ fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     (a > 0 && a <= b).then_some((a, b))
 }
 
+/// A list of CIDRs under `section.key`; the error names the entry and shows an `example`.
+fn cidrs(section: &str, key: &str, items: &[String], example: &str) -> Result<Vec<IpNet>, KeyError> {
+    items
+        .iter()
+        .map(|c| {
+            parse_cidr(c).ok_or_else(|| err(section, key, format!("{} is not a CIDR like \"{example}\"", quoted(c))))
+        })
+        .collect()
+}
+
 /// A CIDR, or a bare address meaning the host route; the network is normalised (10.1.2.3/8 → 10.0.0.0/8).
 fn parse_cidr(text: &str) -> Option<IpNet> {
     let net = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).ok()?;
@@ -407,14 +410,7 @@ fn validate_swarm(s: raw::RawSwarm) -> Result<Swarm, KeyError> {
         None => TokenSource::Credential(TOKEN_CREDENTIAL.into()),
         Some(path) => TokenSource::File(host_path("swarm", "token_file", path)?),
     };
-    let peers = s
-        .peers
-        .iter()
-        .map(|p| {
-            parse_cidr(p)
-                .ok_or_else(|| err("swarm", "peers", format!("{} is not a CIDR like \"10.0.0.0/24\"", quoted(p))))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let peers = cidrs("swarm", "peers", &s.peers, "10.0.0.0/24")?;
     if let Some((i, p)) = peers.iter().enumerate().find(|(i, p)| peers[..*i].contains(p)) {
         return Err(err("swarm", "peers", format!("`{p}` is listed twice (entry {i})")));
     }
