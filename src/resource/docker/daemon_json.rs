@@ -255,6 +255,15 @@ pub fn edit(text: &str, owned: &Map<String, Value>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the daemon_json fuzz target: a number too large for i64 is a float, which must
+    /// read back bit for bit after vakt renders it (serde_json's `float_roundtrip`).
+    #[test]
+    fn a_huge_number_round_trips() {
+        let existing = parse_daemon_json("{\"urivs\":-1088888888888888888888888}\n").expect("valid JSON");
+        assert_eq!(parse_daemon_json(&render(&existing)).ok(), Some(existing));
+    }
+
     use super::*;
     use serde_json::json;
 
