@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the VM test's base image: Debian 12 (systemd, ufw, nginx, docker.io, iptables) on an
-# ext4 root that boots from an emulated NVMe disk or a virtio disk, the Debian cloud kernel,
-# and an initramfs. The cloud kernel has NVMe built in but virtio_blk as a module, so a virtio
-# root (what most KVM guests see) needs the initramfs to load it; an NVMe root boots with or
-# without it.
+# Builds the VM test's base image: Debian 12 (systemd, ufw, nginx, docker.io, iptables, and
+# apparmor: the cloud kernel enables AppArmor, and Docker then loads its profile for every
+# container, as on Ubuntu) on an ext4 root that boots from an emulated NVMe disk or a virtio
+# disk, the Debian cloud kernel, and an initramfs. The cloud kernel has NVMe built in but
+# virtio_blk as a module, so a virtio root (what most KVM guests see) needs the initramfs to
+# load it; an NVMe root boots with or without it.
 # Usage: build-image.sh OUTDIR   (writes OUTDIR/base.raw, OUTDIR/vmlinuz and OUTDIR/initrd.img)
 set -euo pipefail
 out=$1
@@ -21,7 +22,7 @@ kver=$(ls "$work/kernel/lib/modules")
 
 rootfs=$work/rootfs
 debootstrap --variant=minbase \
-  --include=systemd,systemd-sysv,udev,dbus,kmod,iproute2,procps,ufw,nginx,docker.io,iptables,curl,netcat-openbsd,util-linux,initramfs-tools \
+  --include=systemd,systemd-sysv,udev,dbus,kmod,iproute2,procps,ufw,nginx,docker.io,iptables,curl,netcat-openbsd,util-linux,initramfs-tools,apparmor \
   bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; exit 1; }
 mkdir -p "$rootfs/usr/lib/modules"
 cp -a "$work/kernel/lib/modules/$kver" "$rootfs/usr/lib/modules/"

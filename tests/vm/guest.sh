@@ -2,7 +2,8 @@
 # Runs inside the test VM at each boot (vmtest.service) with the phase run.sh wrote next to it:
 #   nvme         first boot, test profile: provisioning, a no-op second run, the audits, the
 #                watchdog restart and the host's firewall probes.
-#   first-boot   virtio root, shipped profile: provisioning did its work and wrote the marker.
+#   first-boot   virtio root, shipped profile, image prepared offline with `vakt --root`:
+#                provisioning did only the deferred part and wrote the marker.
 #   second-boot  the same disk booted again: nothing provisions, every setting is still in
 #                force, and the audits (vakt check, vakt-check.service) pass.
 # Each check prints "ok: ..." or "FAIL: ..."; the exit code is the number of failures.
@@ -175,10 +176,85 @@ kill "$(cat /tmp/nc.pid)" 2>/dev/null
 }
 
 virtio_first() {
-  echo "== first boot on a virtio root ($root_disk), shipped profile"
+  echo "== first boot on a virtio root ($root_disk), shipped profile, of an image prepared offline"
   first_boot
+  # The image was prepared with `vakt --root`: its files (rules, after.rules, daemon.json,
+  # nginx.conf, sysctl.d, the udev rule) were already in place, so provisioning only did what
+  # needs the running system: enable and load ufw, init the swarm, set kernel values and the
+  # disks' schedulers. Rules, policies, after.rules, daemon.json, nginx, sysctl.d, the udev
+  # rule and packages must not change again.
+  changed=$(journalctl -u vakt-provision --no-pager -o cat | awk '$1 == "changed" {print $2}')
+  echo "$changed" | sed 's/^/provision: changed /'
+  unexpected=$(echo "$changed" | grep -vE '^(firewall\.(enabled|loaded.*|reload|published-ports\.live.*)|swarm\..*|docker\.(engine\..*|restart)|tuning\.(sysctl|scheduler)\..*)$' || true)
+  [ -z "$unexpected" ] && ok "first boot changed only the deferred part" || fail "first boot changed what the offline run should have done: $(echo $unexpected)"
+  echo "$changed" | grep -qx "firewall.enabled" && ok "first boot enabled ufw (deferred offline)" || fail "ufw was not enabled by the first boot"
+  echo "$changed" | grep -q "^swarm\." && ok "first boot initialised the swarm (deferred offline)" || fail "the swarm was not initialised by the first boot"
   probe_figures virtio
   stat -c %Y /var/lib/vakt/provisioned > ./marker-mtime
+  ingress
+}
+
+# exposure_of ID FILE: the status of one exposure finding in a `vakt check --format json`
+# report, or "none" when the report has no such finding (nothing reaches that port).
+exposure_of() {
+  st=$(grep -A2 "\"id\": \"$1\"" "$2" | grep -o '"status": "[a-z]*"' | head -n1 | cut -d'"' -f4)
+  echo "${st:-none}"
+}
+
+# wait_for_probe STAGE: the host probes the published ports through QEMU's port forwards,
+# then connects to port 22 (allowed by the profile, nothing else listens there here).
+wait_for_probe() {
+  rm -f /tmp/ack
+  timeout 120 nc -d -l -p 22 > /tmp/ack 2>/dev/null &
+  npid=$!
+  sleep 1
+  echo "VAKT-VMTEST: probe $1"
+  wait $npid
+  grep -q ack /tmp/ack && ok "the host probed the ingress ports ($1 vakt)" || fail "the host did not probe ($1 vakt)"
+}
+
+# Issue 14 on the real routing mesh (this kernel has IPVS): two swarm services published on
+# the ingress network, 8080 (the gateway's port, allowed for containers by the shipped
+# profile) and 8088 (allowed by nothing). Before vakt governs published ports both answer the
+# outside although ufw denies them; after `vakt apply` only 8080 does. vakt check's exposure
+# findings must say the same as the host's probes, port by port.
+ingress() {
+  echo "== swarm services on the ingress mesh"
+  docker import ./busybox.tar vakt-busybox:vm >/dev/null && ok "image imported from busybox-static" || fail "docker import"
+  for s in gateway:8080 other:8088; do
+    docker service create -d --name "${s%%:*}" --publish "published=${s#*:},target=80,mode=ingress" --no-resolve-image \
+      vakt-busybox:vm /bin/busybox httpd -f -p 80 -h /www >/dev/null || fail "service ${s%%:*} not created"
+  done
+  t0=$(cut -d. -f1 /proc/uptime)
+  for i in $(seq 1 240); do
+    curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8080/ && curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8088/ && break
+    sleep 1
+  done
+  curl -sf -o /dev/null --max-time 5 http://127.0.0.1:8088/ && ok "both services answer on the mesh after $(( $(cut -d. -f1 /proc/uptime) - t0 ))s" \
+    || { fail "the services never answered on the ingress mesh"; docker service ps gateway other --no-trunc 2>&1 | diag; }
+  iptables-save -t nat | grep -q -- "-A DOCKER-INGRESS .*--dport 8088 " && ok "8088 is DNATed by swarm's DOCKER-INGRESS chain" || fail "no ingress DNAT for 8088"
+
+  vakt apply -p ./before.toml > /tmp/before-apply.txt 2>&1
+  grep -q "BEGIN vakt published-ports" /etc/ufw/after.rules && fail "vakt's block is still in after.rules" || ok "before: published ports are Docker's (vakt's block removed)"
+  vakt check -p ./before.toml --only exposure --format json > /tmp/exposure-before.json
+  for p in 8080 8088; do
+    st=$(exposure_of "exposure.tcp.$p" /tmp/exposure-before.json)
+    [ "$st" = drift ] && ok "before: exposure reports tcp/$p reachable, not allowed: drift" || fail "before: exposure.tcp.$p is $st"
+  done
+  wait_for_probe before
+
+  vakt apply > /tmp/after-apply.txt 2>&1; rc=$?
+  [ $rc = 0 ] && ok "vakt apply with published_ports = \"profile\": exit 0" || { fail "vakt apply exit $rc"; grep -vE "^ok " /tmp/after-apply.txt | diag; }
+  vakt check --only exposure --format json > /tmp/exposure-after.json
+  st=$(exposure_of exposure.tcp.8080 /tmp/exposure-after.json)
+  [ "$st" = ok ] && ok "after: exposure reports tcp/8080 reachable and allowed: ok" || fail "after: exposure.tcp.8080 is $st"
+  st=$(exposure_of exposure.tcp.8088 /tmp/exposure-after.json)
+  [ "$st" = none ] && ok "after: exposure lists nothing reaching tcp/8088" || fail "after: exposure.tcp.8088 is $st"
+  wait_for_probe after
+  curl -sf -o /dev/null --max-time 5 http://127.0.0.1:8088/ && ok "the host still reaches its own published port 8088" || fail "the host lost its own published port"
+
+  docker service rm gateway other >/dev/null
+  for i in $(seq 1 60); do iptables-save -t nat | grep -q -- "--dport 8088 " || break; sleep 1; done
 }
 
 virtio_second() {

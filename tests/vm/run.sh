@@ -7,9 +7,12 @@
 #          host probes the firewall through port forwards.
 #  virtio: root on a virtio disk (what most KVM guests see), the shipped openfaas-swarm
 #          profile with only `hypervisor` set to what QEMU's emulation honestly reports. The
-#          first boot provisions; then the VM is booted again from the same disk (a power
-#          cycle: a second QEMU run) and must not provision again, while every setting is
-#          still in force and vakt-check.service exits 0.
+#          image is prepared offline first (`vakt --root` on the mounted disk, with stand-ins
+#          proving no live command ran); the first boot finishes only the deferred part, then
+#          publishes two swarm services on the ingress mesh, which the host probes through
+#          port forwards before and after vakt governs published ports. Then the VM is booted
+#          again from the same disk (a power cycle: a second QEMU run) and must not provision
+#          again, while every setting is still in force and vakt-check.service exits 0.
 # The guest side is tests/vm/guest.sh. The base image is cached under $VAKT_VM_CACHE
 # (default /var/cache/vakt-vmtest).
 set -euo pipefail
@@ -21,6 +24,11 @@ if [ "$(id -u)" != 0 ]; then
   [ "${CI:-}" = true ] && { echo "vm test: needs root under CI" >&2; exit 1; }
   echo "vm test: skipped (needs root)"; exit 0
 fi
+# The offline preparation runs this machine's ufw and nginx on the image (ufw --rootdir, nginx
+# -t on a staged copy); the ingress test's image is made from busybox-static.
+for need in ufw nginx iptables-save /bin/busybox; do
+  command -v "$need" >/dev/null || { echo "vm test: $need is missing (tests/run.sh installs it)" >&2; exit 1; }
+done
 
 install_tools() {
   command -v debootstrap >/dev/null && command -v qemu-system-x86_64 >/dev/null && command -v debugfs >/dev/null && return
@@ -64,6 +72,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # The QEMU processes of both scenarios, by the pids they recorded.
   for p in $(cat "$work/qemu.pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  for m in "$work"/*.mnt; do mountpoint -q "$m" && umount "$m"; done
+  ip netns del "vakt-vm-offline-$$" 2>/dev/null || true
   rm -rf "$work" "$disks"
 }
 trap cleanup EXIT
@@ -92,11 +102,13 @@ root_disk() {
   echo "sif /usr/bin/vakt mode 0100755" | debugfs -w -f - "$disk" >/dev/null 2>&1
 }
 
-# payload NAME PHASE: the test script and the phase it is to run, on a disk of its own.
+# payload NAME PHASE: the test script and the phase it is to run, on a disk of its own, with
+# whatever $work/NAME.extra holds (the ingress test's image and profile).
 payload() {
   rm -rf "$work/$1.payload"
   mkdir -p "$work/$1.payload"
   cp "$here/guest.sh" "$work/$1.payload/"
+  [ -d "$work/$1.extra" ] && cp -a "$work/$1.extra/." "$work/$1.payload/"
   echo "$2" > "$work/$1.payload/phase"
   mkfs.ext4 -q -F -d "$work/$1.payload" "$work/$1.img" 64M
 }
@@ -159,10 +171,58 @@ scenario_nvme() {
   return $fails
 }
 
+# ingress_extra: what the guest needs to publish swarm services on the ingress mesh (issue 14):
+# an image made with `docker import` from a root file system of Debian's busybox-static (there
+# is no registry), and the shipped profile as it was before published_ports = "profile" (Docker
+# decides about published ports; the gateway's rule for containers cannot exist then).
+ingress_extra() {
+  local x=$work/virtio.extra
+  mkdir -p "$x/image/bin" "$x/image/www"
+  cp /bin/busybox "$x/image/bin/busybox"
+  echo "vakt ingress test" > "$x/image/www/index.html"
+  tar -C "$x/image" -cf "$x/busybox.tar" .
+  rm -rf "$x/image"
+  python3 - "$work/shipped.toml" "$x/before.toml" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+text = text.replace('published_ports = "profile"', 'published_ports = "docker"')
+text, n = re.subn(r'\[\[firewall\.allow\]\]\n(?:[^\[\n][^\n]*\n)*?target = "containers"\n(?:[^\[\n][^\n]*\n)*', '', text)
+assert n == 1 and 'published_ports = "docker"' in text, "the shipped profile changed shape"
+open(sys.argv[2], 'w').write(text)
+PY
+}
+
+# probe_ingress LOG P8080 P8088 PSYNC: while the first boot runs, answer the guest's
+# "VAKT-VMTEST: probe STAGE" requests: connect to the two published ports through the port
+# forwards, judge what answered, then let the guest go on (a connection to its port 22).
+probe_ingress() {
+  local log=$1 p8080=$2 p8088=$3 psync=$4 done_stages="" stage a b want
+  while kill -0 "$qpid" 2>/dev/null; do
+    for stage in before after; do
+      case " $done_stages " in *" $stage "*) continue ;; esac
+      grep -aq "VAKT-VMTEST: probe $stage" "$log" 2>/dev/null || continue
+      a=$(curl -s -o /dev/null -w '%{http_code}' --max-time 8 "http://127.0.0.1:$p8080/" || true)
+      b=$(curl -s -o /dev/null -w '%{http_code}' --max-time 8 "http://127.0.0.1:$p8088/" || true)
+      [ "$stage" = before ] && want="200 200" || want="200 000"
+      if [ "$a $b" = "$want" ]; then
+        echo "ok: ingress $stage vakt: from the host 8080 -> $a, 8088 -> $b"
+      else
+        echo "FAIL: ingress $stage vakt: from the host 8080 -> $a, 8088 -> $b (want $want)"
+        echo 1 >> "$work/virtio.probe-fails"
+      fi
+      timeout 10 bash -c "echo ack > /dev/tcp/127.0.0.1/$psync" 2>/dev/null || true
+      done_stages="$done_stages $stage"
+    done
+    sleep 1
+  done
+}
+
 scenario_virtio() {
-  local fails=0 started first
+  local fails=0 started first p8080 p8088 psync
   started=$(date +%s)
+  ingress_extra
   payload virtio first-boot
+  p8080=$(free_port); p8088=$(free_port); psync=$(free_port)
   for phase in first-boot second-boot; do
     if [ "$phase" = second-boot ]; then
       # The second boot's audit measures disk latency, which under emulation is mostly CPU
@@ -173,13 +233,48 @@ scenario_virtio() {
       echo second-boot > "$work/virtio.phase"
       printf 'rm /phase\nrm /rc\nwrite %s /phase\n' "$work/virtio.phase" | debugfs -w -f - "$work/virtio.img" >/dev/null 2>&1
     fi
-    boot virtio "$work/virtio.$phase.log" virtio -nic "user,model=virtio-net-pci,restrict=on"
+    if [ "$phase" = first-boot ]; then
+      boot virtio "$work/virtio.$phase.log" virtio -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$p8080-:8080,hostfwd=tcp:127.0.0.1:$p8088-:8088,hostfwd=tcp:127.0.0.1:$psync-:22"
+      probe_ingress "$work/virtio.$phase.log" "$p8080" "$p8088" "$psync"
+      [ -s "$work/virtio.probe-fails" ] && fails=1
+    else
+      boot virtio "$work/virtio.$phase.log" virtio -nic "user,model=virtio-net-pci,restrict=on"
+    fi
     wait $qpid || true
     echo "== virtio, $phase: $(( $(date +%s) - started ))s since the first power-on"
     result virtio "$work/virtio.$phase.log" || { fails=1; break; }
   done
   echo "vm test virtio: $(( $(date +%s) - started ))s in the VM (two boots)"
   return $fails
+}
+
+# prepare_offline NAME PROFILE: `vakt --root` converges NAME's root disk, mounted here, the way
+# an image is prepared on a build box (issue 12): in a private network namespace, with
+# recording stand-ins first on PATH for every command that acts on a running system. None may
+# run, the namespace's netfilter stays empty, and the run exits 0 (what needs the running
+# system is deferred to the first boot, which the guest then checks).
+prepare_offline() {
+  local mnt=$work/$1.mnt bin=$work/$1.standins log=$work/$1.live-commands netns=vakt-vm-offline-$$ rc=0
+  mkdir -p "$mnt" "$bin"
+  for c in systemctl apt-get apt-cache kill sysctl docker dockerd modprobe udevadm; do
+    printf '#!/bin/sh\necho "%s $*" >> %s\nexit 1\n' "$c" "$log" > "$bin/$c"
+    chmod 755 "$bin/$c"
+  done
+  mount -o loop "$disks/$1.raw" "$mnt"
+  ip netns add "$netns"
+  PATH="$bin:$PATH" ip netns exec "$netns" env -u DOCKER_HOST "$work/pkg/usr/bin/vakt" --root "$mnt" apply -p "$2" \
+    > "$work/$1.offline.txt" 2>&1 || rc=$?
+  local netfilter
+  netfilter=$(ip netns exec "$netns" iptables-save 2>&1 || true)
+  ip netns del "$netns"
+  umount "$mnt"
+  grep -E "^summary:" "$work/$1.offline.txt" | sed 's/^/offline: /'
+  [ "$rc" = 0 ] && echo "ok: vakt --root prepared the $1 image offline (exit 0)" || { echo "FAIL: vakt --root apply exited $rc"; cat "$work/$1.offline.txt"; return 1; }
+  if [ -s "$log" ]; then echo "FAIL: preparing the image ran live commands:"; cat "$log"; return 1; fi
+  echo "ok: no command that acts on a running system ran (stand-ins for systemctl, apt-get, kill, sysctl, docker, ...)"
+  if echo "$netfilter" | grep -q "ufw-"; then echo "FAIL: ufw loaded rules into a kernel"; return 1; fi
+  echo "ok: netfilter of the preparing namespace stayed empty"
+  grep -E "^skipped " "$work/$1.offline.txt" | awk '{print "offline: deferred " $2}'
 }
 
 sed 's/^hypervisor = "kvm"$/hypervisor = "qemu"/' "$top/profiles/openfaas-swarm.toml" > "$work/shipped.toml"
@@ -189,6 +284,8 @@ if [ "$changed" != 2 ] || ! grep -qx 'hypervisor = "qemu"' "$work/shipped.toml";
 fi
 root_disk nvme "$here/profile.toml"
 root_disk virtio "$work/shipped.toml"
+echo "== virtio image, prepared offline"
+prepare_offline virtio "$work/shipped.toml"
 
 stage=$(date +%s)
 ( rc=0; scenario_nvme || rc=$?; touch "$work/nvme.done"; exit $rc ) > "$work/nvme.out" 2>&1 &
