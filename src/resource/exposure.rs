@@ -194,32 +194,26 @@ impl<'p> Exposure<'p> {
     }
 
     /// What a user calls the thing reached on `proto/port`: the engine's names for a published
-    /// port, the owning processes for a host socket.
+    /// port, the owning processes for a host socket; and why a published port has no name.
     fn what(&self, facts: &Facts, proto: Proto, port: u16) -> (String, Option<String>) {
         let named = facts.names.as_ref().map(|n| names::publishers(n, proto, port)).unwrap_or_default();
-        let mut holders: Vec<(String, Vec<String>)> = Vec::new();
-        for l in facts.listeners.iter().filter(|l| l.proto == proto && l.addr.port() == port) {
-            let owner = l.owner.clone().unwrap_or_else(|| "no process found".into());
-            match holders.iter_mut().find(|(o, _)| *o == owner) {
-                Some((_, addrs)) => addrs.push(l.addr.to_string()),
-                None => holders.push((owner, vec![l.addr.to_string()])),
-            }
-        }
-        let held = holders.iter().map(|(o, a)| format!("{o} on {}", a.join(", "))).collect::<Vec<_>>().join("; ");
         let docker = facts.dnat.iter().any(|d| d.proto == proto && d.port == port);
-        match (named.is_empty(), docker) {
-            (false, _) if held.is_empty() => (named.join(" and "), None),
-            (false, _) => (format!("{} ({held})", named.join(" and ")), None),
-            (true, true) => {
-                let mesh = facts.dnat.iter().any(|d| d.port == port && d.chain == "DOCKER-INGRESS");
-                let what = if mesh { "swarm's routing mesh" } else { "a port Docker publishes" };
-                (
-                    if held.is_empty() { what.to_string() } else { format!("{what} ({held})") },
-                    names::why_unnamed(&facts.names),
-                )
+        // docker-proxy's sockets are the published port's own: its name says it all.
+        let held = holders(facts, proto, port, !named.is_empty() || docker);
+        let publisher = match (named.is_empty(), docker) {
+            (false, _) => named.join(" and "),
+            (true, true) if facts.dnat.iter().any(|d| d.port == port && d.chain == "DOCKER-INGRESS") => {
+                "swarm's routing mesh".into()
             }
-            (true, false) => (held, None),
-        }
+            (true, true) => "a port Docker publishes".into(),
+            (true, false) => String::new(),
+        };
+        let what = match (publisher.is_empty(), held.is_empty()) {
+            (true, _) => held,
+            (false, true) => publisher,
+            (false, false) => format!("{publisher} ({held})"),
+        };
+        (what, names::why_unnamed(&facts.names).filter(|_| named.is_empty() && docker))
     }
 
     fn judge(&self, plan: &mut Plan<()>, facts: &Facts, proto: Proto, port: u16) {
@@ -263,6 +257,23 @@ impl<'p> Exposure<'p> {
         finding.evidence.extend(unnamed);
         plan.pass(finding);
     }
+}
+
+/// The processes holding sockets on `proto/port`, each with its addresses:
+/// `sshd (pid 5) on 0.0.0.0:22, [::]:22`.
+fn holders(facts: &Facts, proto: Proto, port: u16, skip_docker_proxy: bool) -> String {
+    let mut held: Vec<(String, Vec<String>)> = Vec::new();
+    for l in facts.listeners.iter().filter(|l| l.proto == proto && l.addr.port() == port) {
+        let owner = l.owner.clone().unwrap_or_else(|| "no process found".into());
+        if skip_docker_proxy && owner.starts_with("docker-proxy ") {
+            continue;
+        }
+        match held.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, addrs)) => addrs.push(l.addr.to_string()),
+            None => held.push((owner, vec![l.addr.to_string()])),
+        }
+    }
+    held.iter().map(|(o, a)| format!("{o} on {}", a.join(", "))).collect::<Vec<_>>().join("; ")
 }
 
 fn family(v6: bool) -> &'static str {
