@@ -10,7 +10,7 @@ RUNS=30; WATCH_SECS=60
 if [ "${1:-}" = "--smoke" ]; then RUNS=5; WATCH_SECS=10; fi
 OUT=${BENCH_OUT:-benches/results.txt}
 cargo build --release --quiet
-VAKT=$PWD/target/release/vakt
+VAKT=${CARGO_TARGET_DIR:-$PWD/target}/release/vakt
 T=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 

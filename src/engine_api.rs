@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bollard::Docker;
-use bollard::models::{LocalNodeState, NodeSpecRoleEnum, NodeState, Reachability, SwarmInitRequest, SwarmJoinRequest};
+use bollard::models::{
+    ContainerSummary, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, LocalNodeState,
+    NodeSpecRoleEnum, NodeState, PortSummaryTypeEnum, Reachability, Service, SwarmInitRequest, SwarmJoinRequest,
+};
 
 use crate::resource::swarm::token::JoinToken;
 
@@ -91,7 +94,17 @@ impl Engine {
         limit: Duration,
         fut: impl Future<Output = Result<T, bollard::errors::Error>>,
     ) -> anyhow::Result<T> {
-        match self.runtime.block_on(async { tokio::time::timeout(limit, fut).await }) {
+        self.runtime.block_on(self.bounded(what, limit, fut))
+    }
+
+    /// One request held to `limit`, for calls made side by side inside one `block_on`.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(anyhow!("Docker at {} failed to answer {what}: {}", self.socket, explain(&e, limit))),
             Err(_) => Err(anyhow!("Docker at {} did not answer {what} within {}s", self.socket, limit.as_secs())),
@@ -218,6 +231,133 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The ports the engine publishes, named: running containers (`/containers/json`) and, on
+    /// a swarm manager, services (`/services`). `/info` and the containers are asked side by
+    /// side; services only when `/info` says this node is a manager, as any other node answers
+    /// 503 and dockerd logs that as an error on every check.
+    pub fn publications(&self) -> anyhow::Result<Publications> {
+        let (info, containers) = self.runtime.block_on(async {
+            tokio::join!(
+                self.bounded("/info", CALL_TIMEOUT, self.docker.info()),
+                self.bounded("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None)),
+            )
+        });
+        let mut ports = container_ports(containers?);
+        let swarm = info?.swarm.unwrap_or_default();
+        let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
+        let services_unavailable = match (active, swarm.control_available.unwrap_or(false)) {
+            (false, _) => None,
+            (true, false) => Some(
+                "this node is a swarm worker and only managers list services: ports on the routing mesh are not named"
+                    .to_string(),
+            ),
+            (true, true) => match self.call("/services", CALL_TIMEOUT, self.docker.list_services(None)) {
+                Ok(services) => {
+                    ports.extend(service_ports(services));
+                    None
+                }
+                Err(e) => Some(format!("{e:#}")),
+            },
+        };
+        Ok(Publications { ports, services_unavailable })
+    }
+}
+
+/// How a swarm service publishes a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PublishMode {
+    /// On the routing mesh: every node of the swarm answers on the port.
+    Ingress,
+    /// On the nodes that run a task only, like a container's `-p`.
+    Host,
+}
+
+/// What publishes a port, as the Engine API names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Publisher {
+    /// A running container's `-p`; `service` when it is a swarm task (a host-mode port).
+    Container {
+        name: String,
+        service: Option<String>,
+    },
+    Service {
+        name: String,
+        mode: PublishMode,
+    },
+}
+
+/// One published port: `proto` is `tcp`, `udp` or `sctp`; `target` the port inside.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublishedPort {
+    pub proto: String,
+    pub port: u16,
+    pub target: u16,
+    pub by: Publisher,
+}
+
+/// The engine's published ports, and why services could not be listed when they could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Publications {
+    pub ports: Vec<PublishedPort>,
+    pub services_unavailable: Option<String>,
+}
+
+/// The published ports of running containers. A port bound on IPv4 and IPv6 is listed twice
+/// by the engine; it is one port here.
+pub fn container_ports(containers: Vec<ContainerSummary>) -> Vec<PublishedPort> {
+    let mut out = Vec::new();
+    for c in containers {
+        let name = c.names.unwrap_or_default().into_iter().next().unwrap_or_default();
+        let name = name.trim_start_matches('/').to_string();
+        let service = c.labels.unwrap_or_default().remove("com.docker.swarm.service.name");
+        for p in c.ports.unwrap_or_default() {
+            let Some(port) = p.public_port else { continue };
+            let proto = match p.typ {
+                Some(PortSummaryTypeEnum::UDP) => "udp",
+                Some(PortSummaryTypeEnum::SCTP) => "sctp",
+                _ => "tcp",
+            };
+            let by = Publisher::Container { name: name.clone(), service: service.clone() };
+            out.push(PublishedPort { proto: proto.into(), port, target: p.private_port, by });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The published ports of swarm services, with their publish mode.
+pub fn service_ports(services: Vec<Service>) -> Vec<PublishedPort> {
+    let mut out = Vec::new();
+    for s in services {
+        let name = s.spec.and_then(|sp| sp.name).unwrap_or_default();
+        for p in s.endpoint.and_then(|e| e.ports).unwrap_or_default() {
+            let (Some(port), Some(target)) = (
+                p.published_port.and_then(|p| u16::try_from(p).ok()),
+                p.target_port.and_then(|p| u16::try_from(p).ok()),
+            ) else {
+                continue;
+            };
+            let proto = match p.protocol {
+                Some(EndpointPortConfigProtocolEnum::UDP) => "udp",
+                Some(EndpointPortConfigProtocolEnum::SCTP) => "sctp",
+                _ => "tcp",
+            };
+            // The engine's default mode, when the field is absent, is ingress.
+            let mode = match p.publish_mode {
+                Some(EndpointPortConfigPublishModeEnum::HOST) => PublishMode::Host,
+                _ => PublishMode::Ingress,
+            };
+            let by = Publisher::Service { name: name.clone(), mode };
+            out.push(PublishedPort { proto: proto.into(), port, target, by });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn explain(e: &bollard::errors::Error, limit: Duration) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { status_code, message } => {
@@ -232,5 +372,54 @@ fn explain(e: &bollard::errors::Error, limit: Duration) -> String {
                 text
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As Docker 20.10 answers `/containers/json`: a `-p` container bound on both families, a
+    /// swarm task publishing in host mode, and a container with an unpublished port.
+    const CONTAINERS: &str = r#"[
+      {"Names":["/web"],"Labels":{},"Ports":[
+        {"IP":"0.0.0.0","PrivatePort":80,"PublicPort":8081,"Type":"tcp"},
+        {"IP":"::","PrivatePort":80,"PublicPort":8081,"Type":"tcp"},
+        {"IP":"0.0.0.0","PrivatePort":53,"PublicPort":5353,"Type":"udp"}]},
+      {"Names":["/svc.1.k2x9"],"Labels":{"com.docker.swarm.service.name":"svc"},"Ports":[
+        {"IP":"0.0.0.0","PrivatePort":80,"PublicPort":8082,"Type":"tcp"}]},
+      {"Names":["/db"],"Labels":{},"Ports":[{"PrivatePort":5432,"Type":"tcp"}]}
+    ]"#;
+
+    /// As a manager answers `/services`: one port on the routing mesh, one in host mode.
+    const SERVICES: &str = r#"[
+      {"Spec":{"Name":"func_gateway"},"Endpoint":{"Ports":[
+        {"Protocol":"tcp","TargetPort":8080,"PublishedPort":8080,"PublishMode":"ingress"}]}},
+      {"Spec":{"Name":"svc"},"Endpoint":{"Ports":[
+        {"Protocol":"tcp","TargetPort":80,"PublishedPort":8082,"PublishMode":"host"}]}},
+      {"Spec":{"Name":"worker"},"Endpoint":{}}
+    ]"#;
+
+    #[test]
+    fn names_each_published_port_of_a_container_once() {
+        let ports = container_ports(serde_json::from_str(CONTAINERS).expect("fixture"));
+        let found: Vec<(&str, u16, u16, &Publisher)> =
+            ports.iter().map(|p| (p.proto.as_str(), p.port, p.target, &p.by)).collect();
+        let web = Publisher::Container { name: "web".into(), service: None };
+        let task = Publisher::Container { name: "svc.1.k2x9".into(), service: Some("svc".into()) };
+        assert_eq!(found, vec![("tcp", 8081, 80, &web), ("tcp", 8082, 80, &task), ("udp", 5353, 53, &web)]);
+    }
+
+    #[test]
+    fn names_services_with_their_publish_mode() {
+        let ports = service_ports(serde_json::from_str(SERVICES).expect("fixture"));
+        let modes: Vec<(u16, &Publisher)> = ports.iter().map(|p| (p.port, &p.by)).collect();
+        assert_eq!(
+            modes,
+            vec![
+                (8080, &Publisher::Service { name: "func_gateway".into(), mode: PublishMode::Ingress }),
+                (8082, &Publisher::Service { name: "svc".into(), mode: PublishMode::Host }),
+            ]
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! until `published_ports = "profile"` makes the profile govern them. A private dockerd with
 //! iptables on, a `-p` container from a local busybox image, nginx on the host proxying 80 to
 //! the published port, and a second network namespace as "the internet" behind a veth pair.
+//! `vakt check`'s exposure findings are held to the probes: a port is listed exactly when it
+//! answered from outside, named by what publishes it (Engine API) or the process holding it.
 
 mod common;
 
@@ -17,12 +19,17 @@ const NET_IP: &str = "198.51.100.2";
 const IMAGE: &str = "vakt-busybox:test";
 /// What every container and task of the image runs: busybox's web server on port 80.
 const SERVE: [&str; 7] = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
+/// A UDP service on the host: an echo server on an unconnected socket (perl is essential on
+/// Debian; busybox's nc here has no UDP).
+const UDP_PORT: u16 = 5300;
+const UDP_ECHO: &str = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 5300, Proto => 'udp') \
+    or die \"bind: $!\"; while (1) { my $peer = $s->recv(my $m, 64); $s->send($m, 0, $peer) if defined $peer }";
 
 fn ready() -> bool {
     require("root", is_root())
         && require(
             "ufw, iptables, dockerd, nginx, curl and busybox-static",
-            ["ufw", "iptables-save", "dockerd", "docker", "nginx", "curl"].iter().all(|p| has(p))
+            ["ufw", "iptables-save", "dockerd", "docker", "nginx", "curl", "perl"].iter().all(|p| has(p))
                 && Path::new("/bin/busybox").exists(),
         )
 }
@@ -43,6 +50,7 @@ struct Lab {
     sb: UfwSandbox,
     internet: String,
     httpd: Option<Child>,
+    udp_echo: Option<Child>,
 }
 
 impl Lab {
@@ -72,7 +80,9 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .expect("busybox httpd starts");
-        let lab = Lab { sb, internet, httpd: Some(httpd) };
+        let mut lab = Lab { sb, internet, httpd: Some(httpd), udp_echo: None };
+        let echo = lab.host(&["perl", "-e", UDP_ECHO]).stdout(Stdio::null()).spawn().expect("perl starts");
+        lab.udp_echo = Some(echo);
         lab.start_dockerd();
         let import = format!("tar -C {t}/image -c . | docker import - {IMAGE}");
         let out = run(&mut lab.host(&["sh", "-ec", &import]));
@@ -163,6 +173,18 @@ impl Lab {
         (out.code == 0).then(|| out.stdout.trim().to_string())
     }
 
+    /// A datagram from "the internet" to the host's UDP echo; the answer, or None.
+    fn outside_udp(&self) -> Option<String> {
+        let probe = format!(
+            "use IO::Socket::INET; my $s = IO::Socket::INET->new(PeerAddr => '{HOST_IP}:{UDP_PORT}', Proto => 'udp') \
+             or die; $s->send('ping'); my $r = ''; eval {{ local $SIG{{ALRM}} = sub {{ die }}; alarm 1; \
+             $s->recv($r, 64); alarm 0 }}; print $r"
+        );
+        let out =
+            run(Command::new("nsenter").args([&format!("--net=/run/netns/{}", self.internet), "perl", "-e", &probe]));
+        (out.code == 0 && !out.stdout.is_empty()).then_some(out.stdout)
+    }
+
     fn host_get(&self, url: &str) -> Option<String> {
         let out = run(&mut self.host(&["curl", "-sf", "--connect-timeout", "1", "-m", "3", url]));
         (out.code == 0).then(|| out.stdout.trim().to_string())
@@ -183,8 +205,11 @@ impl Lab {
         out.stdout.trim().to_string()
     }
 
+    /// vakt as the host's, with the CLI's way to the private engine.
     fn vakt(&self, args: &[&str]) -> Run {
-        self.sb.vakt(args)
+        let mut argv = vec![env!("CARGO_BIN_EXE_vakt")];
+        argv.extend_from_slice(args);
+        run(self.sb.command(&argv).env("DOCKER_HOST", format!("unix://{}/docker.sock", self.t())))
     }
 
     fn profile(&self, name: &str, body: &str) -> String {
@@ -202,6 +227,7 @@ impl Lab {
             service: self.outside_get(8081),
             service_local: self.host_get("http://127.0.0.1:8081/"),
             other: self.outside_get(9090),
+            udp: self.outside_udp(),
             host_local: self.host_get("http://127.0.0.1:8080/"),
             host_own_ip: self.host_get(&format!("http://{HOST_IP}:8080/")),
             container_out: self.container_get(NET_IP, 8000),
@@ -218,9 +244,9 @@ impl Drop for Lab {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
         self.stop_dockerd();
-        if let Some(mut h) = self.httpd.take() {
-            let _ = h.kill();
-            let _ = h.wait();
+        for mut child in [self.httpd.take(), self.udp_echo.take()].into_iter().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.internet]).status();
     }
@@ -236,6 +262,8 @@ struct Probes {
     /// The host's own view of that service: it is up whatever the outside sees.
     service_local: Option<String>,
     other: Option<String>,
+    /// The host's UDP echo on 5300, from outside.
+    udp: Option<String>,
     host_local: Option<String>,
     host_own_ip: Option<String>,
     container_out: Option<String>,
@@ -253,13 +281,14 @@ fn answers() -> Option<String> {
 }
 
 /// The profile's host: ssh and nginx for the host; `gateway` adds the published 8080 for
-/// containers.
+/// containers and the host's UDP echo.
 fn profile_text(published: &str, gateway: bool) -> String {
     let mut p = format!(
         "[firewall]\npublished_ports = \"{published}\"\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 80\n"
     );
     if gateway {
         p.push_str("[[firewall.allow]]\nport = 8080\ntarget = \"containers\"\ncomment = \"gateway\"\n");
+        p.push_str(&format!("[[firewall.allow]]\nport = {UDP_PORT}\nproto = \"udp\"\ncomment = \"echo\"\n"));
     }
     p
 }
@@ -270,16 +299,52 @@ fn apply(lab: &Lab, profile: &str) -> Run {
     out
 }
 
-/// What `vakt check` says the outside reaches: (port finding, status), and the run's elapsed ms.
-fn exposure(lab: &Lab, profile: &str) -> (Vec<(String, String)>, u64) {
-    let out = lab.vakt(&["check", "-p", profile, "--only", "firewall,exposure", "--format", "json"]);
-    let report = json(&out);
-    let ports = statuses(&report).into_iter().filter(|(id, _)| id.starts_with("exposure.tcp.")).collect();
-    (ports, report["elapsed_ms"].as_u64().unwrap_or(u64::MAX))
+/// What `vakt check` says the outside reaches.
+struct Exposed {
+    /// (port finding, status), in the report's order.
+    ports: Vec<(String, String)>,
+    /// Each port finding's title.
+    titles: Vec<(String, String)>,
+    elapsed_ms: u64,
 }
 
+impl Exposed {
+    fn title(&self, id: &str) -> &str {
+        self.titles.iter().find(|(i, _)| i == id).map_or("", |(_, t)| t.as_str())
+    }
+
+    /// The report agrees with the probes, port by port: listed exactly when it answered.
+    fn agrees_with(&self, probes: &Probes) {
+        let answered = [
+            ("exposure.tcp.80", &probes.nginx),
+            ("exposure.tcp.8080", &probes.gateway),
+            ("exposure.tcp.8081", &probes.service),
+            ("exposure.tcp.9090", &probes.other),
+            ("exposure.udp.5300", &probes.udp),
+        ];
+        for (id, probe) in answered {
+            let listed = self.ports.iter().any(|(i, _)| i == id);
+            assert_eq!(listed, probe.is_some(), "{id}: report {:?}, probes {probes:?}", self.titles);
+        }
+    }
+}
+
+fn exposure(lab: &Lab, profile: &str) -> Exposed {
+    let out = lab.vakt(&["check", "-p", profile, "--only", "firewall,exposure", "--format", "json"]);
+    let report = json(&out);
+    let port = |id: &str| id.starts_with("exposure.tcp.") || id.starts_with("exposure.udp.");
+    let titles = findings(&report)
+        .iter()
+        .map(|f| (f["id"].as_str().unwrap_or("").to_string(), f["title"].as_str().unwrap_or("").to_string()))
+        .filter(|(id, _)| port(id))
+        .collect();
+    let ports = statuses(&report).into_iter().filter(|(id, _)| port(id)).collect();
+    Exposed { ports, titles, elapsed_ms: report["elapsed_ms"].as_u64().unwrap_or(u64::MAX) }
+}
+
+/// Port findings as `("tcp/80", "ok")` pairs.
 fn seen(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(p, s)| (format!("exposure.tcp.{p}"), s.to_string())).collect()
+    pairs.iter().map(|(p, s)| (format!("exposure.{}", p.replace('/', ".")), s.to_string())).collect()
 }
 
 fn check(lab: &Lab, profile: &str) -> serde_json::Value {
@@ -336,8 +401,22 @@ fn published_ports_obey_the_profile_by_packets() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The problem, reproduced: ufw on, 8080 and 9090 not allowed, yet both answer the world.
+    // Before vakt, ufw is not loaded: the host's UDP echo answers the world, and the profile
+    // does not allow it. The report names every published port's publisher and its mode.
     let docker_decides = lab.profile("docker-decides", &profile_text("docker", false));
+    let unfiltered = lab.probes();
+    assert_eq!(unfiltered.udp.as_deref(), Some("ping"), "{unfiltered:?}");
+    let report = exposure(&lab, &docker_decides);
+    report.agrees_with(&unfiltered);
+    let status = |r: &Exposed, id: &str| r.ports.iter().find(|(i, _)| i == id).map(|(_, s)| s.clone());
+    assert_eq!(status(&report, "exposure.udp.5300").as_deref(), Some("drift"));
+    assert!(
+        report.title("exposure.udp.5300").starts_with("udp/5300 reachable from anywhere via perl (pid "),
+        "{}",
+        report.title("exposure.udp.5300")
+    );
+
+    // The problem, reproduced: ufw on, 8080 and 9090 not allowed, yet both answer the world.
     let before = apply(&lab, &docker_decides);
     assert!(
         before.stderr.contains("bypass ufw") || before.stdout.contains("bypass ufw"),
@@ -350,9 +429,24 @@ fn published_ports_obey_the_profile_by_packets() {
     assert_eq!(open.service, answers(), "the service's host-mode port too: {open:?}");
     assert_eq!(open.container_out.as_deref(), Some("the internet"), "{open:?}");
     assert_eq!(open.container_to_container, answers(), "{open:?}");
-    // check agrees with the probes: what answered is listed, the published ports as drift.
-    let (report, _) = exposure(&lab, &docker_decides);
-    assert_eq!(report, seen(&[("80", "ok"), ("8080", "drift"), ("8081", "drift"), ("9090", "drift")]));
+    assert_eq!(open.udp, None, "ufw drops what the profile does not allow: {open:?}");
+    // check agrees with the probes: what answered is listed, the published ports as drift,
+    // each named by the engine with its publish mode.
+    let report = exposure(&lab, &docker_decides);
+    report.agrees_with(&open);
+    assert_eq!(
+        report.ports,
+        seen(&[("tcp/80", "ok"), ("tcp/8080", "drift"), ("tcp/8081", "drift"), ("tcp/9090", "drift")])
+    );
+    let named = [
+        ("exposure.tcp.8080", "tcp/8080 reachable from anywhere via container web (-p 8080:80); not allowed"),
+        ("exposure.tcp.9090", "tcp/9090 reachable from anywhere via container other (-p 9090:80); not allowed"),
+        ("exposure.tcp.8081", "tcp/8081 reachable from anywhere via service svc in host mode; not allowed"),
+        ("exposure.tcp.80", "tcp/80 reachable from anywhere via nginx (pid "),
+    ];
+    for (id, title) in named {
+        assert!(report.title(id).starts_with(title), "{id}: {}", report.title(id));
+    }
 
     // The profile decides: only 80 (through nginx, to the container) answers from outside.
     let closed = Probes {
@@ -361,6 +455,7 @@ fn published_ports_obey_the_profile_by_packets() {
         service: None,
         service_local: answers(),
         other: None,
+        udp: None,
         host_local: answers(),
         host_own_ip: answers(),
         container_out: Some("the internet".into()),
@@ -386,18 +481,28 @@ fn published_ports_obey_the_profile_by_packets() {
     let report = check(&lab, &governed);
     assert_eq!(status_of(&report, "firewall.published-ports.live"), "ok");
     assert_eq!(status_of(&report, "firewall.loaded"), "ok");
-    let (report, elapsed) = exposure(&lab, &governed);
-    assert_eq!(report, seen(&[("80", "ok")]), "only nginx is reachable");
-    eprintln!("converged check of firewall and exposure: {elapsed} ms");
+    let report = exposure(&lab, &governed);
+    report.agrees_with(&closed);
+    assert_eq!(report.ports, seen(&[("tcp/80", "ok")]), "only nginx is reachable");
+    eprintln!("converged check of firewall and exposure: {} ms", report.elapsed_ms);
 
     // A rule for containers opens the published port it names, and only that one (both
     // containers listen on 80 inside).
     let gateway = lab.profile("gateway", &profile_text("profile", true));
     apply(&lab, &gateway);
-    let with_gateway = Probes { gateway: answers(), ..closed.clone() };
+    let with_gateway = Probes { gateway: answers(), udp: Some("ping".into()), ..closed.clone() };
     assert_eq!(lab.probes(), with_gateway);
     check(&lab, &gateway);
-    assert_eq!(exposure(&lab, &gateway).0, seen(&[("80", "ok"), ("8080", "ok")]));
+    let report = exposure(&lab, &gateway);
+    report.agrees_with(&with_gateway);
+    assert_eq!(report.ports, seen(&[("tcp/80", "ok"), ("tcp/8080", "ok"), ("udp/5300", "ok")]));
+    assert!(
+        report
+            .title("exposure.tcp.8080")
+            .starts_with("tcp/8080 reachable from anywhere via container web (-p 8080:80); allowed by the profile"),
+        "{}",
+        report.title("exposure.tcp.8080")
+    );
 
     // Both chains re-created, in both orders: the result is the same.
     let ufw_reload = run(&mut lab.sb.command(&["ufw", "reload"]));

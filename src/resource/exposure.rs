@@ -1,37 +1,24 @@
-//! The `exposure` audit: what the outside can reach, from facts, not intent. Listening
-//! sockets and their owners (procfs), ports Docker publishes (the DNAT rules it loaded), and
-//! whether ufw's rules and vakt's DOCKER-USER block are in the kernel, judged against the
-//! profile. Read-only: it plans no action. Runs last, so that `apply` reports what it left.
+//! The `exposure` audit: what the outside can reach, from facts, not intent. Listening TCP
+//! sockets and unconnected UDP ones with their owners (procfs), the ports Docker publishes
+//! (the DNAT rules it loaded, named through the Engine API), and whether ufw's rules and
+//! vakt's DOCKER-USER block are in the kernel, for IPv4 and IPv6, judged against the profile.
+//! Read-only: it plans no action. Runs last, so that `apply` reports what it left.
 
-use std::collections::{BTreeMap, HashMap};
+mod facts;
+mod names;
+
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+pub use facts::{Dnat, Family, Guard, Listener, parse_dnat};
 
-use super::firewall::{Tuple, parse_rules, published, setting};
+use super::firewall::{Tuple, parse_rules, setting};
 use super::{Finding, Plan, Resource, Status};
+use crate::engine_api::{Engine, Publications};
 use crate::host::Host;
 use crate::profile::{Firewall as Wanted, Policy, Proto, Published, Target};
-
-/// A TCP socket listening on an address the outside can address (not loopback).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    pub addr: SocketAddr,
-    /// `nginx (pid 812)`, or None when no process could be found (another namespace).
-    pub owner: Option<String>,
-}
-
-/// A port Docker publishes, as its DNAT rule says: `--dport 8080` to `172.17.0.2:80`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dnat {
-    pub port: u16,
-    pub proto: String,
-    pub to: String,
-    /// `DOCKER` (a container's `-p`, or a service published in host mode) or `DOCKER-INGRESS`
-    /// (swarm's routing mesh).
-    pub chain: String,
-}
 
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -44,35 +31,15 @@ pub struct Facts {
     pub listeners: Vec<Listener>,
     pub dnat: Vec<Dnat>,
     pub ufw_enabled: bool,
-    pub ufw_loaded: bool,
+    pub v4: Family,
+    pub v6: Family,
+    /// Why `ip6tables-save` could not be read, when it could not.
+    pub v6_unread: Option<String>,
     pub incoming: Option<Policy>,
+    /// ufw's rules of both families (`user.rules`, and `user6.rules` unless `IPV6=no`).
     pub rules: Vec<Tuple>,
-    /// vakt's rules are in DOCKER-USER and FORWARD sends traffic there first.
-    pub block_loaded: bool,
-}
-
-/// The DNAT rules of Docker's nat chains in `iptables-save` output.
-pub fn parse_dnat(save: &str) -> Vec<Dnat> {
-    let mut out = Vec::new();
-    for line in save.lines() {
-        let Some(rest) = ["-A DOCKER ", "-A DOCKER-INGRESS "].iter().find_map(|p| line.strip_prefix(p).map(|r| (p, r)))
-        else {
-            continue;
-        };
-        let words: Vec<&str> = rest.1.split_whitespace().collect();
-        let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
-        if after("-j") != Some("DNAT") {
-            continue;
-        }
-        let (Some(port), Some(proto), Some(to)) =
-            (after("--dport").and_then(|p| p.parse().ok()), after("-p"), after("--to-destination"))
-        else {
-            continue;
-        };
-        let chain = rest.0.trim_start_matches("-A ").trim().to_string();
-        out.push(Dnat { port, proto: proto.into(), to: to.into(), chain });
-    }
-    out
+    /// The Engine API's names for published ports, or why there are none.
+    pub names: Result<Publications, String>,
 }
 
 pub struct Exposure<'p> {
@@ -80,11 +47,29 @@ pub struct Exposure<'p> {
     /// Ports that should not be reachable from the world, with the reason (swarm management,
     /// the gateway behind nginx): linted by real exposure, not by the rule list.
     sensitive: Vec<(u16, String)>,
+    /// The profile's `[docker] host`, for the Engine API socket.
+    docker_host: Option<&'p Path>,
+}
+
+/// One way the outside reaches a port, as judged against the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reach {
+    /// Through which chain, for which address: the finding's evidence.
+    path: String,
+    /// The sources it admits; None: anywhere.
+    from: Option<String>,
+    status: Status,
+    /// For the title: `allowed by the profile`, `not allowed by the profile`, ...
+    verdict: &'static str,
+    /// For the evidence: why that verdict.
+    why: String,
+    /// False for a port swarm publishes but this node has not set up yet.
+    now: bool,
 }
 
 impl<'p> Exposure<'p> {
-    pub fn new(want: &'p Wanted, sensitive: Vec<(u16, String)>) -> Self {
-        Exposure { want, sensitive }
+    pub fn new(want: &'p Wanted, sensitive: Vec<(u16, String)>, docker_host: Option<&'p Path>) -> Self {
+        Exposure { want, sensitive, docker_host }
     }
 
     fn lint(&self, plan: &mut Plan<()>, port: u16, world: bool, path: &str) {
@@ -92,65 +77,267 @@ impl<'p> Exposure<'p> {
             plan.warn(format!("port {port} ({why}) is reachable from the world: {path}"));
         }
     }
+
+    /// How the outside reaches a host socket of one family through INPUT, where ufw decides;
+    /// Err when the family's tables could not be read.
+    fn input(&self, facts: &Facts, v6: bool, proto: Proto, port: u16) -> Result<Option<Reach>, String> {
+        let family = if v6 { &facts.v6 } else { &facts.v4 };
+        let how = match &family.guard {
+            Guard::Unknown(e) => return Err(e.clone()),
+            Guard::Off => Some(("ufw does not filter IPv6 (IPV6=no in /etc/default/ufw)".to_string(), None)),
+            Guard::NotLoaded => {
+                let which = if v6 { "IPv6 rules" } else { "rules" };
+                Some((format!("ufw's {which} are not loaded in netfilter: nothing filters INPUT"), None))
+            }
+            Guard::Loaded if facts.incoming == Some(Policy::Allow) => {
+                Some(("ufw's incoming policy is allow".to_string(), None))
+            }
+            Guard::Loaded => facts.rules.iter().find(|t| t.v6 == v6 && admits(t, proto, port)).map(|t| {
+                let from = (t.src != "0.0.0.0/0" && t.src != "::/0").then(|| t.src.clone());
+                (format!("ufw rule: allow {}/{} from {}", t.dport, t.proto, t.src), from)
+            }),
+        };
+        let allowed = self.want.host_rules().any(|r| r.action.admits() && r.covers(port, proto));
+        Ok(how.map(|(path, from)| Reach {
+            path,
+            from,
+            status: if allowed { Status::Ok } else { Status::Drift },
+            verdict: if allowed { "allowed by the profile" } else { "not allowed by the profile" },
+            why: "judged by the profile's host rules".into(),
+            now: true,
+        }))
+    }
+
+    /// How the outside reaches a published port of one family: DNATed in PREROUTING, judged
+    /// in FORWARD, never in ufw's INPUT. None when vakt's block closes it.
+    fn forward(&self, facts: &Facts, proto: Proto, port: u16, v6: bool) -> Option<Reach> {
+        let want = self.want;
+        let block_loaded = if v6 { facts.v6.block_loaded } else { facts.v4.block_loaded };
+        let rule = want.rules.iter().find(|r| {
+            r.target == Target::Containers && r.covers(port, proto) && r.from.is_none_or(|n| n.addr().is_ipv6() == v6)
+        });
+        let reachable = match rule {
+            _ if !block_loaded => true,
+            Some(r) => r.action.admits(),
+            None => want.routed == Policy::Allow,
+        };
+        if !reachable {
+            return None;
+        }
+        let from = rule.and_then(|r| r.from).filter(|_| block_loaded).map(|n| n.to_string());
+        let (status, verdict, why) = match (block_loaded, rule) {
+            (true, Some(_)) => {
+                (Status::Ok, "allowed by the profile", "a target = \"containers\" rule allows it".to_string())
+            }
+            (true, None) => (
+                Status::Drift,
+                "not allowed by the profile",
+                "routed policy allow lets every published port through".into(),
+            ),
+            (false, _) if want.published == Published::Profile => (
+                Status::Drift,
+                "the profile's rules for published ports are not loaded",
+                "vakt's DOCKER-USER rules are not loaded: Docker's FORWARD rules accept it, ufw never sees it".into(),
+            ),
+            // Rules for containers need published_ports = "profile": none judges this port.
+            (false, _) => (
+                Status::Drift,
+                "not allowed by the profile",
+                "Docker's FORWARD rules accept it before ufw's, whatever ufw says; set published_ports = \"profile\""
+                    .into(),
+            ),
+        };
+        Some(Reach { path: String::new(), from, status, verdict, why, now: true })
+    }
+
+    /// Every way the outside reaches `proto/port`, and why some could not be judged.
+    fn reaches(&self, facts: &Facts, proto: Proto, port: u16) -> (Vec<Reach>, Vec<String>) {
+        let (mut reaches, mut unknown) = (Vec::new(), Vec::new());
+        let dnat: Vec<&Dnat> = facts.dnat.iter().filter(|d| d.proto == proto && d.port == port).collect();
+        for d in &dnat {
+            let path = format!("{}: PREROUTING DNAT ({}) to {} → FORWARD", family(d.v6), d.chain, d.to);
+            reaches.extend(self.forward(facts, proto, port, d.v6).map(|r| Reach { path, ..r }));
+        }
+        // A family whose packets Docker DNATs never reaches the host's socket from outside
+        // (docker-proxy's, for instance); the other family's does, through INPUT.
+        let listeners = facts.listeners.iter().filter(|l| l.proto == proto && l.addr.port() == port);
+        for (l, v6, label) in listeners.flat_map(|l| families(&l.addr).into_iter().map(move |(v6, f)| (l, v6, f))) {
+            if dnat.iter().any(|d| d.v6 == v6) {
+                continue;
+            }
+            match self.input(facts, v6, proto, port) {
+                Ok(r) => reaches.extend(r.map(|r| Reach { path: format!("{} ({label}): {}", l.addr, r.path), ..r })),
+                Err(e) => unknown.push(format!("{} ({label}): {e}", l.addr)),
+            }
+        }
+        if dnat.is_empty() && self.on_the_mesh(facts, proto, port) {
+            reaches.extend(self.forward(facts, proto, port, false).map(|r| {
+                Reach {
+                    path: "swarm publishes it on every node's routing mesh, but this node has no DNAT rule for it \
+                       (its ingress network is not set up: no IPVS, or not ready yet); nothing reaches it now"
+                        .into(),
+                    now: false,
+                    ..r
+                }
+            }));
+        }
+        reaches.dedup_by(|a, b| a.path == b.path);
+        (reaches, unknown)
+    }
+
+    /// Whether the engine says swarm publishes `proto/port` on the routing mesh. A port the
+    /// API names but no DNAT rule exists for is judged as the mesh will carry it once it is
+    /// set up: not reachable now (the title says so), but a check that passes today would
+    /// fail at the first task start with nothing changed, so the profile judges it already.
+    fn on_the_mesh(&self, facts: &Facts, proto: Proto, port: u16) -> bool {
+        facts.names.as_ref().is_ok_and(|n| names::ingress_ports(n).any(|p| p == (proto, port)))
+    }
+
+    /// What a user calls the thing reached on `proto/port`: the engine's names for a published
+    /// port, the owning processes for a host socket; and why a published port has no name.
+    fn what(&self, facts: &Facts, proto: Proto, port: u16) -> (String, Option<String>) {
+        let named = facts.names.as_ref().map(|n| names::publishers(n, proto, port)).unwrap_or_default();
+        let docker = facts.dnat.iter().any(|d| d.proto == proto && d.port == port);
+        // docker-proxy's sockets are the published port's own: its name says it all.
+        let held = holders(facts, proto, port, !named.is_empty() || docker);
+        let publisher = match (named.is_empty(), docker) {
+            (false, _) => named.join(" and "),
+            (true, true) if facts.dnat.iter().any(|d| d.port == port && d.chain == "DOCKER-INGRESS") => {
+                "swarm's routing mesh".into()
+            }
+            (true, true) => "a port Docker publishes".into(),
+            (true, false) => String::new(),
+        };
+        let what = match (publisher.is_empty(), held.is_empty()) {
+            (true, _) => held,
+            (false, true) => publisher,
+            (false, false) => format!("{publisher} ({held})"),
+        };
+        (what, names::why_unnamed(&facts.names).filter(|_| named.is_empty() && docker))
+    }
+
+    fn judge(&self, plan: &mut Plan<()>, facts: &Facts, proto: Proto, port: u16) {
+        let id = format!("exposure.{}.{port}", proto.as_str());
+        let (reaches, unknown) = self.reaches(facts, proto, port);
+        let (what, unnamed) = self.what(facts, proto, port);
+        let p = proto.as_str();
+        let Some(worst) = reaches.iter().max_by_key(|r| r.status) else {
+            if !unknown.is_empty() {
+                plan.pass(Finding::unknown(
+                    id,
+                    format!("whether the outside reaches {p}/{port} ({what})"),
+                    unknown.join("; "),
+                ));
+            }
+            return;
+        };
+        let world = reaches.iter().any(|r| r.from.is_none());
+        let from = if world {
+            "anywhere".to_string()
+        } else {
+            reaches
+                .iter()
+                .filter_map(|r| r.from.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.lint(plan, port, world, &format!("{what}, {}", worst.path));
+        let title = if reaches.iter().any(|r| r.now) {
+            format!("{p}/{port} reachable from {from} via {what}; {}", worst.verdict)
+        } else {
+            format!("{p}/{port} published by {what}, not reachable yet, then from {from}; {}", worst.verdict)
+        };
+        let mut finding = Finding::new(id, title, worst.status);
+        for r in &reaches {
+            finding = finding.with_evidence(format!("path: {}; {}", r.path, r.why));
+        }
+        finding.evidence.extend(unknown.into_iter().map(|u| format!("not judged: {u}")));
+        finding.evidence.extend(unnamed);
+        plan.pass(finding);
+    }
 }
 
-fn admits(t: &Tuple, port: u16) -> bool {
+/// The processes holding sockets on `proto/port`, each with its addresses:
+/// `sshd (pid 5) on 0.0.0.0:22, [::]:22`.
+fn holders(facts: &Facts, proto: Proto, port: u16, skip_docker_proxy: bool) -> String {
+    let mut held: Vec<(String, Vec<String>)> = Vec::new();
+    for l in facts.listeners.iter().filter(|l| l.proto == proto && l.addr.port() == port) {
+        let owner = l.owner.clone().unwrap_or_else(|| "no process found".into());
+        if skip_docker_proxy && owner.starts_with("docker-proxy ") {
+            continue;
+        }
+        match held.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, addrs)) => addrs.push(l.addr.to_string()),
+            None => held.push((owner, vec![l.addr.to_string()])),
+        }
+    }
+    held.iter().map(|(o, a)| format!("{o} on {}", a.join(", "))).collect::<Vec<_>>().join("; ")
+}
+
+fn family(v6: bool) -> &'static str {
+    if v6 { "IPv6" } else { "IPv4" }
+}
+
+/// The families a socket bound to `addr` hears, with a label for the evidence. A socket on
+/// `::` hears IPv4 too unless it is IPv6-only, which /proc does not tell: it is judged for both.
+fn families(addr: &SocketAddr) -> Vec<(bool, &'static str)> {
+    match addr {
+        SocketAddr::V4(_) => vec![(false, "IPv4")],
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => vec![(false, "IPv4")],
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            vec![(true, "IPv6"), (false, "IPv4, unless the socket is IPv6-only")]
+        }
+        SocketAddr::V6(_) => vec![(true, "IPv6")],
+    }
+}
+
+fn admits(t: &Tuple, proto: Proto, port: u16) -> bool {
     let covers = match t.dport.split_once(':') {
         Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= port) && b.parse::<u16>().is_ok_and(|b| port <= b),
         None => t.dport == port.to_string() || t.dport == "any",
     };
-    !t.foreign && (t.action == "allow" || t.action == "limit") && covers && (t.proto == "tcp" || t.proto == "any")
+    !t.foreign
+        && (t.action == "allow" || t.action == "limit")
+        && covers
+        && (t.proto == proto.as_str() || t.proto == "any")
 }
 
-/// Listening TCP sockets on non-loopback addresses, with the process holding each.
-fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
-    let mut entries = procfs::net::tcp().context("failed to read /proc/net/tcp")?;
-    entries.extend(procfs::net::tcp6().unwrap_or_default());
-    let mut wanted: HashMap<u64, SocketAddr> = entries
-        .into_iter()
-        .filter(|e| e.state == procfs::net::TcpState::Listen && !e.local_address.ip().is_loopback())
-        .map(|e| (e.inode, e.local_address))
-        .collect();
-    let mut found = Vec::new();
-    let procs = procfs::process::all_processes_with_root(host.path("/proc")).context("failed to list processes")?;
-    for process in procs.flatten() {
-        if wanted.is_empty() {
-            break;
-        }
-        let Ok(fds) = process.fd() else { continue };
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Socket(inode) = fd.target
-                && let Some(addr) = wanted.remove(&inode)
-            {
-                let comm = process.stat().map(|s| s.comm).unwrap_or_default();
-                found.push(Listener { addr, owner: Some(format!("{comm} (pid {})", process.pid)) });
-            }
-        }
-    }
-    found.extend(wanted.into_values().map(|addr| Listener { addr, owner: None }));
-    found.sort_by_key(|l| (l.addr.port(), l.addr.is_ipv6()));
-    Ok(found)
-}
-
-fn observe_live(host: &Host, want: &Wanted) -> anyhow::Result<Facts> {
+fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyhow::Result<Facts> {
     let conf = host.read("/etc/ufw/ufw.conf")?;
     let defaults = host.read("/etc/default/ufw")?;
+    let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
     let save = host.runner.run_ok(&["iptables-save"], Duration::from_secs(10))?.stdout;
-    let filter = published::parse_save(&save, false);
-    let block_loaded = want.published == Published::Profile
-        && filter.docker_user_hooked
-        && filter
-            .docker_user
-            .as_deref()
-            .is_some_and(|l| published::loaded_matches(l, &published::chain_rules(want, false)));
+    let save6 = host
+        .runner
+        .run_ok(&["ip6tables-save"], Duration::from_secs(10))
+        .map(|o| o.stdout)
+        .map_err(|e| format!("could not read the IPv6 tables: {e:#}"));
+    let v6 = match &save6 {
+        _ if !ipv6 => Family { guard: Guard::Off, block_loaded: false },
+        Ok(s) => Family::from_save(s, true, want),
+        Err(e) => Family::unread(e.clone()),
+    };
+    let mut dnat = parse_dnat(&save, false);
+    dnat.extend(save6.as_deref().map(|s| parse_dnat(s, true)).unwrap_or_default());
+    let mut rules = parse_rules(&host.read("/etc/ufw/user.rules")?, false);
+    if ipv6 {
+        rules.extend(parse_rules(&host.read_opt("/etc/ufw/user6.rules").unwrap_or_default(), true));
+    }
+    let names = host
+        .docker_socket(docker_host)
+        .and_then(|s| Engine::connect(&s).and_then(|e| e.publications()).map_err(|e| format!("{e:#}")));
     Ok(Facts {
-        listeners: listeners(host)?,
-        dnat: parse_dnat(&save),
+        listeners: facts::listeners(host)?,
+        dnat,
         ufw_enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
-        ufw_loaded: filter.ufw_loaded,
+        v4: Family::from_save(&save, false, want),
+        v6,
+        v6_unread: save6.err(),
         incoming: setting(&defaults, "DEFAULT_INPUT_POLICY").and_then(|v| Policy::parse(&v)),
-        rules: parse_rules(&host.read("/etc/ufw/user.rules")?, false),
-        block_loaded,
+        rules,
+        names,
     })
 }
 
@@ -166,7 +353,8 @@ impl Resource for Exposure<'_> {
         if !host.is_live() {
             return Ok(Observed { live: false, facts: Err(String::new()) });
         }
-        Ok(Observed { live: true, facts: observe_live(host, self.want).map_err(|e| format!("{e:#}")) })
+        let facts = observe_live(host, self.want, self.docker_host).map_err(|e| format!("{e:#}"));
+        Ok(Observed { live: true, facts })
     }
 
     fn plan(&self, o: &Observed) -> Plan<()> {
@@ -186,88 +374,35 @@ impl Resource for Exposure<'_> {
             }
             (Ok(f), _) => f,
         };
-        let want = self.want;
-        let host_allowed = |port: u16| want.host_rules().any(|r| r.action.admits() && r.covers(port, Proto::Tcp));
-        let dnat_ports: BTreeMap<u16, &Dnat> =
-            facts.dnat.iter().filter(|d| d.proto == "tcp").map(|d| (d.port, d)).collect();
-
-        // The host's own sockets: INPUT, where ufw decides when its rules are loaded.
-        let mut seen = std::collections::BTreeSet::new();
-        for l in &facts.listeners {
-            let port = l.addr.port();
-            let owner = l.owner.clone().unwrap_or_else(|| "no process found".into());
-            // docker-proxy's sockets are the published ports, judged below.
-            if owner.starts_with("docker-proxy") || dnat_ports.contains_key(&port) || !seen.insert(port) {
-                continue;
-            }
-            let path = if !facts.ufw_loaded {
-                Some(("ufw's rules are not loaded in netfilter: nothing filters INPUT".to_string(), true))
-            } else if facts.incoming == Some(Policy::Allow) {
-                Some(("ufw's incoming policy is allow".to_string(), true))
-            } else {
-                facts.rules.iter().find(|t| admits(t, port)).map(|t| {
-                    let world = t.src == "0.0.0.0/0" || t.src == "::/0";
-                    (format!("ufw rule: allow {}/{} from {}", t.dport, t.proto, t.src), world)
-                })
-            };
-            let Some((path, world)) = path else { continue };
-            self.lint(&mut plan, port, world, &format!("{owner}, {path}"));
-            let id = format!("exposure.tcp.{port}");
-            let title = format!("tcp/{port} reachable from outside: {owner} on {}", l.addr);
-            let status = if host_allowed(port) { Status::Ok } else { Status::Drift };
-            let verdict = if status == Status::Ok { "allowed by the profile" } else { "not allowed by the profile" };
-            plan.pass(Finding::new(id, title, status).with_evidence(format!("{verdict}; path: {path}")));
+        // One finding per (protocol, port), whatever the families and paths.
+        let mut ports: BTreeSet<(Proto, u16)> = facts.listeners.iter().map(|l| (l.proto, l.addr.port())).collect();
+        ports.extend(facts.dnat.iter().map(|d| (d.proto, d.port)));
+        ports.extend(facts.names.iter().flat_map(names::ingress_ports));
+        for (proto, port) in ports {
+            self.judge(&mut plan, facts, proto, port);
         }
-
-        // Published ports: DNATed in PREROUTING, judged in FORWARD, never in ufw's INPUT.
-        for d in dnat_ports.values() {
-            let container_rule =
-                want.rules.iter().find(|r| r.target == Target::Containers && r.covers(d.port, Proto::Tcp));
-            let reachable = match container_rule {
-                _ if !facts.block_loaded => true,
-                Some(r) => r.action.admits(),
-                None => want.routed == Policy::Allow,
-            };
-            if !reachable {
-                continue;
-            }
-            let world = !facts.block_loaded || container_rule.is_none_or(|r| r.from.is_none());
-            self.lint(&mut plan, d.port, world, &format!("Docker publishes it (DNAT to {}), through FORWARD", d.to));
-            let what = if d.chain == "DOCKER-INGRESS" { "swarm routing mesh" } else { "published by Docker" };
-            let id = format!("exposure.tcp.{}", d.port);
-            let title = format!("tcp/{} reachable from outside: {what}, DNAT to {}", d.port, d.to);
-            let (status, why) = match (facts.block_loaded, container_rule) {
-                (true, Some(_)) => (Status::Ok, "allowed by the profile (target = \"containers\")".to_string()),
-                (true, None) => (Status::Drift, "routed policy allow lets every published port through".into()),
-                (false, _) if want.published == Published::Profile => (
-                    Status::Drift,
-                    "vakt's DOCKER-USER rules are not loaded: Docker's FORWARD rules accept it, ufw never sees it"
-                        .into(),
-                ),
-                (false, Some(r)) if r.action.admits() => {
-                    (Status::Ok, "allowed by the profile (Docker's FORWARD rules accept it)".to_string())
-                }
-                (false, _) => (
-                    Status::Drift,
-                    "not allowed by the profile: Docker's FORWARD rules accept it before ufw's, whatever ufw says; \
-                     set published_ports = \"profile\""
-                        .into(),
-                ),
-            };
-            plan.pass(
-                Finding::new(id, title, status)
-                    .with_evidence(format!("path: PREROUTING DNAT ({}) → FORWARD; {why}", d.chain)),
-            );
-        }
-        if facts.ufw_enabled && !facts.ufw_loaded {
+        let unloaded: Vec<&str> = [(false, &facts.v4), (true, &facts.v6)]
+            .into_iter()
+            .filter(|(_, f)| f.guard == Guard::NotLoaded)
+            .map(|(v6, _)| family(v6))
+            .collect();
+        if facts.ufw_enabled && !unloaded.is_empty() {
             plan.pass(
                 Finding::new(
                     "exposure.ufw-loaded",
                     "ufw is enabled in ufw.conf but not loaded in netfilter",
                     Status::Drift,
                 )
+                .with_evidence(format!("not loaded: {}", unloaded.join(", ")))
                 .with_evidence("run `ufw reload` (vakt apply does)"),
             );
+        }
+        if let Some(e) = &facts.v6_unread {
+            plan.pass(Finding::unknown(
+                "exposure.ipv6",
+                "what the outside reaches over IPv6 (ufw's IPv6 rules, Docker's IPv6 DNAT rules)",
+                e.clone(),
+            ));
         }
         plan
     }
@@ -278,76 +413,4 @@ impl Resource for Exposure<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_dockers_dnat_rules() {
-        let save = "*nat\n-A DOCKER -i docker0 -j RETURN\n\
-            -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n\
-            -A DOCKER-INGRESS -p tcp -m tcp --dport 9000 -j DNAT --to-destination 172.18.0.2:9000\nCOMMIT\n";
-        let d = parse_dnat(save);
-        assert_eq!(d.len(), 2);
-        assert_eq!((d[0].port, d[0].to.as_str(), d[0].chain.as_str()), (8080, "172.17.0.2:80", "DOCKER"));
-        assert_eq!(d[1].chain, "DOCKER-INGRESS");
-    }
-
-    fn facts(block_loaded: bool) -> Observed {
-        Observed {
-            live: true,
-            facts: Ok(Facts {
-                listeners: vec![
-                    Listener { addr: "0.0.0.0:80".parse().expect("addr"), owner: Some("nginx (pid 9)".into()) },
-                    Listener { addr: "0.0.0.0:5432".parse().expect("addr"), owner: Some("postgres (pid 7)".into()) },
-                ],
-                dnat: parse_dnat(
-                    "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n",
-                ),
-                ufw_enabled: true,
-                ufw_loaded: true,
-                incoming: Some(Policy::Deny),
-                rules: parse_rules("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n", false),
-                block_loaded,
-            }),
-        }
-    }
-
-    #[test]
-    fn the_gateway_beside_nginx_is_linted_by_what_is_reachable() {
-        let sensitive = vec![(8080, "the gateway behind nginx".to_string())];
-        // The rule list says nothing about 8080, yet Docker publishes it to the world.
-        let w = want("[firewall]\n[[firewall.allow]]\nport = 80\n");
-        let plan = Exposure::new(&w, sensitive.clone()).plan(&facts(false));
-        assert!(
-            plan.warnings.iter().any(|x| x.contains("port 8080 (the gateway behind nginx) is reachable")),
-            "{:?}",
-            plan.warnings
-        );
-        // A host rule for 8080 with the block loaded: still closed, no lint.
-        let w = want(
-            "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 80\n[[firewall.allow]]\nport = 8080\n",
-        );
-        assert!(Exposure::new(&w, sensitive).plan(&facts(true)).warnings.is_empty());
-    }
-
-    fn want(text: &str) -> Wanted {
-        crate::profile::parse("t", text).expect("valid").firewall.expect("firewall")
-    }
-
-    #[test]
-    fn judges_each_reachable_port_by_its_path() {
-        let w = want("[firewall]\n[[firewall.allow]]\nport = 80\n");
-        let plan = Exposure::new(&w, vec![]).plan(&facts(false));
-        let by_id: BTreeMap<&str, Status> = plan.findings.iter().map(|f| (f.id.as_str(), f.status)).collect();
-        assert_eq!(by_id.get("exposure.tcp.80"), Some(&Status::Ok));
-        assert_eq!(by_id.get("exposure.tcp.8080"), Some(&Status::Drift), "published, ufw or not");
-        assert_eq!(by_id.get("exposure.tcp.5432"), None, "ufw filters it");
-
-        let w = want("[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 80\n");
-        let plan = Exposure::new(&w, vec![]).plan(&facts(true));
-        assert!(!plan.findings.iter().any(|f| f.id == "exposure.tcp.8080"), "the block closes it: {:?}", plan.findings);
-        let plan = Exposure::new(&w, vec![]).plan(&facts(false));
-        let f = plan.findings.iter().find(|f| f.id == "exposure.tcp.8080").expect("finding");
-        assert!(f.status == Status::Drift && f.evidence[0].contains("not loaded"), "{f:?}");
-    }
-}
+mod tests;

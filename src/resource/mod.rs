@@ -47,7 +47,11 @@ pub const ALL: &[(&str, Build)] = &[
     ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.source))),
     ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
     // Last: it audits what the others left reachable.
-    ("exposure", |p| boxed(p.firewall.as_ref(), |f| exposure::Exposure::new(f, sensitive_ports(p)))),
+    ("exposure", |p| {
+        boxed(p.firewall.as_ref(), |f| {
+            exposure::Exposure::new(f, sensitive_ports(p), p.docker.as_ref().and_then(|d| d.host.as_deref()))
+        })
+    }),
 ];
 
 /// The resource ids, in dependency order.
