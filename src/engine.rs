@@ -55,6 +55,7 @@ impl<R: Resource> Managed for R {
         if let Err(e) = self.apply(host, &observed, plan.actions) {
             report.error = Some(format!("{e:#}"));
         }
+        host.forget_observations();
         // Verify: the drift findings are judged again from a fresh observation.
         let after = match self.observe(host) {
             Ok(o) => {
@@ -130,6 +131,7 @@ pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec
 
 /// Observes every resource concurrently (they are independent when nothing changes).
 pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
+    host.forget_observations();
     std::thread::scope(|s| {
         let handles: Vec<_> = resources.iter().map(|r| s.spawn(|| r.check(host))).collect();
         handles
@@ -146,6 +148,7 @@ pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<Resour
 
 /// Converges resources one after another, in dependency order.
 pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
+    host.forget_observations();
     resources.iter().map(|r| r.converge(host)).collect()
 }
 

@@ -2,8 +2,10 @@
 //! slow socket is a clear "could not verify", never a hang. Observations get a short bound;
 //! calls that make the engine do real work get their own, longer one.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -11,6 +13,7 @@ use bollard::Docker;
 use bollard::models::{
     ContainerSummary, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, LocalNodeState,
     NodeSpecRoleEnum, NodeState, PortSummaryTypeEnum, Reachability, Service, SwarmInitRequest, SwarmJoinRequest,
+    SystemInfo,
 };
 
 use crate::resource::swarm::token::JoinToken;
@@ -63,10 +66,34 @@ pub struct NodeFacts {
     pub addr: String,
 }
 
+/// The engine's `/info` answers of one run, by socket. The docker, swarm and exposure audits
+/// all read the engine's state and dockerd takes a while to compose it (about 17 ms on a
+/// small host), so one answer serves them all, also when they ask at the same moment. The run
+/// forgets the answers when it starts and whenever it changed something
+/// (`Host::forget_observations`).
+#[derive(Debug, Default)]
+pub struct InfoMemo(Mutex<HashMap<String, Arc<InfoAnswer>>>);
+
+/// One socket's `/info` answer (or why there is none), set once.
+type InfoAnswer = OnceLock<Result<SystemInfo, String>>;
+
+impl InfoMemo {
+    pub fn forget(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    fn get(&self, socket: &str, ask: impl FnOnce() -> Result<SystemInfo, String>) -> Result<SystemInfo, String> {
+        let cell = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(socket.to_string()).or_default().clone();
+        // Whoever comes first asks; the others wait for that answer instead of asking again.
+        cell.get_or_init(ask).clone()
+    }
+}
+
 pub struct Engine {
     docker: Docker,
     socket: String,
     runtime: tokio::runtime::Runtime,
+    memo: Option<Arc<InfoMemo>>,
 }
 
 impl Engine {
@@ -85,7 +112,22 @@ impl Engine {
         // and each call is held to its own in `call`.
         let docker = Docker::connect_with_unix(&socket, SWARM_INIT_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
             .map_err(|e| anyhow!("Docker is not reachable at {socket}: {e}"))?;
-        Ok(Engine { docker, socket, runtime })
+        Ok(Engine { docker, socket, runtime, memo: None })
+    }
+
+    /// This engine's `/info` comes from (and goes to) `memo`: for observations only, never
+    /// for a handle that waits for a change.
+    pub fn remembering(mut self, memo: &Arc<InfoMemo>) -> Engine {
+        self.memo = Some(Arc::clone(memo));
+        self
+    }
+
+    fn info(&self) -> anyhow::Result<SystemInfo> {
+        let ask = || self.call("/info", CALL_TIMEOUT, self.docker.info());
+        match &self.memo {
+            Some(memo) => memo.get(&self.socket, || ask().map_err(|e| format!("{e:#}"))).map_err(anyhow::Error::msg),
+            None => ask(),
+        }
     }
 
     fn call<T>(
@@ -112,7 +154,7 @@ impl Engine {
     }
 
     pub fn facts(&self) -> anyhow::Result<EngineFacts> {
-        let info = self.call("/info", CALL_TIMEOUT, self.docker.info())?;
+        let info = self.info()?;
         let swarm = info.swarm.unwrap_or_default();
         let state = match swarm.local_node_state {
             Some(LocalNodeState::ACTIVE) => "active",
@@ -140,8 +182,8 @@ impl Engine {
     }
 
     /// The facts of the engine at `socket`, or why they could not be had (for a finding).
-    pub fn observe(socket: &Path) -> Result<EngineFacts, String> {
-        Engine::connect(socket).and_then(|e| e.facts()).map_err(|e| format!("{e:#}"))
+    pub fn observe(socket: &Path, memo: &Arc<InfoMemo>) -> Result<EngineFacts, String> {
+        Engine::connect(socket).and_then(|e| e.remembering(memo).facts()).map_err(|e| format!("{e:#}"))
     }
 
     /// Waits until the engine answers, up to `bound`; `progress` is called about once a second.
@@ -233,18 +275,14 @@ impl Engine {
 
 impl Engine {
     /// The ports the engine publishes, named: running containers (`/containers/json`) and, on
-    /// a swarm manager, services (`/services`). `/info` and the containers are asked side by
-    /// side; services only when `/info` says this node is a manager, as any other node answers
-    /// 503 and dockerd logs that as an error on every check.
+    /// a swarm manager, services (`/services`): only when `/info` says this node is a manager,
+    /// as any other node answers 503 and dockerd logs that as an error on every check.
     pub fn publications(&self) -> anyhow::Result<Publications> {
-        let (info, containers) = self.runtime.block_on(async {
-            tokio::join!(
-                self.bounded("/info", CALL_TIMEOUT, self.docker.info()),
-                self.bounded("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None)),
-            )
-        });
-        let mut ports = container_ports(containers?);
-        let swarm = info?.swarm.unwrap_or_default();
+        // The containers first: in a check, the docker and swarm audits ask for `/info`
+        // meanwhile, and the memo then has the answer.
+        let mut ports =
+            container_ports(self.call("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None))?);
+        let swarm = self.info()?.swarm.unwrap_or_default();
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         let services_unavailable = match (active, swarm.control_available.unwrap_or(false)) {
             (false, _) => None,
@@ -378,6 +416,31 @@ fn explain(e: &bollard::errors::Error, limit: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_info_answer_serves_every_audit_of_a_run_until_it_is_forgotten() {
+        let memo = InfoMemo::default();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let ask = || {
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(SystemInfo { driver: Some("overlay2".into()), ..Default::default() })
+        };
+        // Three audits asking at the same moment: one request, the same answer for all.
+        let drivers: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3).map(|_| s.spawn(|| memo.get("/run/docker.sock", ask))).collect();
+            handles.into_iter().map(|h| h.join().expect("joined").expect("answer").driver).collect()
+        });
+        assert_eq!(drivers, vec![Some("overlay2".to_string()); 3]);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another engine is asked on its own; a failure is remembered as the answer too.
+        assert!(memo.get("/other.sock", || Err("down".into())).is_err());
+        assert!(memo.get("/other.sock", ask).is_err(), "the run keeps the answer it had");
+        // After a change the run asks again.
+        memo.forget();
+        memo.get("/run/docker.sock", ask).expect("answer");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     /// As Docker 20.10 answers `/containers/json`: a `-p` container bound on both families, a
     /// swarm task publishing in host mode, and a container with an unpublished port.

@@ -3,7 +3,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::engine_api::InfoMemo;
 use crate::runner::Runner;
 
 const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -15,6 +17,8 @@ pub struct Host {
     docker_host_env: Option<String>,
     /// `$CREDENTIALS_DIRECTORY`: where systemd puts the unit's credentials (`LoadCredential=`).
     credentials_dir_env: Option<PathBuf>,
+    /// The engine's `/info` answers of this run, shared by the audits that read them.
+    pub engine_info: Arc<InfoMemo>,
 }
 
 /// `path` (absolute, as on the live host) resolved under `root` the way `chroot` would see it:
@@ -74,7 +78,14 @@ impl Host {
             runner: Runner::default(),
             docker_host_env: std::env::var("DOCKER_HOST").ok(),
             credentials_dir_env: std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from),
+            engine_info: Arc::default(),
         }
+    }
+
+    /// Drops what observations remembered (the engine's `/info`): a run starts with none, and
+    /// whatever changed the host makes them stale.
+    pub fn forget_observations(&self) {
+        self.engine_info.forget();
     }
 
     /// Whether this is the running system (`--root /`): only then do CPUID, service restarts

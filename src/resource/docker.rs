@@ -193,7 +193,7 @@ impl Resource for Docker<'_> {
         let engine = if offline {
             Err("an image prepared offline: its Docker runs at the first boot".to_string())
         } else {
-            socket.clone().and_then(|s| Engine::observe(&s))
+            socket.clone().and_then(|s| Engine::observe(&s, &host.engine_info))
         };
         let on_disk = match (&engine, &file) {
             (Err(_), FileState::Present { map, .. }) => Some(data_root_of(map)),

@@ -325,9 +325,9 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
     if ipv6 {
         rules.extend(parse_rules(&host.read_opt("/etc/ufw/user6.rules").unwrap_or_default(), true));
     }
-    let names = host
-        .docker_socket(docker_host)
-        .and_then(|s| Engine::connect(&s).and_then(|e| e.publications()).map_err(|e| format!("{e:#}")));
+    let names = host.docker_socket(docker_host).and_then(|s| {
+        Engine::connect(&s).and_then(|e| e.remembering(&host.engine_info).publications()).map_err(|e| format!("{e:#}"))
+    });
     Ok(Facts {
         listeners: facts::listeners(host)?,
         dnat,

@@ -157,8 +157,9 @@ impl Resource for Swarm<'_> {
                 nodes: None,
             });
         }
-        let engine =
-            host.docker_socket(self.docker_host).and_then(|s| Engine::connect(&s).map_err(|e| format!("{e:#}")));
+        let engine = host
+            .docker_socket(self.docker_host)
+            .and_then(|s| Engine::connect(&s).map(|e| e.remembering(&host.engine_info)).map_err(|e| format!("{e:#}")));
         let facts = engine.as_ref().map_err(Clone::clone).and_then(|e| e.facts().map_err(|e| format!("{e:#}")));
         let (mut token, mut nodes) = (None, None);
         if let (Ok(engine), Ok(facts)) = (&engine, &facts) {
