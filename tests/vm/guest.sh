@@ -237,9 +237,13 @@ ingress() {
   vakt apply -p ./before.toml > /tmp/before-apply.txt 2>&1
   grep -q "BEGIN vakt published-ports" /etc/ufw/after.rules && fail "vakt's block is still in after.rules" || ok "before: published ports are Docker's (vakt's block removed)"
   vakt check -p ./before.toml --only exposure --format json > /tmp/exposure-before.json
-  for p in 8080 8088; do
+  for s in gateway:8080 other:8088; do
+    p=${s#*:}
     st=$(exposure_of "exposure.tcp.$p" /tmp/exposure-before.json)
     [ "$st" = drift ] && ok "before: exposure reports tcp/$p reachable, not allowed: drift" || fail "before: exposure.tcp.$p is $st"
+    # Named through the Engine API: the service and its publish mode.
+    grep -A1 "\"id\": \"exposure.tcp.$p\"" /tmp/exposure-before.json | grep -q "swarm ingress, service ${s%%:*}" \
+      && ok "before: tcp/$p is named: swarm ingress, service ${s%%:*}" || fail "before: tcp/$p title: $(grep -A1 "exposure.tcp.$p" /tmp/exposure-before.json | tail -n1)"
   done
   wait_for_probe before
 
