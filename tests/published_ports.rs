@@ -16,14 +16,18 @@ use common::*;
 
 const HOST_IP: &str = "198.51.100.1";
 const NET_IP: &str = "198.51.100.2";
+/// The same link's IPv6 addresses: the host's UDP echo is judged for each family.
+const HOST_IP6: &str = "2001:db8:64::1";
+const NET_IP6: &str = "2001:db8:64::2";
 const IMAGE: &str = "vakt-busybox:test";
 /// What every container and task of the image runs: busybox's web server on port 80.
 const SERVE: [&str; 7] = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
-/// A UDP service on the host: an echo server on an unconnected socket (perl is essential on
-/// Debian; busybox's nc here has no UDP).
+/// A UDP service on the host: an echo server on an unconnected socket bound to `::`, which
+/// hears both families (perl is essential on Debian; busybox's nc here has no UDP).
 const UDP_PORT: u16 = 5300;
-const UDP_ECHO: &str = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 5300, Proto => 'udp') \
-    or die \"bind: $!\"; while (1) { my $peer = $s->recv(my $m, 64); $s->send($m, 0, $peer) if defined $peer }";
+const UDP_ECHO: &str = "use IO::Socket::IP; my $s = IO::Socket::IP->new(LocalHost => '::', LocalPort => 5300, \
+    Proto => 'udp', V6Only => 0) or die \"bind: $!\"; \
+    while (1) { my $peer = $s->recv(my $m, 64); $s->send($m, 0, $peer) if defined $peer }";
 
 fn ready() -> bool {
     require("root", is_root())
@@ -66,6 +70,8 @@ impl Lab {
              ip -n {host} addr add {HOST_IP}/24 dev vkwan0; ip -n {host} link set vkwan0 up
              ip -n {internet} addr add {NET_IP}/24 dev vkwan1; ip -n {internet} link set vkwan1 up
              ip -n {host} route add default via {NET_IP}
+             ip -n {host} addr add {HOST_IP6}/64 dev vkwan0 nodad
+             ip -n {internet} addr add {NET_IP6}/64 dev vkwan1 nodad
              mkdir -p {t}/etc/docker {t}/www {t}/image/bin {t}/image/www {t}/nginx
              echo '{{}}' > {t}/etc/docker/daemon.json
              echo 'the internet' > {t}/www/index.html
@@ -173,12 +179,12 @@ impl Lab {
         (out.code == 0).then(|| out.stdout.trim().to_string())
     }
 
-    /// A datagram from "the internet" to the host's UDP echo; the answer, or None.
-    fn outside_udp(&self) -> Option<String> {
+    /// A datagram from "the internet" to the host's UDP echo at `addr`; the answer, or None.
+    fn outside_udp(&self, addr: &str) -> Option<String> {
         let probe = format!(
-            "use IO::Socket::INET; my $s = IO::Socket::INET->new(PeerAddr => '{HOST_IP}:{UDP_PORT}', Proto => 'udp') \
-             or die; $s->send('ping'); my $r = ''; eval {{ local $SIG{{ALRM}} = sub {{ die }}; alarm 1; \
-             $s->recv($r, 64); alarm 0 }}; print $r"
+            "use IO::Socket::IP; my $s = IO::Socket::IP->new(PeerHost => '{addr}', PeerPort => {UDP_PORT}, \
+             Proto => 'udp') or die; $s->send('ping'); my $r = ''; eval {{ local $SIG{{ALRM}} = sub {{ die }}; \
+             alarm 1; $s->recv($r, 64); alarm 0 }}; print $r"
         );
         let out =
             run(Command::new("nsenter").args([&format!("--net=/run/netns/{}", self.internet), "perl", "-e", &probe]));
@@ -227,7 +233,8 @@ impl Lab {
             service: self.outside_get(8081),
             service_local: self.host_get("http://127.0.0.1:8081/"),
             other: self.outside_get(9090),
-            udp: self.outside_udp(),
+            udp: self.outside_udp(HOST_IP),
+            udp6: self.outside_udp(HOST_IP6),
             host_local: self.host_get("http://127.0.0.1:8080/"),
             host_own_ip: self.host_get(&format!("http://{HOST_IP}:8080/")),
             container_out: self.container_get(NET_IP, 8000),
@@ -262,8 +269,9 @@ struct Probes {
     /// The host's own view of that service: it is up whatever the outside sees.
     service_local: Option<String>,
     other: Option<String>,
-    /// The host's UDP echo on 5300, from outside.
+    /// The host's UDP echo on 5300, from outside, over IPv4 and over IPv6.
     udp: Option<String>,
+    udp6: Option<String>,
     host_local: Option<String>,
     host_own_ip: Option<String>,
     container_out: Option<String>,
@@ -305,12 +313,19 @@ struct Exposed {
     ports: Vec<(String, String)>,
     /// Each port finding's title.
     titles: Vec<(String, String)>,
+    /// Each port finding's evidence, a line each.
+    evidence: Vec<(String, Vec<String>)>,
     elapsed_ms: u64,
 }
 
 impl Exposed {
     fn title(&self, id: &str) -> &str {
         self.titles.iter().find(|(i, _)| i == id).map_or("", |(_, t)| t.as_str())
+    }
+
+    /// Whether a line of the finding's evidence contains `text`.
+    fn says(&self, id: &str, text: &str) -> bool {
+        self.evidence.iter().filter(|(i, _)| i == id).flat_map(|(_, e)| e).any(|line| line.contains(text))
     }
 
     /// The report agrees with the probes, port by port: listed exactly when it answered.
@@ -320,7 +335,7 @@ impl Exposed {
             ("exposure.tcp.8080", &probes.gateway),
             ("exposure.tcp.8081", &probes.service),
             ("exposure.tcp.9090", &probes.other),
-            ("exposure.udp.5300", &probes.udp),
+            ("exposure.udp.5300", &probes.udp.clone().or(probes.udp6.clone())),
         ];
         for (id, probe) in answered {
             let listed = self.ports.iter().any(|(i, _)| i == id);
@@ -338,8 +353,16 @@ fn exposure(lab: &Lab, profile: &str) -> Exposed {
         .map(|f| (f["id"].as_str().unwrap_or("").to_string(), f["title"].as_str().unwrap_or("").to_string()))
         .filter(|(id, _)| port(id))
         .collect();
+    let evidence = findings(&report)
+        .iter()
+        .map(|f| {
+            let lines = f["evidence"].as_array().into_iter().flatten().filter_map(|e| e.as_str().map(String::from));
+            (f["id"].as_str().unwrap_or("").to_string(), lines.collect())
+        })
+        .filter(|(id, _)| port(id))
+        .collect();
     let ports = statuses(&report).into_iter().filter(|(id, _)| port(id)).collect();
-    Exposed { ports, titles, elapsed_ms: report["elapsed_ms"].as_u64().unwrap_or(u64::MAX) }
+    Exposed { ports, titles, evidence, elapsed_ms: report["elapsed_ms"].as_u64().unwrap_or(u64::MAX) }
 }
 
 /// Port findings as `("tcp/80", "ok")` pairs.
@@ -406,6 +429,7 @@ fn published_ports_obey_the_profile_by_packets() {
     let docker_decides = lab.profile("docker-decides", &profile_text("docker", false));
     let unfiltered = lab.probes();
     assert_eq!(unfiltered.udp.as_deref(), Some("ping"), "{unfiltered:?}");
+    assert_eq!(unfiltered.udp6.as_deref(), Some("ping"), "over IPv6 too: {unfiltered:?}");
     let report = exposure(&lab, &docker_decides);
     report.agrees_with(&unfiltered);
     let status = |r: &Exposed, id: &str| r.ports.iter().find(|(i, _)| i == id).map(|(_, s)| s.clone());
@@ -414,6 +438,18 @@ fn published_ports_obey_the_profile_by_packets() {
         report.title("exposure.udp.5300").starts_with("udp/5300 reachable from anywhere via perl (pid "),
         "{}",
         report.title("exposure.udp.5300")
+    );
+    // One finding for the port, with a path for each family that reaches it.
+    assert!(
+        report.says("exposure.udp.5300", "[::]:5300 (IPv6): ufw's IPv6 rules are not loaded"),
+        "{:?}",
+        report.evidence
+    );
+    assert!(
+        report
+            .says("exposure.udp.5300", "[::]:5300 (IPv4, unless the socket is IPv6-only): ufw's rules are not loaded"),
+        "{:?}",
+        report.evidence
     );
 
     // The problem, reproduced: ufw on, 8080 and 9090 not allowed, yet both answer the world.
@@ -430,6 +466,7 @@ fn published_ports_obey_the_profile_by_packets() {
     assert_eq!(open.container_out.as_deref(), Some("the internet"), "{open:?}");
     assert_eq!(open.container_to_container, answers(), "{open:?}");
     assert_eq!(open.udp, None, "ufw drops what the profile does not allow: {open:?}");
+    assert_eq!(open.udp6, None, "over IPv6 too (ufw's IPv6 rules are loaded): {open:?}");
     // check agrees with the probes: what answered is listed, the published ports as drift,
     // each named by the engine with its publish mode.
     let report = exposure(&lab, &docker_decides);
@@ -456,6 +493,7 @@ fn published_ports_obey_the_profile_by_packets() {
         service_local: answers(),
         other: None,
         udp: None,
+        udp6: None,
         host_local: answers(),
         host_own_ip: answers(),
         container_out: Some("the internet".into()),
@@ -490,12 +528,16 @@ fn published_ports_obey_the_profile_by_packets() {
     // containers listen on 80 inside).
     let gateway = lab.profile("gateway", &profile_text("profile", true));
     apply(&lab, &gateway);
-    let with_gateway = Probes { gateway: answers(), udp: Some("ping".into()), ..closed.clone() };
+    let with_gateway =
+        Probes { gateway: answers(), udp: Some("ping".into()), udp6: Some("ping".into()), ..closed.clone() };
     assert_eq!(lab.probes(), with_gateway);
     check(&lab, &gateway);
     let report = exposure(&lab, &gateway);
     report.agrees_with(&with_gateway);
     assert_eq!(report.ports, seen(&[("tcp/80", "ok"), ("tcp/8080", "ok"), ("udp/5300", "ok")]));
+    // ufw added the allow for both families; the report names each family's rule.
+    assert!(report.says("exposure.udp.5300", "(IPv6): ufw rule: allow 5300/udp from ::/0"), "{:?}", report.evidence);
+    assert!(report.says("exposure.udp.5300", "ufw rule: allow 5300/udp from 0.0.0.0/0"), "{:?}", report.evidence);
     assert!(
         report
             .title("exposure.tcp.8080")
