@@ -13,6 +13,12 @@ fail() { echo "FAIL: $*"; fails=$((fails+1)); }
 check() { desc=$1; shift; if "$@" >/dev/null 2>&1; then ok "$desc"; else fail "$desc"; fi; }
 # Details of a failure, marked so that run.sh shows them.
 diag() { sed 's/^/diag: /'; }
+# status_of ID FILE: the status of one finding in a `vakt check --format json`
+# report, or "none" when the report has no such finding (for a port: nothing reaches it).
+status_of() {
+  st=$(grep -A2 "\"id\": \"$1\"" "$2" | grep -o '"status": "[a-z]*"' | head -n1 | cut -d'"' -f4)
+  echo "${st:-none}"
+}
 SAMPLE_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d11
 SUMMARY_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d12
 AUDIT_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d1a
@@ -115,7 +121,7 @@ vakt check -p builtin:openfaas-swarm --only host --format json > /tmp/article.js
 if [ "$virt" = kvm ]; then
   ok "(running under KVM: the article's profile passes)"
 else
-  grep -A2 '"id": "host.hypervisor"' /tmp/article.json | grep -q '"status": "drift"' && ok "the article's profile reports $virt as drift (it wants kvm)" || fail "article profile: $(grep -A2 host.hypervisor /tmp/article.json)"
+  [ "$(status_of host.hypervisor /tmp/article.json)" = drift ] && ok "the article's profile reports $virt as drift (it wants kvm)" || fail "article profile: $(grep -A2 host.hypervisor /tmp/article.json)"
 fi
 
 check_service
@@ -194,12 +200,6 @@ virtio_first() {
   ingress
 }
 
-# exposure_of ID FILE: the status of one exposure finding in a `vakt check --format json`
-# report, or "none" when the report has no such finding (nothing reaches that port).
-exposure_of() {
-  st=$(grep -A2 "\"id\": \"$1\"" "$2" | grep -o '"status": "[a-z]*"' | head -n1 | cut -d'"' -f4)
-  echo "${st:-none}"
-}
 
 # wait_for_probe STAGE: the host probes the published ports through QEMU's port forwards,
 # then connects to port 22 (allowed by the profile, nothing else listens there here).
@@ -239,7 +239,7 @@ ingress() {
   vakt check -p ./before.toml --only exposure --format json > /tmp/exposure-before.json
   for s in gateway:8080 other:8088; do
     p=${s#*:}
-    st=$(exposure_of "exposure.tcp.$p" /tmp/exposure-before.json)
+    st=$(status_of "exposure.tcp.$p" /tmp/exposure-before.json)
     [ "$st" = drift ] && ok "before: exposure reports tcp/$p reachable, not allowed: drift" || fail "before: exposure.tcp.$p is $st"
     # Named through the Engine API: the service and its publish mode.
     grep -A1 "\"id\": \"exposure.tcp.$p\"" /tmp/exposure-before.json | grep -q "swarm ingress, service ${s%%:*}" \
@@ -250,9 +250,9 @@ ingress() {
   vakt apply > /tmp/after-apply.txt 2>&1; rc=$?
   [ $rc = 0 ] && ok "vakt apply with published_ports = \"profile\": exit 0" || { fail "vakt apply exit $rc"; grep -vE "^ok " /tmp/after-apply.txt | diag; }
   vakt check --only exposure --format json > /tmp/exposure-after.json
-  st=$(exposure_of exposure.tcp.8080 /tmp/exposure-after.json)
+  st=$(status_of exposure.tcp.8080 /tmp/exposure-after.json)
   [ "$st" = ok ] && ok "after: exposure reports tcp/8080 reachable and allowed: ok" || fail "after: exposure.tcp.8080 is $st"
-  st=$(exposure_of exposure.tcp.8088 /tmp/exposure-after.json)
+  st=$(status_of exposure.tcp.8088 /tmp/exposure-after.json)
   [ "$st" = none ] && ok "after: exposure lists nothing reaching tcp/8088" || fail "after: exposure.tcp.8088 is $st"
   wait_for_probe after
   curl -sf -o /dev/null --max-time 5 http://127.0.0.1:8088/ && ok "the host still reaches its own published port 8088" || fail "the host lost its own published port"
