@@ -536,8 +536,16 @@ fn published_ports_obey_the_profile_by_packets() {
     report.agrees_with(&with_gateway);
     assert_eq!(report.ports, seen(&[("tcp/80", "ok"), ("tcp/8080", "ok"), ("udp/5300", "ok")]));
     // ufw added the allow for both families; the report names each family's rule.
-    assert!(report.says("exposure.udp.5300", "(IPv6): ufw rule: allow 5300/udp from ::/0"), "{:?}", report.evidence);
-    assert!(report.says("exposure.udp.5300", "ufw rule: allow 5300/udp from 0.0.0.0/0"), "{:?}", report.evidence);
+    assert!(
+        report.says("exposure.udp.5300", "(IPv6): ufw rule: allow 5300/udp from anywhere (v6)"),
+        "{:?}",
+        report.evidence
+    );
+    assert!(
+        report.says("exposure.udp.5300", "(IPv4): ufw rule: allow 5300/udp from anywhere"),
+        "{:?}",
+        report.evidence
+    );
     assert!(
         report
             .title("exposure.tcp.8080")

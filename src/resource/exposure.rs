@@ -14,7 +14,8 @@ use std::time::Duration;
 
 pub use facts::{Dnat, Family, Guard, Listener, parse_dnat};
 
-use super::firewall::{Tuple, parse_rules, setting};
+use super::firewall::model::{self, UfwRule};
+use super::firewall::{parse_rules, setting};
 use super::{Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, Publications};
 use crate::host::Host;
@@ -37,7 +38,7 @@ pub struct Facts {
     pub v6_unread: Option<String>,
     pub incoming: Option<Policy>,
     /// ufw's rules of both families (`user.rules`, and `user6.rules` unless `IPV6=no`).
-    pub rules: Vec<Tuple>,
+    pub rules: Vec<UfwRule>,
     /// The Engine API's names for published ports, or why there are none.
     pub names: Result<Publications, String>,
 }
@@ -89,15 +90,35 @@ impl<'p> Exposure<'p> {
                 let which = if v6 { "IPv6 rules" } else { "rules" };
                 Some((format!("ufw's {which} are not loaded in netfilter: nothing filters INPUT"), None))
             }
-            Guard::Loaded if facts.incoming == Some(Policy::Allow) => {
-                Some(("ufw's incoming policy is allow".to_string(), None))
+            Guard::Loaded => {
+                let rules: Vec<UfwRule> = facts.rules.iter().filter(|r| r.v6 == v6).cloned().collect();
+                let policy = facts.incoming.unwrap_or(Policy::Deny);
+                match model::reach(&rules, policy, v6, port, proto) {
+                    model::Reach::Nowhere => None,
+                    model::Reach::Everywhere(model::By::Policy) => {
+                        Some((format!("ufw's incoming policy is {}", policy.as_str()), None))
+                    }
+                    model::Reach::Everywhere(model::By::Rule(i)) => {
+                        Some((format!("ufw rule: {}", rules[i].describe()), None))
+                    }
+                    model::Reach::Some(nets) => {
+                        let nets: Vec<String> = nets.into_iter().map(model::host_or_net).collect();
+                        Some((
+                            format!("ufw rules admit {}/{} from {}", port, proto.as_str(), nets.join(", ")),
+                            Some(nets.join(", ")),
+                        ))
+                    }
+                }
             }
-            Guard::Loaded => facts.rules.iter().find(|t| t.v6 == v6 && admits(t, proto, port)).map(|t| {
-                let from = (t.src != "0.0.0.0/0" && t.src != "::/0").then(|| t.src.clone());
-                (format!("ufw rule: allow {}/{} from {}", t.dport, t.proto, t.src), from)
-            }),
         };
-        let allowed = self.want.host_rules().any(|r| r.action.admits() && r.covers(port, proto));
+        // What the profile's own rules, in its order, would do with a packet from anywhere.
+        let profile: Vec<UfwRule> = self
+            .want
+            .host_rules()
+            .filter(|r| r.from.is_none_or(|n| n.addr().is_ipv6() == v6))
+            .map(|r| model::from_profile(r, v6))
+            .collect();
+        let allowed = model::reach(&profile, self.want.incoming, v6, port, proto) != model::Reach::Nowhere;
         Ok(how.map(|(path, from)| Reach {
             path,
             from,
@@ -293,17 +314,6 @@ fn families(addr: &SocketAddr) -> Vec<(bool, &'static str)> {
     }
 }
 
-fn admits(t: &Tuple, proto: Proto, port: u16) -> bool {
-    let covers = match t.dport.split_once(':') {
-        Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= port) && b.parse::<u16>().is_ok_and(|b| port <= b),
-        None => t.dport == port.to_string() || t.dport == "any",
-    };
-    !t.foreign
-        && (t.action == "allow" || t.action == "limit")
-        && covers
-        && (t.proto == proto.as_str() || t.proto == "any")
-}
-
 fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyhow::Result<Facts> {
     let conf = host.read("/etc/ufw/ufw.conf")?;
     let defaults = host.read("/etc/default/ufw")?;
@@ -321,10 +331,8 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
     };
     let mut dnat = parse_dnat(&save, false);
     dnat.extend(save6.as_deref().map(|s| parse_dnat(s, true)).unwrap_or_default());
-    let mut rules = parse_rules(&host.read("/etc/ufw/user.rules")?, false);
-    if ipv6 {
-        rules.extend(parse_rules(&host.read_opt("/etc/ufw/user6.rules").unwrap_or_default(), true));
-    }
+    let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
+    let (rules, _) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
     let names = host.docker_socket(docker_host).and_then(|s| {
         Engine::connect(&s).and_then(|e| e.remembering(&host.engine_info).publications()).map_err(|e| format!("{e:#}"))
     });

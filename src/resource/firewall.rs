@@ -2,6 +2,7 @@
 //! from netfilter), converged through the `ufw` command only, with the SSH lockout guard and
 //! the block that makes Docker-published ports obey the profile.
 
+pub mod model;
 pub(crate) mod published;
 
 use std::path::{Path, PathBuf};
@@ -14,28 +15,10 @@ use super::ssh::{self, SshFacts};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
 use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Published, Rule};
+use model::{By, Packet, UfwRule, Unreadable};
 use published::Netfilter;
 
 const UFW_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// One rule as ufw records it in `user.rules`/`user6.rules`:
-/// `### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368`. The action word
-/// carries the rule's logging as a suffix (`allow_log`, `deny_log-all`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tuple {
-    pub action: String,
-    /// `log` or `log-all` when the rule logs, else empty.
-    pub log: String,
-    pub proto: String,
-    pub dport: String,
-    pub dst: String,
-    pub sport: String,
-    pub src: String,
-    pub direction: String,
-    pub v6: bool,
-    /// Application-profile rules and other forms vakt does not write; never pruned.
-    pub foreign: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -44,7 +27,10 @@ pub struct Observed {
     pub incoming: Option<Policy>,
     pub outgoing: Option<Policy>,
     pub routed: Option<Policy>,
-    pub rules: Vec<Tuple>,
+    /// ufw's rules: `user.rules` in file order, then `user6.rules` (when IPv6 is on).
+    pub rules: Vec<UfwRule>,
+    /// Tuples vakt could not read: never touched, reported.
+    pub unreadable: Vec<Unreadable>,
     pub ssh: SshFacts,
     pub docker_present: bool,
     /// The image root when preparing one offline (`--root`): ufw then edits the image's
@@ -77,34 +63,15 @@ impl<'p> Firewall<'p> {
     }
 }
 
-/// Parses the tuple comments of a ufw rules file.
-pub fn parse_rules(text: &str, v6: bool) -> Vec<Tuple> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("### tuple ### "))
-        .map(|t| {
-            let f: Vec<&str> = t.split_whitespace().filter(|w| !w.starts_with("comment=")).collect();
-            let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
-            let word = get(0);
-            let (action, log) = match word.split_once('_') {
-                Some((action, log)) => (action.to_string(), log.to_string()),
-                None => (word.clone(), String::new()),
-            };
-            Tuple {
-                action,
-                log,
-                proto: get(1),
-                dport: get(2),
-                dst: get(3),
-                sport: get(4),
-                src: get(5),
-                direction: f.last().copied().unwrap_or("").to_string(),
-                v6,
-                // Application-profile rules (9 fields), route rules (`route:allow`) and
-                // interface-bound ones are not vakt's.
-                foreign: f.len() != 7 || word.contains(':') || f[6] != "in",
-            }
-        })
-        .collect()
+/// Both families' rules as typed values, with the tuples vakt could not read.
+pub fn parse_rules(v4: &str, v6: Option<&str>) -> (Vec<UfwRule>, Vec<Unreadable>) {
+    let (mut rules, mut unreadable) = model::parse_rules(v4, false);
+    if let Some(text) = v6 {
+        let (r, u) = model::parse_rules(text, true);
+        rules.extend(r);
+        unreadable.extend(u);
+    }
+    (rules, unreadable)
 }
 
 /// `KEY=value` (quotes stripped) from ufw.conf or /etc/default/ufw.
@@ -115,63 +82,9 @@ pub(crate) fn setting(text: &str, key: &str) -> Option<String> {
         .map(|v| v.trim().trim_matches('"').to_string())
 }
 
-fn any_net(v6: bool) -> &'static str {
-    if v6 { "::/0" } else { "0.0.0.0/0" }
-}
-
-impl Tuple {
-    fn matches(&self, rule: &Rule) -> bool {
-        self.action == rule.action.as_str() && self.same_traffic(rule)
-    }
-
-    /// The same traffic whatever the action: ufw keeps one rule per traffic, and adding the
-    /// profile's rule would *replace* this one ("Rule updated").
-    fn same_traffic(&self, rule: &Rule) -> bool {
-        let src = rule.from.map_or_else(|| any_net(self.v6).to_string(), |n| n.to_string());
-        !self.foreign
-            && self.direction == "in"
-            && self.proto == rule.proto.as_str()
-            && self.dport == rule.port_text()
-            && self.dst == any_net(self.v6)
-            && self.sport == "any"
-            && self.src == src
-    }
-
-    fn describe(&self) -> String {
-        let family = if self.v6 { " (v6)" } else { "" };
-        let log = if self.log.is_empty() { String::new() } else { format!(" {}", self.log) };
-        let to = if self.dst == any_net(self.v6) { String::new() } else { format!(" to {}", self.dst) };
-        let sport = if self.sport == "any" { String::new() } else { format!(" port {}", self.sport) };
-        format!(
-            "{} {}{log} {}/{} from {}{sport}{to}{family}",
-            self.direction, self.action, self.dport, self.proto, self.src
-        )
-    }
-
-    /// The `ufw delete` command for this rule, when vakt can express it.
-    fn delete_command(&self) -> Option<Vec<String>> {
-        if self.foreign || self.direction != "in" {
-            return None;
-        }
-        let mut argv = vec!["ufw".to_string(), "delete".into(), self.action.clone()];
-        if !self.log.is_empty() {
-            argv.push(self.log.clone());
-        }
-        if self.proto != "any" {
-            argv.extend(["proto".into(), self.proto.clone()]);
-        }
-        let src = if self.src == any_net(self.v6) { "any".to_string() } else { self.src.clone() };
-        argv.extend(["from".into(), src]);
-        if self.sport != "any" {
-            argv.extend(["port".into(), self.sport.clone()]);
-        }
-        let dst = if self.dst == any_net(self.v6) { "any".to_string() } else { self.dst.clone() };
-        argv.extend(["to".into(), dst]);
-        if self.dport != "any" {
-            argv.extend(["port".into(), self.dport.clone()]);
-        }
-        Some(argv)
-    }
+/// One family's rules, in ufw's order.
+fn family_rules(rules: &[UfwRule], v6: bool) -> Vec<UfwRule> {
+    rules.iter().filter(|r| r.v6 == v6).cloned().collect()
 }
 
 fn rule_id(rule: &Rule) -> String {
@@ -186,13 +99,30 @@ fn rule_title(rule: &Rule) -> String {
     format!("{} {}/{} from {from}{comment}", rule.action.as_str(), rule.port_text(), rule.proto.as_str())
 }
 
-/// The ufw argv that adds a rule (`ufw allow ...`, `ufw limit ...`, `ufw deny ...`).
+/// The ufw argv that adds a rule at the end of both families' lists (`ufw allow ...`,
+/// `ufw limit ...`, `ufw deny ...`).
 pub fn allow_command(rule: &Rule) -> Vec<String> {
-    let mut argv = vec!["ufw".to_string(), rule.action.as_str().into()];
+    add_command(rule, None)
+}
+
+/// The argv that adds `rule`: to both families (`from any`), or to one family (`from
+/// 0.0.0.0/0`, which ufw stores exactly as it stores `from any`), there at a 1-based position
+/// of `ufw status numbered` (IPv4 rules first, then IPv6) with `ufw insert N`.
+fn add_command(rule: &Rule, at: Option<(bool, Option<usize>)>) -> Vec<String> {
+    let mut argv = vec!["ufw".to_string()];
+    if let Some((_, Some(n))) = at {
+        argv.extend(["insert".into(), n.to_string()]);
+    }
+    argv.push(rule.action.as_str().into());
     if rule.proto != Proto::Both {
         argv.extend(["proto".into(), rule.proto.as_str().into()]);
     }
-    argv.extend(["from".into(), rule.from.map_or_else(|| "any".into(), |n| n.to_string())]);
+    let from = match (rule.from, at) {
+        (Some(n), _) => model::host_or_net(n),
+        (None, Some((v6, _))) => model::any_net(v6).to_string(),
+        (None, None) => "any".into(),
+    };
+    argv.extend(["from".into(), from]);
     argv.extend(["to".into(), "any".into(), "port".into(), rule.port_text()]);
     if let Some(c) = &rule.comment {
         argv.extend(["comment".into(), c.clone()]);
@@ -238,51 +168,336 @@ fn families(rule: &Rule, ipv6: bool) -> Vec<bool> {
 }
 
 impl Firewall<'_> {
-    /// Refuses a plan that would leave incoming SSH denied: returns what to add, if anything.
-    fn lockout(&self, o: &Observed) -> Option<String> {
-        let mut missing = Vec::new();
-        // Without a session to judge by, the admin networks say which families the operator
-        // uses; otherwise both must stay open.
-        let families: Vec<bool> = match (o.ssh.client, self.want.admin.is_empty()) {
-            (None, false) => [false, true]
-                .into_iter()
-                .filter(|v6| self.want.admin.iter().any(|a| a.addr().is_ipv6() == *v6))
-                .collect(),
-            _ => vec![false, true],
-        };
-        for port in &o.ssh.ports {
-            for &v6 in &families {
-                if v6 && !o.ipv6 {
-                    continue;
-                }
-                // A rule limited to a network counts only when it admits the operator: it
-                // holds this session's client, or one of the profile's admin networks.
-                let covered = self.want.host_rules().any(|r| {
-                    r.action.admits()
-                        && r.covers(*port, Proto::Tcp)
-                        && r.from.is_none_or(|net| {
-                            matches!(net, IpNet::V6(_)) == v6
-                                && match o.ssh.client {
-                                    Some(c) => net.contains(&c),
-                                    None => self.want.admin.iter().any(|a| net.contains(a)),
-                                }
-                        })
-                });
-                if !covered {
-                    missing.push(format!("{port}/tcp ({})", if v6 { "IPv6" } else { "IPv4" }));
+    /// Who must keep SSH access, with what it is for the message: this session's client, every
+    /// `[firewall] admin` network, and without admin networks, anywhere in each family the
+    /// session does not come from. IPv6 is left out when ufw does not filter it.
+    fn protected(&self, o: &Observed) -> Vec<(IpNet, String)> {
+        let mut out: Vec<(IpNet, String)> = Vec::new();
+        if let Some(c) = o.ssh.client {
+            out.push((IpNet::from(c), format!("this session's client {c}")));
+        }
+        out.extend(self.want.admin.iter().map(|a| (*a, format!("admin network {a}"))));
+        if self.want.admin.is_empty() {
+            for v6 in [false, true] {
+                if o.ssh.client.is_none_or(|c| c.is_ipv6() != v6) {
+                    out.push((model::any_net(v6), "anywhere".into()));
                 }
             }
         }
-        if missing.is_empty() {
-            return None;
-        }
-        let port = o.ssh.ports.iter().next().copied().unwrap_or(22);
-        Some(format!(
-            "refusing to change the firewall: with incoming {} SSH would be blocked on {}; add to the profile:\n  [[firewall.allow]]\n  port = {port}\n  proto = \"tcp\"\n  comment = \"ssh\"",
-            self.want.incoming.as_str(),
-            missing.join(", ")
-        ))
+        out.retain(|(n, _)| o.ipv6 || n.addr().is_ipv4());
+        out
     }
+
+    /// Refuses a firewall whose rules (`lists`, one per family, in ufw's order after the plan)
+    /// would block SSH for anyone who must keep it: the title says what to change, the
+    /// evidence which address is blocked by which rule.
+    fn lockout(&self, o: &Observed, lists: &[Vec<UfwRule>; 2]) -> Option<Finding> {
+        let policy = self.want.incoming;
+        let mut blocked: Vec<(u16, bool, Option<String>, String)> = Vec::new();
+        for (net, who) in self.protected(o) {
+            let v6 = net.addr().is_ipv6();
+            let rules = &lists[usize::from(v6)];
+            for &port in &o.ssh.ports {
+                let packet = |src| Packet { src, dst: None, dport: port, proto: Proto::Tcp };
+                let first_blocked = model::witnesses(rules, net)
+                    .into_iter()
+                    .map(|src| (src, model::evaluate(rules, policy, &packet(src))))
+                    .find(|(_, v)| !v.admits || !v.unsure.is_empty());
+                if let Some((src, v)) = first_blocked {
+                    let rule = match (v.admits, v.by) {
+                        (true, _) => v.unsure.first().map(|i| rules[*i].describe()),
+                        (false, By::Rule(i)) => Some(rules[i].describe()),
+                        (false, By::Policy) => None,
+                    };
+                    let by = match (&rule, v.admits) {
+                        (Some(r), true) => format!(
+                            "ufw rule `{r}` may match first (it names an interface, an address or a source port)"
+                        ),
+                        (Some(r), false) => format!("ufw rule `{r}`, which comes first"),
+                        (None, _) => format!("the incoming policy ({})", policy.as_str()),
+                    };
+                    blocked.push((port, v6, rule, format!("{port}/tcp from {src} ({who}) is blocked by {by}")));
+                }
+            }
+        }
+        let (port, _, _, _) = blocked.first()?;
+        let mut places: Vec<String> =
+            blocked.iter().map(|(p, v6, _, _)| format!("{p}/tcp ({})", family(*v6))).collect();
+        places.dedup();
+        let mut rules: Vec<&str> = blocked.iter().filter_map(|(_, _, r, _)| r.as_deref()).collect();
+        rules.dedup();
+        let fix = if rules.is_empty() {
+            format!(
+                "add to the profile:\n  [[firewall.allow]]\n  port = {port}\n  proto = \"tcp\"\n  comment = \"ssh\""
+            )
+        } else {
+            format!(
+                "the first matching rule decides (ufw's order, which is the profile's order): list an allow for port {port} before `{}`, narrow that rule, or delete it",
+                rules.join("`, `")
+            )
+        };
+        let title = format!(
+            "refusing to change the firewall: with incoming {} SSH would be blocked on {}; {fix}",
+            policy.as_str(),
+            places.join(", ")
+        );
+        let mut f = Finding::new("firewall.ssh-guard", title, Status::Failed);
+        f.evidence = blocked.into_iter().map(|(_, _, _, e)| e).collect();
+        f.evidence.extend(o.ssh.evidence.iter().cloned());
+        Some(f)
+    }
+}
+
+/// Where a missing rule goes in one family's list.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Append,
+    /// ufw replaces the rule for the same traffic at this index ("Rule updated").
+    Replace(usize),
+    /// Before the rule at this index.
+    Insert(usize),
+}
+
+type Run<'a> = dyn Fn(Vec<String>) -> (String, Action) + 'a;
+
+impl Firewall<'_> {
+    /// The profile's host rules in ufw, in the profile's order: a missing rule goes right
+    /// before the first rule in ufw that the profile lists after it (`ufw insert N`), else at
+    /// the end. Returns each family's rules as they will stand (IPv4, IPv6).
+    fn plan_rules(&self, o: &Observed, plan: &mut Plan<Action>, run: &Run) -> [Vec<UfwRule>; 2] {
+        let profile: Vec<&Rule> = self.want.host_rules().collect();
+        let mut lists = [family_rules(&o.rules, false), family_rules(&o.rules, true)];
+        let owner = |t: &UfwRule| profile.iter().position(|r| t.is(r));
+        for (i, rule) in profile.iter().enumerate() {
+            let missing: Vec<bool> = families(rule, o.ipv6)
+                .into_iter()
+                .filter(|v6| !lists[usize::from(*v6)].iter().any(|t| t.is(rule)))
+                .collect();
+            // An operator's rule that blocks the same traffic (a limit on 22, a deny) would be
+            // replaced by the add, silently: refuse, and say how to keep or drop it.
+            let replaced = missing.iter().find_map(|v6| {
+                lists[usize::from(*v6)]
+                    .iter()
+                    .find(|t| t.same_traffic(rule) && t.action != RuleAction::Allow && t.action != rule.action)
+            });
+            if missing.is_empty() {
+                plan.pass(Finding::ok(rule_id(rule), rule_title(rule)));
+                continue;
+            }
+            if let Some(t) = replaced {
+                let title = format!("{}: ufw would replace an existing {} rule", rule_title(rule), t.action.as_str());
+                plan.pass(
+                    Finding::new(rule_id(rule), title, Status::Failed)
+                        .with_evidence(format!("ufw holds: {}", t.describe()))
+                        .with_evidence(format!(
+                            "keep it: list it in the profile as [[firewall.rule]] with action = \"{}\"; or delete it yourself if the profile's {} should win",
+                            t.action.as_str(),
+                            rule.action.as_str()
+                        )),
+                );
+                continue;
+            }
+            // Per family: ufw replaces a rule for the same traffic in place (an allow the profile
+            // now limits), else the rule goes before the first one the profile lists after it.
+            let place: Vec<(bool, Place)> = missing
+                .iter()
+                .map(|&v6| {
+                    let list = &lists[usize::from(v6)];
+                    let place = match list.iter().position(|t| t.same_traffic(rule)) {
+                        Some(p) => Place::Replace(p),
+                        None => list
+                            .iter()
+                            .position(|t| owner(t).is_some_and(|j| j > i))
+                            .map_or(Place::Append, Place::Insert),
+                    };
+                    (v6, place)
+                })
+                .collect();
+            let inserts = place.iter().any(|(_, p)| matches!(p, Place::Insert(_)));
+            // One command for every family only when each lacks the rule: ufw would otherwise
+            // rewrite the family that has it (dropping its log setting).
+            let per_family = inserts || missing.len() < families(rule, o.ipv6).len();
+            let mut argvs = Vec::new();
+            if !per_family {
+                argvs.push(allow_command(rule));
+            }
+            for &(v6, p) in &place {
+                let fam = usize::from(v6);
+                let new = model::from_profile(rule, v6);
+                match p {
+                    Place::Insert(k) => {
+                        let before_v6 = if v6 { lists[0].len() } else { 0 };
+                        argvs.push(add_command(rule, Some((v6, Some(before_v6 + k + 1)))));
+                        lists[fam].insert(k, new);
+                    }
+                    Place::Replace(k) => {
+                        if per_family {
+                            argvs.push(add_command(rule, Some((v6, None))));
+                        }
+                        lists[fam][k] = new;
+                    }
+                    Place::Append => {
+                        if per_family {
+                            argvs.push(add_command(rule, Some((v6, None))));
+                        }
+                        lists[fam].push(new);
+                    }
+                }
+            }
+            let (texts, actions): (Vec<String>, Vec<Action>) = argvs.into_iter().map(run).unzip();
+            let fams: Vec<&str> = missing.iter().map(|v6| family(*v6)).collect();
+            let mut f = Finding::drift(rule_id(rule), rule_title(rule), texts.join("; "))
+                .with_evidence(format!("missing for {}", fams.join(" and ")));
+            if inserts {
+                f.evidence.push("inserted before the rules the profile lists after it: the first match decides".into());
+            }
+            plan.findings.push(f);
+            plan.actions.extend(actions);
+        }
+        self.check_order(&profile, &lists, plan);
+        lists
+    }
+
+    /// Two of the profile's rules already in ufw in the other order, where it matters (their
+    /// traffic overlaps and one admits what the other blocks): refused with the reorder needed.
+    fn check_order(&self, profile: &[&Rule], lists: &[Vec<UfwRule>; 2], plan: &mut Plan<Action>) {
+        for list in lists {
+            let placed: Vec<(usize, usize)> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(pos, t)| profile.iter().position(|r| t.is(r)).map(|i| (pos, i)))
+                .collect();
+            for (n, &(pos_a, a)) in placed.iter().enumerate() {
+                let Some(&(_, b)) = placed[n + 1..].iter().find(|&&(_, b)| {
+                    b < a
+                        && overlaps(&list[pos_a], &model::from_profile(profile[b], list[pos_a].v6))
+                        && profile[a].action.admits() != profile[b].action.admits()
+                }) else {
+                    continue;
+                };
+                let (early, late) = (profile[b], profile[a]);
+                let id = format!("firewall.order.{}", rule_id(early).trim_start_matches("firewall.rule."));
+                if plan.findings.iter().any(|f| f.id == id) {
+                    continue;
+                }
+                let delete = list[pos_a].delete_command().map(|a| shell_words(&a)).unwrap_or_default();
+                plan.pass(
+                    Finding::new(
+                        id,
+                        format!(
+                            "{} comes after {} in ufw; the profile lists it first",
+                            rule_title(early),
+                            rule_title(late)
+                        ),
+                        Status::Failed,
+                    )
+                    .with_evidence(format!(
+                        "ufw holds ({pos}): {}",
+                        list[pos_a].describe(),
+                        pos = family(list[pos_a].v6)
+                    ))
+                    .with_evidence(format!(
+                        "the first match decides: run `{delete}`, then vakt apply re-adds it in the profile's order"
+                    )),
+                );
+            }
+        }
+    }
+
+    /// Rules in ufw the profile does not list: allow rules are deleted with `prune = true`;
+    /// rules that block and rules vakt does not write are never touched.
+    fn plan_prune(&self, o: &Observed, plan: &mut Plan<Action>, run: &Run, lists: &mut [Vec<UfwRule>; 2]) {
+        let want = self.want;
+        let wanted = |t: &UfwRule| want.host_rules().any(|r| t.is(r) && families(r, o.ipv6).contains(&t.v6));
+        for extra in o.rules.iter().filter(|t| !wanted(t)) {
+            let id = format!("firewall.extra.{}", extra.describe().replace(' ', "_"));
+            match extra.delete_command() {
+                // vakt owns allow rules only: pruning one can only close the firewall. A deny,
+                // limit or reject rule it did not list (fail2ban's bans, an operator's block)
+                // is never deleted.
+                Some(_) if extra.action != RuleAction::Allow => plan.warn(format!(
+                    "{} rule not in the profile, kept (vakt never deletes a rule that blocks): {}",
+                    extra.action.as_str(),
+                    extra.describe()
+                )),
+                Some(argv) if want.prune => {
+                    lists[usize::from(extra.v6)].retain(|t| t != extra);
+                    // `ufw delete ... from any` removes both families at once: plan it once.
+                    let (text, action) = run(argv);
+                    let f = Finding::drift(id, format!("extra rule {}", extra.describe()), text);
+                    if plan.actions.contains(&action) {
+                        plan.pass(f);
+                    } else {
+                        plan.fix(f, action);
+                    }
+                }
+                Some(_) => plan
+                    .warn(format!("extra rule not in the profile, left alone (prune = false): {}", extra.describe())),
+                None => plan.warn(format!("rule vakt does not manage, left alone: {}", extra.describe())),
+            }
+        }
+        for u in &o.unreadable {
+            plan.warn(format!(
+                "a rule in {} vakt cannot read, left alone (its place in the order is not judged): {}",
+                if u.v6 { "user6.rules" } else { "user.rules" },
+                u.text
+            ));
+        }
+    }
+
+    /// What the rules say to the world: sensitive ports open to it (under any of its names),
+    /// rules shadowed by an earlier one, rules a disabled IPv6 cannot carry.
+    fn lint_rules(&self, o: &Observed, plan: &mut Plan<Action>, lists: &[Vec<UfwRule>; 2]) {
+        let want = self.want;
+        for rule in &want.rules {
+            let world = rule.from.is_none_or(model::is_world);
+            if world && rule.action.admits() {
+                for (port, why) in &self.sensitive {
+                    if rule.covers(*port, Proto::Tcp) {
+                        let name = rule.from.map(|n| format!(" (from {n} is the world)")).unwrap_or_default();
+                        plan.warn(format!(
+                            "port {port} ({why}) is open to the world{name}; limit it with `from = \"CIDR\"`"
+                        ));
+                    }
+                }
+            }
+            if rule.from.is_some_and(|n| n.addr().is_ipv6()) && !o.ipv6 {
+                plan.warn(format!("{}: IPv6 is disabled in /etc/default/ufw, the rule cannot apply", rule_id(rule)));
+            }
+        }
+        for list in lists {
+            for (pos, later) in list.iter().enumerate() {
+                let Some(rule) = want.host_rules().find(|r| later.is(r)) else { continue };
+                if let Some(early) = list[..pos].iter().find(|e| {
+                    e.action.admits() != later.action.admits()
+                        && overlaps(e, later)
+                        && !want.host_rules().any(|r| e.is(r))
+                }) {
+                    plan.warn(format!(
+                        "{}: ufw rule `{}` comes first and decides part of its traffic the other way ({})",
+                        rule_id(rule),
+                        early.describe(),
+                        family(later.v6)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether some packet matches both rules (same family; ports, protocol and sources meet).
+fn overlaps(a: &UfwRule, b: &UfwRule) -> bool {
+    let ports = |p: &model::Ports| match p {
+        model::Ports::Any => vec![(1u16, u16::MAX)],
+        model::Ports::List(l) => l.clone(),
+    };
+    let ports_meet =
+        ports(&a.dports).iter().any(|(a0, a1)| ports(&b.dports).iter().any(|(b0, b1)| a0 <= b1 && b0 <= a1));
+    let proto_meet = a.proto == Proto::Both || b.proto == Proto::Both || a.proto == b.proto;
+    let nets_meet = a.src.contains(&b.src) || b.src.contains(&a.src);
+    let judges_input =
+        |r: &UfwRule| r.other_proto.is_none() && matches!(r.scope, model::Scope::Input | model::Scope::Interface(_));
+    a.v6 == b.v6 && judges_input(a) && judges_input(b) && ports_meet && proto_meet && nets_meet
 }
 
 /// The live filter tables, v4 then v6: read-only (`iptables-save` lists, it changes nothing).
@@ -448,10 +663,8 @@ impl Resource for Firewall<'_> {
             .context("ufw is not installed or not set up; add `ufw` to [packages] install")?;
         let defaults = host.read("/etc/default/ufw")?;
         let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
-        let mut rules = parse_rules(&host.read("/etc/ufw/user.rules")?, false);
-        if ipv6 {
-            rules.extend(parse_rules(&host.read_opt("/etc/ufw/user6.rules").unwrap_or_default(), true));
-        }
+        let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
+        let (rules, unreadable) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
         let policy = |key| setting(&defaults, key).and_then(|v| Policy::parse(&v));
         let mut after = Vec::new();
         for (v6, path) in [(false, "/etc/ufw/after.rules"), (true, "/etc/ufw/after6.rules")] {
@@ -471,6 +684,7 @@ impl Resource for Firewall<'_> {
             outgoing: policy("DEFAULT_OUTPUT_POLICY"),
             routed: policy("DEFAULT_FORWARD_POLICY"),
             rules,
+            unreadable,
             ssh: ssh::discover(host),
             docker_present: host.runs_docker(),
             offline: (!host.is_live()).then(|| host.root().to_path_buf()),
@@ -494,78 +708,9 @@ impl Resource for Firewall<'_> {
         };
 
         let wrote = self.plan_published_files(o, &mut plan);
-        for rule in want.host_rules() {
-            let missing: Vec<bool> = families(rule, o.ipv6)
-                .into_iter()
-                .filter(|v6| !o.rules.iter().any(|t| t.v6 == *v6 && t.matches(rule)))
-                .collect();
-            // An operator's rule that blocks the same traffic (a limit on 22, a deny) would be
-            // replaced by the add, silently: refuse, and say how to keep or drop it.
-            let replaced = o.rules.iter().find(|t| {
-                missing.contains(&t.v6)
-                    && t.same_traffic(rule)
-                    && t.action != "allow"
-                    && t.action != rule.action.as_str()
-            });
-            if missing.is_empty() {
-                plan.pass(Finding::ok(rule_id(rule), rule_title(rule)));
-            } else if let Some(t) = replaced {
-                let title = format!("{}: ufw would replace an existing {} rule", rule_title(rule), t.action);
-                plan.pass(
-                    Finding::new(rule_id(rule), title, Status::Failed)
-                        .with_evidence(format!("ufw holds: {}", t.describe()))
-                        .with_evidence(format!(
-                            "keep it: list it in the profile as [[firewall.rule]] with action = \"{}\"; or delete it yourself if the profile's {} should win",
-                            t.action,
-                            rule.action.as_str()
-                        )),
-                );
-            } else {
-                let (text, action) = run(allow_command(rule));
-                let fams: Vec<&str> = missing.iter().map(|v6| if *v6 { "IPv6" } else { "IPv4" }).collect();
-                plan.fix(
-                    Finding::drift(rule_id(rule), rule_title(rule), text)
-                        .with_evidence(format!("missing for {}", fams.join(" and "))),
-                    action,
-                );
-            }
-            if rule.from.is_none() && rule.action.admits() {
-                for (port, why) in &self.sensitive {
-                    if rule.covers(*port, Proto::Tcp) {
-                        plan.warn(format!("port {port} ({why}) is open to the world; limit it with `from = \"CIDR\"`"));
-                    }
-                }
-            }
-            if rule.from.is_some_and(|n| n.addr().is_ipv6()) && !o.ipv6 {
-                plan.warn(format!("{}: IPv6 is disabled in /etc/default/ufw, the rule cannot apply", rule_id(rule)));
-            }
-        }
-        let wanted = |t: &Tuple| want.host_rules().any(|r| t.matches(r) && families(r, o.ipv6).contains(&t.v6));
-        for extra in o.rules.iter().filter(|t| !wanted(t)) {
-            let id = format!("firewall.extra.{}", extra.describe().replace(' ', "_"));
-            match extra.delete_command() {
-                // vakt owns allow rules only: pruning one can only close the firewall. A deny,
-                // limit or reject rule it did not list (fail2ban's bans, an operator's block)
-                // is never deleted.
-                Some(_) if extra.action != "allow" => plan.warn(format!(
-                    "{} rule not in the profile, kept (vakt never deletes a rule that blocks): {}",
-                    extra.action,
-                    extra.describe()
-                )),
-                Some(argv) if want.prune => {
-                    // `ufw delete ... from any` removes both families at once: plan it once.
-                    let (text, action) = run(argv);
-                    if plan.actions.contains(&action) {
-                        plan.pass(Finding::drift(id, format!("extra rule {}", extra.describe()), text));
-                    } else {
-                        plan.fix(Finding::drift(id, format!("extra rule {}", extra.describe()), text), action);
-                    }
-                }
-                Some(_) => plan
-                    .warn(format!("extra rule not in the profile, left alone (prune = false): {}", extra.describe())),
-                None => plan.warn(format!("rule vakt does not manage, left alone: {}", extra.describe())),
-            }
-        }
+        let mut lists = self.plan_rules(o, &mut plan, &run);
+        self.plan_prune(o, &mut plan, &run, &mut lists);
+        self.lint_rules(o, &mut plan, &lists);
         for (name, wanted, got) in [
             ("incoming", want.incoming, o.incoming),
             ("outgoing", want.outgoing, o.outgoing),
@@ -598,13 +743,10 @@ impl Resource for Firewall<'_> {
                  FORWARD); set `published_ports = \"profile\"` in [firewall] to make the profile govern them",
             );
         }
-        let locks_out = want.enabled && want.incoming != Policy::Allow;
-        if locks_out
+        if want.enabled
             && !plan.actions.is_empty()
-            && let Some(refusal) = self.lockout(o)
+            && let Some(guard) = self.lockout(o, &lists)
         {
-            let mut guard = Finding::new("firewall.ssh-guard", refusal, Status::Failed);
-            guard.evidence = o.ssh.evidence.clone();
             plan.actions.clear();
             for f in plan.findings.iter_mut().filter(|f| f.change.is_some()) {
                 f.evidence
@@ -622,7 +764,8 @@ impl Resource for Firewall<'_> {
             .collect();
         plan.actions.retain(|a| !matches!(a, Action::Run(argv) if defer(argv)));
         for f in plan.findings.iter_mut() {
-            if let Some(change) = f.change.take_if(|c| f.status == Status::Drift && deferred.contains(c)) {
+            let all_deferred = |c: &mut String| c.split("; ").all(|part| deferred.iter().any(|d| d == part));
+            if let Some(change) = f.change.take_if(|c| f.status == Status::Drift && all_deferred(c)) {
                 *f = Finding::deferred(f.id.clone(), f.title.clone(), change);
             }
         }
@@ -657,7 +800,11 @@ mod tests {
         crate::profile::parse("t", text).expect("valid").firewall.expect("firewall")
     }
 
-    fn observed(rules: Vec<Tuple>) -> Observed {
+    fn v4(text: &str) -> Vec<UfwRule> {
+        parse_rules(text, None).0
+    }
+
+    fn observed(rules: Vec<UfwRule>) -> Observed {
         Observed {
             enabled: true,
             ipv6: false,
@@ -665,6 +812,7 @@ mod tests {
             outgoing: Some(Policy::Allow),
             routed: Some(Policy::Deny),
             rules,
+            unreadable: vec![],
             ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
             docker_present: false,
             offline: None,
@@ -675,10 +823,10 @@ mod tests {
 
     #[test]
     fn parses_tuples_and_marks_app_rules_foreign() {
-        let rules = parse_rules(USER_RULES, false);
+        let rules = v4(USER_RULES);
         assert_eq!(rules.len(), 4);
-        assert_eq!((rules[1].dport.as_str(), rules[1].src.as_str()), ("2377", "10.0.0.0/8"));
-        assert!(!rules[0].foreign && rules[3].foreign);
+        assert_eq!((rules[1].dports.to_string(), rules[1].src.to_string()), ("2377".into(), "10.0.0.0/8".into()));
+        assert!(rules[0].is_plain() && !rules[3].is_plain());
     }
 
     #[test]
@@ -686,7 +834,7 @@ mod tests {
         let want = profile(
             "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\nfrom = \"10.0.0.0/8\"\n[[firewall.allow]]\nport = \"6000:6007\"\nproto = \"udp\"\n",
         );
-        let plan = Firewall::new(&want, vec![]).plan(&observed(parse_rules(USER_RULES, false)));
+        let plan = Firewall::new(&want, vec![]).plan(&observed(v4(USER_RULES)));
         assert!(plan.actions.is_empty(), "{:?}", plan.findings);
         assert!(plan.warnings.iter().any(|w| w.contains("does not manage")), "the app rule is reported, not pruned");
     }
@@ -696,7 +844,7 @@ mod tests {
         let want = profile(
             "[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 80\ncomment = \"web server\"\n",
         );
-        let plan = Firewall::new(&want, vec![]).plan(&observed(parse_rules(USER_RULES, false)));
+        let plan = Firewall::new(&want, vec![]).plan(&observed(v4(USER_RULES)));
         let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
         assert_eq!(
             changes,
@@ -710,26 +858,23 @@ mod tests {
 
     #[test]
     fn logging_tuples_keep_their_action_and_delete_with_their_log_word() {
-        let rules = parse_rules(
-            "### tuple ### allow_log tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n\
+        let rules = v4("### tuple ### allow_log tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n\
              ### tuple ### deny_log-all any any 0.0.0.0/0 any 198.51.100.7 in\n\
-             ### tuple ### route:allow tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in\n",
-            false,
-        );
-        assert_eq!((rules[0].action.as_str(), rules[0].log.as_str()), ("allow", "log"));
+             ### tuple ### route:allow tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in\n");
+        assert_eq!((rules[0].action, rules[0].log), (RuleAction::Allow, model::Log::New));
         assert_eq!(
             rules[0].delete_command().map(|a| a.join(" ")),
             Some("ufw delete allow log proto tcp from any to any port 80".into())
         );
-        assert_eq!((rules[1].action.as_str(), rules[1].log.as_str()), ("deny", "log-all"));
-        assert!(rules[2].foreign, "route rules are not vakt's");
+        assert_eq!((rules[1].action, rules[1].log), (RuleAction::Deny, model::Log::All));
+        assert!(!rules[2].is_plain(), "route rules are not vakt's");
     }
 
     #[test]
     fn an_add_that_would_replace_an_operators_limit_is_refused() {
         let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
-        let plan = Firewall::new(&want, vec![])
-            .plan(&observed(parse_rules("### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n", false)));
+        let plan =
+            Firewall::new(&want, vec![]).plan(&observed(v4("### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n")));
         assert!(plan.actions.is_empty(), "no `ufw allow 22`: it would turn the limit into an allow");
         let f = plan.findings.iter().find(|f| f.id == "firewall.rule.22/tcp").expect("finding");
         assert_eq!(f.status, Status::Failed);
@@ -744,7 +889,7 @@ mod tests {
              ### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n\
              ### tuple ### reject tcp 3306 0.0.0.0/0 any 0.0.0.0/0 in\n\
              ### tuple ### allow_log tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n";
-        let plan = Firewall::new(&want, vec![]).plan(&observed(parse_rules(existing, false)));
+        let plan = Firewall::new(&want, vec![]).plan(&observed(v4(existing)));
         let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
         assert_eq!(changes, vec!["ufw delete allow log proto tcp from any to any port 80"]);
         assert_eq!(plan.warnings.iter().filter(|w| w.contains("never deletes a rule that blocks")).count(), 3);
@@ -794,7 +939,7 @@ mod tests {
     fn the_block_is_written_then_loaded_with_one_reload() {
         let want = profile(GOVERNED);
         let fw = Firewall::new(&want, vec![]);
-        let mut o = with_after(observed(parse_rules(USER_RULES, false)), "*filter\nCOMMIT\n");
+        let mut o = with_after(observed(v4(USER_RULES)), "*filter\nCOMMIT\n");
         o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
         let plan = fw.plan(&o);
         let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
@@ -829,7 +974,7 @@ mod tests {
     #[test]
     fn enabled_in_the_file_but_not_loaded_is_drift() {
         let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
-        let mut o = with_after(observed(parse_rules(USER_RULES, false)), "");
+        let mut o = with_after(observed(v4(USER_RULES)), "");
         o.netfilter = live(Netfilter::default());
         let plan = Firewall::new(&want, vec![]).plan(&o);
         let loaded = plan.findings.iter().find(|f| f.id == "firewall.loaded").expect("loaded finding");
@@ -845,7 +990,7 @@ mod tests {
         let on = profile(GOVERNED);
         let block = published::block(&on, false);
         let want = profile("[firewall]\n[[firewall.allow]]\nport = 22\n");
-        let mut o = with_after(observed(parse_rules(USER_RULES, false)), &format!("*filter\nCOMMIT\n\n{block}"));
+        let mut o = with_after(observed(v4(USER_RULES)), &format!("*filter\nCOMMIT\n\n{block}"));
         o.docker_present = true;
         o.netfilter = live(Netfilter {
             ufw_loaded: true,
@@ -882,69 +1027,82 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    /// A model of what the ufw commands vakt plans do to ufw's state.
+    /// A model of what the ufw commands vakt plans do to ufw's state: ufw's tuple for the
+    /// command, appended, inserted at its position, or deleted.
     fn run_model(o: &mut Observed, argv: &[String]) {
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
-        match words.get(1).copied() {
-            Some(action @ ("allow" | "limit" | "deny" | "reject")) => {
-                let proto = after("proto").unwrap_or("any");
-                let src = after("from").unwrap_or("any");
-                let port = after("port").unwrap_or("any");
-                let fams: Vec<bool> = match src {
-                    "any" => {
-                        if o.ipv6 {
-                            vec![false, true]
-                        } else {
-                            vec![false]
-                        }
+        let tuple = |action: &str, v6: bool| {
+            let net = |w: &str| if w == "any" { model::any_net(v6).to_string() } else { w.to_string() };
+            let src = net(after("from").unwrap_or("any"));
+            let to = words.iter().position(|w| *w == "to").expect("to");
+            let dport = if words.get(to + 2) == Some(&"port") { words[to + 3] } else { "any" };
+            let text = format!(
+                "### tuple ### {action} {} {dport} {} any {src} in\n",
+                after("proto").unwrap_or("any"),
+                model::any_net(v6)
+            );
+            model::parse_rules(&text, v6).0.remove(0)
+        };
+        let fams = |o: &Observed| -> Vec<bool> {
+            match after("from").unwrap_or("any") {
+                "any" if o.ipv6 => vec![false, true],
+                "any" => vec![false],
+                s => vec![s.contains(':')],
+            }
+        };
+        match words[1] {
+            "insert" => {
+                let n: usize = words[2].parse().expect("position");
+                for v6 in fams(o) {
+                    let t = tuple(words[3], v6);
+                    let v4_len = o.rules.iter().filter(|r| !r.v6).count();
+                    let at = n - 1;
+                    let mut list = [family_rules(&o.rules, false), family_rules(&o.rules, true)];
+                    let at = if v6 { at - v4_len } else { at };
+                    if !list[usize::from(v6)].contains(&t) {
+                        list[usize::from(v6)].insert(at, t);
                     }
-                    s => vec![s.contains(':')],
-                };
-                for v6 in fams {
-                    let t = Tuple {
-                        action: action.into(),
-                        log: String::new(),
-                        proto: proto.into(),
-                        dport: port.into(),
-                        dst: any_net(v6).into(),
-                        sport: "any".into(),
-                        src: if src == "any" { any_net(v6).into() } else { src.into() },
-                        direction: "in".into(),
-                        v6,
-                        foreign: false,
-                    };
-                    if !o.rules.contains(&t) {
-                        o.rules.push(t);
+                    o.rules = list.concat();
+                }
+            }
+            action @ ("allow" | "limit" | "deny" | "reject") => {
+                for v6 in fams(o) {
+                    let t = tuple(action, v6);
+                    // ufw keeps one rule per traffic: the same traffic with another action is replaced.
+                    if let Some(same) = o.rules.iter_mut().find(|r| {
+                        r.v6 == v6 && {
+                            let mut r2 = (*r).clone();
+                            r2.action = t.action;
+                            r2.log = t.log;
+                            r2.text.clone_from(&t.text);
+                            r2 == t
+                        }
+                    }) {
+                        *same = t;
+                    } else {
+                        let v4_len = o.rules.iter().filter(|r| !r.v6).count();
+                        if v6 { o.rules.push(t) } else { o.rules.insert(v4_len, t) }
                     }
                 }
             }
-            Some("delete") => {
-                let action = words[2];
-                let log = match words[3] {
-                    "log" | "log-all" => words[3],
-                    _ => "",
-                };
-                let proto = after("proto").unwrap_or("any");
-                let from_at = words.iter().position(|w| *w == "from").unwrap_or(0);
-                let to_at = words.iter().position(|w| *w == "to").unwrap_or(0);
-                let src = words[from_at + 1];
-                let dst = words[to_at + 1];
-                let sport = if words.get(from_at + 2) == Some(&"port") { words[from_at + 3] } else { "any" };
-                let dport = if words.get(to_at + 2) == Some(&"port") { words[to_at + 3] } else { "any" };
-                o.rules.retain(|t| {
-                    let net = |w: &str| if w == "any" { any_net(t.v6).to_string() } else { w.to_string() };
-                    !(t.action == action
-                        && t.log == log
-                        && t.proto == proto
-                        && t.src == net(src)
-                        && t.dst == net(dst)
-                        && t.sport == sport
-                        && t.dport == dport
-                        && !t.foreign)
-                });
+            "delete" => {
+                let log = if matches!(words[3], "log" | "log-all") { words[3] } else { "" };
+                let action = if log.is_empty() { words[2].to_string() } else { format!("{}_{log}", words[2]) };
+                for v6 in fams(o) {
+                    let t = tuple(&action, v6);
+                    o.rules.retain(|r| {
+                        !(r.v6 == v6
+                            && r.is_plain()
+                            && r.action == t.action
+                            && r.log == t.log
+                            && r.proto == t.proto
+                            && r.dports == t.dports
+                            && r.src == t.src)
+                    });
+                }
             }
-            Some("default") => {
+            "default" => {
                 let p = Policy::parse(words[2]);
                 match words[3] {
                     "incoming" => o.incoming = p,
@@ -952,8 +1110,8 @@ mod properties {
                     _ => o.routed = p,
                 }
             }
-            Some("--force") => o.enabled = true,
-            Some("disable") => o.enabled = false,
+            "--force" => o.enabled = true,
+            "disable" => o.enabled = false,
             _ => panic!("unmodelled command {argv:?}"),
         }
     }
@@ -967,7 +1125,7 @@ mod properties {
         )
     }
 
-    fn tuple() -> impl Strategy<Value = Tuple> {
+    fn tuple() -> impl Strategy<Value = UfwRule> {
         (
             prop::sample::select(vec!["22", "80", "443", "5432"]),
             prop::sample::select(vec!["tcp", "udp", "any"]),
@@ -976,24 +1134,19 @@ mod properties {
             any::<bool>(),
             (
                 prop::sample::select(vec!["allow", "limit", "deny", "reject"]),
-                prop::sample::select(vec!["", "log", "log-all"]),
+                prop::sample::select(vec!["", "_log", "_log-all"]),
             ),
         )
-            .prop_map(|(port, proto, v6, limited, foreign, (action, log))| Tuple {
-                action: action.into(),
-                log: log.into(),
-                proto: proto.into(),
-                dport: port.into(),
-                dst: any_net(v6).into(),
-                sport: "any".into(),
-                src: if limited {
-                    (if v6 { "2001:db8::/32" } else { "10.0.0.0/8" }).into()
-                } else {
-                    any_net(v6).into()
-                },
-                direction: "in".into(),
-                v6,
-                foreign,
+            .prop_map(|(port, proto, v6, limited, foreign, (action, log))| {
+                let src = match (limited, v6) {
+                    (true, true) => "2001:db8::/32".to_string(),
+                    (true, false) => "10.0.0.0/8".to_string(),
+                    (false, _) => model::any_net(v6).to_string(),
+                };
+                let app = if foreign { " Foo - in" } else { " in" };
+                let text =
+                    format!("### tuple ### {action}{log} {proto} {port} {} any {src}{app}\n", model::any_net(v6));
+                model::parse_rules(&text, v6).0.remove(0)
             })
     }
 
@@ -1023,11 +1176,20 @@ mod properties {
             }
             let want = crate::profile::parse("t", &text).expect("valid").firewall.expect("firewall");
             let fw = Firewall::new(&want, vec![]);
-            let existing: Vec<Tuple> = existing.into_iter().filter(|t| ipv6 || !t.v6).collect();
-            let existing_blocking: Vec<Tuple> = existing.iter().filter(|t| t.action != "allow").cloned().collect();
+            let mut existing: Vec<UfwRule> = existing.into_iter().filter(|t| ipv6 || !t.v6).collect();
+            // ufw keeps one rule per traffic and family.
+            let mut kept: Vec<UfwRule> = Vec::new();
+            for t in existing.drain(..) {
+                if !kept.iter().any(|k| k.v6 == t.v6 && k.proto == t.proto && k.dports == t.dports && k.src == t.src && k.app == t.app) {
+                    kept.push(t);
+                }
+            }
+            let existing = [family_rules(&kept, false), family_rules(&kept, true)].concat();
+            let existing_blocking: Vec<UfwRule> = existing.iter().filter(|t| t.action != RuleAction::Allow).cloned().collect();
             let mut state = Observed {
                 enabled, ipv6, incoming, outgoing, routed,
                 rules: existing,
+                unreadable: vec![],
                 ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
                 docker_present: false,
                 offline: None,
@@ -1035,19 +1197,37 @@ mod properties {
                 netfilter: None,
             };
             let plan = fw.plan(&state);
+            let refused = plan.findings.iter().any(|f| f.id == "firewall.ssh-guard");
             for action in plan.actions {
                 if let Action::Run(argv) = action {
                     run_model(&mut state, &argv);
                 }
             }
             let again = fw.plan(&state);
+            if refused {
+                // The guard refused: nothing ran, and it refuses again.
+                prop_assert!(again.findings.iter().any(|f| f.id == "firewall.ssh-guard"));
+                return Ok(());
+            }
             prop_assert!(again.actions.is_empty(), "still planned: {:?}", again.findings.iter().filter_map(|f| f.change.clone()).collect::<Vec<_>>());
             if prune {
-                prop_assert!(state.rules.iter().all(|t| t.foreign || t.action != "allow" || want.rules.iter().any(|r| t.matches(r))), "extras left: {:?}", state.rules);
+                prop_assert!(state.rules.iter().all(|t| !t.is_plain() || t.action != RuleAction::Allow || want.rules.iter().any(|r| t.is(r))), "extras left: {:?}", state.rules);
             }
             // A rule that blocks is never deleted unless the profile asks for the same.
             for t in existing_blocking.iter() {
                 prop_assert!(state.rules.contains(t), "deleted a blocking rule it does not own: {t:?}");
+            }
+            // After the plan, the profile's rules stand in ufw in the profile's order wherever
+            // order decides (overlapping traffic, opposite verdicts), or the run says it does not.
+            let profile: Vec<&Rule> = want.host_rules().collect();
+            for v6 in [false, true] {
+                let placed: Vec<(UfwRule, usize)> = family_rules(&state.rules, v6).into_iter().filter_map(|t| profile.iter().position(|r| t.is(r)).map(|i| (t, i))).collect();
+                for (n, (ta, a)) in placed.iter().enumerate() {
+                    for (tb, b) in &placed[n + 1..] {
+                        let decides = b < a && overlaps(ta, tb) && profile[*a].action.admits() != profile[*b].action.admits();
+                        prop_assert!(!decides || again.findings.iter().any(|f| f.id.starts_with("firewall.order.") && f.status == Status::Failed), "out of order: {:?} before {:?}", ta.describe(), tb.describe());
+                    }
+                }
             }
         }
     }

@@ -30,7 +30,7 @@ fn base() -> Facts {
         v6: GUARDED,
         v6_unread: None,
         incoming: Some(Policy::Deny),
-        rules: parse_rules("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n", false),
+        rules: parse_rules("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n", None).0,
         names: Ok(Publications::default()),
     }
 }
@@ -191,9 +191,9 @@ fn udp_listeners_are_judged_by_ufws_udp_rules() {
     let w = want("[firewall]\n[[firewall.allow]]\nport = 80\n");
     assert_eq!(status(&judged(&w, facts.clone()), "exposure.udp.5300"), None, "ufw drops it");
     // A tcp rule does not open it; an operator's udp rule does, and the profile lacks it.
-    facts.rules.extend(parse_rules("### tuple ### allow tcp 5300 0.0.0.0/0 any 0.0.0.0/0 in\n", false));
+    facts.rules.extend(parse_rules("### tuple ### allow tcp 5300 0.0.0.0/0 any 0.0.0.0/0 in\n", None).0);
     assert_eq!(status(&judged(&w, facts.clone()), "exposure.udp.5300"), None, "tcp only");
-    facts.rules.extend(parse_rules("### tuple ### allow udp 5300 0.0.0.0/0 any 0.0.0.0/0 in\n", false));
+    facts.rules.extend(parse_rules("### tuple ### allow udp 5300 0.0.0.0/0 any 0.0.0.0/0 in\n", None).0);
     let found = judged(&w, facts.clone());
     assert_eq!(
         found["exposure.udp.5300"].title,
@@ -226,8 +226,8 @@ fn one_finding_per_port_lists_every_family_and_address() {
     facts.dnat.clear();
     facts.listeners =
         vec![listener(Proto::Tcp, "0.0.0.0:22", "sshd (pid 5)"), listener(Proto::Tcp, "[::]:22", "sshd (pid 5)")];
-    facts.rules = parse_rules("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n", false);
-    facts.rules.extend(parse_rules("### tuple ### allow tcp 22 ::/0 any ::/0 in\n", true));
+    facts.rules = parse_rules("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n", None).0;
+    facts.rules.extend(parse_rules("", Some("### tuple ### allow tcp 22 ::/0 any ::/0 in\n")).0);
     let w = want("[firewall]\n[[firewall.allow]]\nport = 22\n");
     let found = judged(&w, facts.clone());
     let ssh = &found["exposure.tcp.22"];
@@ -236,7 +236,7 @@ fn one_finding_per_port_lists_every_family_and_address() {
         "tcp/22 reachable from anywhere via sshd (pid 5) on 0.0.0.0:22, [::]:22; allowed by the profile"
     );
     assert!(
-        ssh.evidence.iter().any(|e| e.starts_with("path: [::]:22 (IPv6): ufw rule: allow 22/tcp from ::/0")),
+        ssh.evidence.iter().any(|e| e.starts_with("path: [::]:22 (IPv6): ufw rule: allow 22/tcp from anywhere (v6)")),
         "{ssh:?}"
     );
     assert_eq!(found.keys().filter(|k| k.starts_with("exposure.tcp.")).count(), 1);
