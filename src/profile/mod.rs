@@ -752,6 +752,35 @@ mod tests {
         assert!(m.contains("swarm.peers") && m.contains("not a CIDR"), "{m}");
     }
 
+    /// Issue 21: values that name the world or another host under another spelling.
+    #[test]
+    fn addresses_are_refused_in_every_ambiguous_form() {
+        // A leading zero: inet_aton reads 010 as 8, the profile's parser read it as 10.
+        for (text, key) in [
+            ("[swarm]\npeers = [\"010.0.0.0/8\"]\n", "swarm.peers"),
+            ("[swarm]\npeers = [\"010.0.0.1\"]\n", "swarm.peers"),
+            ("[firewall]\nadmin = [\"10.09.8.0/24\"]\n", "firewall.admin"),
+            ("[firewall]\n[[firewall.allow]]\nport = 22\nfrom = \"192.168.001.0/24\"\n", "firewall.allow"),
+            ("[swarm]\nadvertise_addr = \"010.0.0.1\"\n", "swarm.advertise_addr"),
+            ("[swarm]\nlisten_addr = \"010.0.0.1:2377\"\n", "swarm.listen_addr"),
+            ("[swarm]\nrole = \"worker\"\njoin = [\"010.0.0.1:2377\"]\n", "swarm.join"),
+        ] {
+            let m = invalid(text);
+            assert!(m.contains(key) && m.contains("leading zero"), "{text}: {m}");
+        }
+        let m = invalid("[swarm]\nlisten_addr = \"0.0.0.0:0\"\n");
+        assert!(m.contains("swarm.listen_addr") && m.contains("port 0"), "{m}");
+        for unspecified in ["0.0.0.0", "::"] {
+            let m = invalid(&format!("[swarm]\nadvertise_addr = \"{unspecified}\"\n"));
+            assert!(m.contains("swarm.advertise_addr") && m.contains("Docker refuses"), "{m}");
+        }
+        let m = invalid("[firewall]\n[swarm]\ninit = false\npeers = [\"10.0.0.0/24\"]\n");
+        assert!(m.contains("swarm.peers") && m.contains("in no swarm"), "{m}");
+        // A bare address is its host network, as ufw stores it.
+        let p = parse("t", "[firewall]\n[[firewall.allow]]\nport = 22\nfrom = \"10.0.1.7\"\n").expect("valid");
+        assert_eq!(p.firewall.expect("firewall").rules[0].from, Some("10.0.1.7/32".parse().expect("net")));
+    }
+
     #[test]
     fn swarm_peers_become_firewall_rules_only_with_a_firewall() {
         let base = "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 7946\nproto = \"both\"\nfrom = \"10.0.0.0/24\"\n";

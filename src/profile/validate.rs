@@ -2,7 +2,7 @@
 //! every error names its key so the caller can point at the line.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -291,13 +291,18 @@ fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError
     if action == Action::Limit && proto != Proto::Tcp {
         return Err(at("proto", "ufw rate-limits tcp only: a limit rule needs proto = \"tcp\"".into()));
     }
-    let from = match r.from.as_str() {
-        "any" => None,
-        text => Some(
-            parse_cidr(text)
-                .ok_or_else(|| at("from", format!("{} is not a CIDR like \"10.0.0.0/8\" or \"any\"", quoted(text))))?,
-        ),
-    };
+    let from =
+        match r.from.as_str() {
+            "any" => None,
+            text => {
+                if let Some(why) = leading_zero(text) {
+                    return Err(at("from", why));
+                }
+                Some(parse_cidr(text).ok_or_else(|| {
+                    at("from", format!("{} is not a CIDR like \"10.0.0.0/8\" or \"any\"", quoted(text)))
+                })?)
+            }
+        };
     if let Some(c) = &r.comment {
         ufw_comment(c).map_err(|m| at("comment", m))?;
     }
@@ -342,9 +347,27 @@ fn cidrs(section: &str, key: &str, items: &[String], example: &str) -> Result<Ve
     items
         .iter()
         .map(|c| {
+            if let Some(why) = leading_zero(c) {
+                return Err(err(section, key, why));
+            }
             parse_cidr(c).ok_or_else(|| err(section, key, format!("{} is not a CIDR like \"{example}\"", quoted(c))))
         })
         .collect()
+}
+
+/// Why an IPv4 address (or network) written with a leading zero in an octet is refused: the
+/// C library's `inet_aton`, and so ping, ssh and many tools, read `010` as octal 8, while
+/// other parsers read 10, so the same text names two hosts.
+fn leading_zero(text: &str) -> Option<String> {
+    let addr = text.split('/').next().unwrap_or(text);
+    let addr = addr.rsplit_once(':').filter(|(h, p)| !h.contains(':') && !p.is_empty()).map_or(addr, |(h, _)| h);
+    let octets: Vec<&str> = addr.split('.').collect();
+    let numeric = octets.len() == 4 && octets.iter().all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+    let bad = octets.iter().find(|o| o.len() > 1 && o.starts_with('0')).filter(|_| numeric)?;
+    Some(format!(
+        "{} has an octet with a leading zero (`{bad}`): inet_aton and the tools built on it read it as octal, others as decimal; write it without the zero",
+        quoted(text)
+    ))
 }
 
 /// A CIDR, or a bare address meaning the host route; the network is normalised (10.1.2.3/8 → 10.0.0.0/8).
@@ -367,9 +390,24 @@ fn validate_swarm(s: raw::RawSwarm) -> Result<Swarm, KeyError> {
             _ => Role::Worker,
         }),
     };
+    for (key, text) in [("advertise_addr", &s.advertise_addr), ("listen_addr", &s.listen_addr)] {
+        if let Some(why) = leading_zero(text) {
+            return Err(err("swarm", key, why));
+        }
+    }
     let advertise_addr = match s.advertise_addr.as_str() {
         "auto" => Advertise::Auto,
         text => match text.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => {
+                return Err(err(
+                    "swarm",
+                    "advertise_addr",
+                    format!(
+                        "{} is not an address other nodes can reach (Docker refuses it); use \"auto\", an IP address of this node or an interface name",
+                        quoted(text)
+                    ),
+                ));
+            }
             Ok(ip) => Advertise::Ip(ip),
             Err(_) if valid_interface_name(text) => Advertise::Interface(text.into()),
             Err(_) => {
@@ -381,10 +419,20 @@ fn validate_swarm(s: raw::RawSwarm) -> Result<Swarm, KeyError> {
             }
         },
     };
-    let listen_addr = s
+    let listen_addr: SocketAddr = s
         .listen_addr
         .parse()
         .map_err(|_| err("swarm", "listen_addr", format!("{} is not ADDRESS:PORT", quoted(&s.listen_addr))))?;
+    if listen_addr.port() == 0 {
+        return Err(err(
+            "swarm",
+            "listen_addr",
+            format!("{}: port 0 is not a port; use 1-65535 (2377 is swarm's)", quoted(&s.listen_addr)),
+        ));
+    }
+    if let Some(why) = s.join.iter().find_map(|j| leading_zero(j)) {
+        return Err(err("swarm", "join", why));
+    }
     let join = s.join.iter().map(|j| swarm_manager_addr(j)).collect::<Result<Vec<_>, _>>()?;
     if let Some((i, j)) = join.iter().enumerate().find(|(i, j)| join[..*i].contains(j)) {
         return Err(err("swarm", "join", format!("`{j}` is listed twice (entry {i})")));
@@ -413,6 +461,13 @@ fn validate_swarm(s: raw::RawSwarm) -> Result<Swarm, KeyError> {
     let peers = cidrs("swarm", "peers", &s.peers, "10.0.0.0/24")?;
     if let Some((i, p)) = peers.iter().enumerate().find(|(i, p)| peers[..*i].contains(p)) {
         return Err(err("swarm", "peers", format!("`{p}` is listed twice (entry {i})")));
+    }
+    if role.is_none() && !peers.is_empty() {
+        return Err(err(
+            "swarm",
+            "peers",
+            "peers open the swarm's ports to the other nodes, but this node is in no swarm (init = false and no role): set role, or remove peers",
+        ));
     }
     Ok(Swarm { role, advertise_addr, listen_addr, join, token, peers })
 }

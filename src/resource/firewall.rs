@@ -535,6 +535,24 @@ impl Firewall<'_> {
                 format!("no vakt block in {name} (published_ports = \"docker\")")
             };
             let block = on.then(|| published::block(self.want, *v6));
+            let foreign = published::foreign_docker_user(text);
+            if on && !foreign.is_empty() {
+                let lines: Vec<String> = foreign.iter().map(|n| n.to_string()).collect();
+                plan.pass(
+                    Finding::new(
+                        format!("{id}.foreign"),
+                        format!("DOCKER-USER is declared outside vakt's block in {name}"),
+                        Status::Failed,
+                    )
+                    .with_evidence(format!(
+                        "{} line {}: ufw loads the file in order and each declaration flushes the chain, so these lines, not the profile, decide what reaches published ports",
+                        path.display(),
+                        lines.join(", ")
+                    ))
+                    .with_evidence("remove them (the profile's target = \"containers\" rules say the same), then run vakt apply"),
+                );
+            }
+            let blocks = text.lines().filter(|l| l.trim_end() == published::BEGIN).count();
             match published::splice(text, block.as_deref(), &path.display().to_string()) {
                 Err(e) => plan.pass(Finding::new(id, title, Status::Failed).with_evidence(e.to_string())),
                 Ok(new) if new == *text => plan.pass(Finding::ok(id, title)),
@@ -545,6 +563,11 @@ impl Firewall<'_> {
                     let mut f = Finding::drift(id, title, change);
                     f.diff =
                         Some(similar::TextDiff::from_lines(text, &new).unified_diff().header(&name, &name).to_string());
+                    if blocks > 1 {
+                        f.evidence.push(format!(
+                            "{blocks} vakt blocks in {name}: the later ones flush DOCKER-USER after the first; one is kept"
+                        ));
+                    }
                     f.evidence.push(format!(
                         "{} rules for {}",
                         published::chain_rules(self.want, *v6).len(),
@@ -909,6 +932,116 @@ mod tests {
         // A deny rule never counts as access.
         let deny = "[firewall]\n[[firewall.rule]]\naction = \"deny\"\nport = 22\n";
         assert!(Firewall::new(&profile(deny), vec![]).plan(&o).findings.iter().any(|f| f.id == "firewall.ssh-guard"));
+    }
+
+    fn guard(want: &str, o: &Observed) -> Option<Finding> {
+        Firewall::new(&profile(want), vec![]).plan(o).findings.into_iter().find(|f| f.id == "firewall.ssh-guard")
+    }
+
+    /// Issue 21: the first match decides, as in netfilter; each case passed the old guard.
+    #[test]
+    fn the_guard_judges_rules_in_order() {
+        let mut o = observed(vec![]);
+        o.enabled = false;
+        let deny_all_first = "[firewall]\n[[firewall.rule]]\naction = \"deny\"\nport = \"1:65535\"\nproto = \"tcp\"\n\
+            [[firewall.rule]]\naction = \"allow\"\nport = 22\n";
+        let f = guard(deny_all_first, &o).expect("refused");
+        assert!(f.title.contains("22/tcp (IPv4)") && f.title.contains("deny 1:65535/tcp from anywhere"), "{}", f.title);
+        assert!(f.evidence.iter().any(|e| e.contains("is blocked by ufw rule `deny 1:65535/tcp")), "{:?}", f.evidence);
+
+        let admin = "[firewall]\nadmin = [\"10.9.8.0/24\"]\n[[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.0.0/16\"\n\
+            [[firewall.rule]]\naction = \"limit\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.0.0.0/8\"\n";
+        let f = guard(admin, &o).expect("refused");
+        assert!(f.evidence.iter().any(|e| e.contains("(admin network 10.9.8.0/24)")), "{:?}", f.evidence);
+        // The same rules the other way round let the admin network in.
+        let swapped = "[firewall]\nadmin = [\"10.9.8.0/24\"]\n[[firewall.rule]]\naction = \"limit\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.0.0.0/8\"\n\
+            [[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.0.0/16\"\n";
+        assert!(guard(swapped, &o).is_none());
+
+        // incoming = "allow" does not switch the guard off.
+        let allow_policy = "[firewall]\nincoming = \"allow\"\n[[firewall.rule]]\naction = \"deny\"\nport = 22\n";
+        assert!(guard(allow_policy, &o).is_some());
+
+        // Half an admin network blocked is blocked: every stretch of it is asked.
+        let half = "[firewall]\nadmin = [\"10.9.8.0/24\"]\n[[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.8.64/26\"\n\
+            [[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.8.0/24\"\n";
+        let f = guard(half, &o).expect("refused");
+        assert!(f.evidence.iter().any(|e| e.contains("22/tcp from 10.9.8.64 (admin network")), "{:?}", f.evidence);
+
+        // An operator's deny already in ufw, before where the profile's allow would go.
+        let mut banned = observed(v4("### tuple ### deny tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n"));
+        banned.enabled = false;
+        assert!(guard("[firewall]\n[[firewall.rule]]\naction = \"allow\"\nport = 80\n", &banned).is_some());
+    }
+
+    #[test]
+    fn a_peer_given_as_one_host_converges() {
+        let want = profile(
+            "[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\nproto = \"tcp\"\nfrom = \"10.0.1.7\"\n",
+        );
+        let fw = Firewall::new(&want, vec![]);
+        let plan = fw.plan(&observed(v4("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n")));
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(changes, vec!["ufw allow proto tcp from 10.0.1.7 to any port 2377"]);
+        // ufw stores the host without a mask: that is the profile's rule, neither missing nor extra.
+        let plan = fw.plan(&observed(v4(
+            "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow tcp 2377 0.0.0.0/0 any 10.0.1.7 in\n",
+        )));
+        assert!(plan.actions.is_empty(), "{:?}", plan.findings);
+    }
+
+    #[test]
+    fn a_missing_rule_is_inserted_before_the_rules_the_profile_lists_after_it() {
+        let want = profile(
+            "[firewall]\n[[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.8.0/24\"\n\
+             [[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.0.0/16\"\n\
+             [[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\n",
+        );
+        let mut o = observed(v4(
+            "### tuple ### deny tcp 22 0.0.0.0/0 any 10.9.0.0/16 in\n### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n",
+        ));
+        o.ssh.client = Some("10.9.8.5".parse().expect("addr"));
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(changes, vec!["ufw insert 1 allow proto tcp from 10.9.8.0/24 to any port 22"]);
+
+        // Out of order already, where it matters: refused with the reorder.
+        let o = observed(v4(
+            "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow tcp 22 0.0.0.0/0 any 10.9.8.0/24 in\n### tuple ### deny tcp 22 0.0.0.0/0 any 10.9.0.0/16 in\n",
+        ));
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let order = plan.findings.iter().find(|f| f.id.starts_with("firewall.order.")).expect("order finding");
+        assert_eq!(order.status, Status::Failed);
+        assert!(
+            order.evidence.iter().any(|e| e.contains("ufw delete allow proto tcp from any to any port 22")),
+            "{order:?}"
+        );
+    }
+
+    #[test]
+    fn the_world_under_any_name_warns() {
+        for from in ["", "from = \"0.0.0.0/0\"\n", "from = \"::/0\"\n", "from = \"0.0.0.0/1\"\n"] {
+            let want = profile(&format!(
+                "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\nproto = \"tcp\"\n{from}"
+            ));
+            let plan = Firewall::new(&want, vec![(2377, "swarm management".into())]).plan(&observed(vec![]));
+            assert!(
+                plan.warnings.iter().any(|w| w.contains("2377 (swarm management) is open to the world")),
+                "{from}: {:?}",
+                plan.warnings
+            );
+        }
+        let want = profile(
+            "[firewall]\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 2377\nproto = \"tcp\"\nfrom = \"10.0.0.0/8\"\n",
+        );
+        let plan = Firewall::new(&want, vec![(2377, "swarm management".into())]).plan(&observed(vec![]));
+        assert!(!plan.warnings.iter().any(|w| w.contains("open to the world")), "{:?}", plan.warnings);
+        // A containers rule from an IPv6 network, with IPv6 off in ufw.
+        let want = profile(
+            "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 22\n[[firewall.allow]]\nport = 8080\ntarget = \"containers\"\nfrom = \"2001:db8::/32\"\n",
+        );
+        let plan = Firewall::new(&want, vec![]).plan(&observed(vec![]));
+        assert!(plan.warnings.iter().any(|w| w.contains("IPv6 is disabled")), "{:?}", plan.warnings);
     }
 
     #[test]

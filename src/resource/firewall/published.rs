@@ -116,47 +116,68 @@ pub struct Unterminated {
 }
 
 /// The file with vakt's block replaced by `block` (`None`: removed), everything else kept.
+/// Every vakt block in the file goes (an older copy left behind would flush DOCKER-USER after
+/// the real one when ufw loads the file); the new block takes the first one's place.
 pub fn splice(text: &str, block: Option<&str>, path: &str) -> Result<String, Unterminated> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let begin = lines.iter().position(|l| l.trim_end() == BEGIN);
-    let mut out = String::with_capacity(text.len() + 2048);
-    match begin {
-        None => {
-            out.push_str(text);
-            if let Some(b) = block {
-                if !out.is_empty() && !out.ends_with('\n') {
-                    out.push('\n');
-                }
-                out.push('\n');
-                out.push_str(b);
-            }
+    let mut kept: Vec<&str> = Vec::with_capacity(lines.len());
+    let mut first_at = None;
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim_end() != BEGIN {
+            kept.push(lines[i]);
+            i += 1;
+            continue;
         }
-        Some(start) => {
-            let end = lines[start..]
-                .iter()
-                .position(|l| l.trim_end() == END)
-                .map(|e| start + e)
-                .ok_or_else(|| Unterminated { path: path.to_string() })?;
-            let before: String = lines[..start].concat();
-            let after: String = lines[end + 1..].concat();
-            match block {
-                Some(b) => {
-                    out.push_str(&before);
-                    out.push_str(b);
-                    out.push_str(&after);
-                }
-                // Take back the blank line vakt put before its block.
-                None => {
-                    out.push_str(before.strip_suffix("\n\n").map_or(before.as_str(), |b| b.trim_end_matches(' ')));
-                    if before.ends_with("\n\n") {
-                        out.push('\n');
-                    }
-                    out.push_str(&after);
-                }
+        let end = lines[i..]
+            .iter()
+            .position(|l| l.trim_end() == END)
+            .map(|e| i + e)
+            .ok_or_else(|| Unterminated { path: path.to_string() })?;
+        // Take back the blank line vakt put before its block.
+        if kept.last().is_some_and(|l| l.trim().is_empty()) {
+            kept.pop();
+        }
+        first_at.get_or_insert(kept.len());
+        i = end + 1;
+    }
+    let mut out = String::with_capacity(text.len() + 2048);
+    let at = first_at.unwrap_or(kept.len());
+    out.push_str(&kept[..at].concat());
+    if let Some(b) = block {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        if !out.is_empty() || first_at.is_none() {
+            out.push('\n');
+        }
+        out.push_str(b);
+    }
+    out.push_str(&kept[at..].concat());
+    Ok(out)
+}
+
+/// Lines outside vakt's block that declare `DOCKER-USER` (1-based line numbers): ufw loads the
+/// file top to bottom and each declaration flushes the chain, so such a line decides what
+/// the chain holds, not vakt's block.
+pub fn foreign_docker_user(text: &str) -> Vec<usize> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        match line.trim_end() {
+            BEGIN => inside = true,
+            END => inside = false,
+            l if !inside
+                && (l.starts_with(":DOCKER-USER ")
+                    || l.starts_with("-F DOCKER-USER")
+                    || l.starts_with("-A DOCKER-USER")) =>
+            {
+                out.push(n + 1)
             }
+            _ => {}
         }
     }
-    Ok(out)
+    out
 }
 
 /// What the kernel's filter table holds for one family (`iptables-save -t filter`).
@@ -248,6 +269,13 @@ mod tests {
         let replaced = splice(&with, Some(&other), "after.rules").expect("replace");
         assert!(replaced.starts_with(stock) && replaced.ends_with(&other) && !replaced.contains("8080"));
         assert_eq!(splice(&with, None, "after.rules").expect("remove"), stock, "removal restores the file");
+        // A second, older block goes too: exactly one is left, where the first one stood.
+        let twice = format!("{with}\n{other}");
+        assert_eq!(splice(&twice, Some(&b), "after.rules").expect("twice"), with);
+        assert_eq!(splice(&twice, None, "after.rules").expect("twice"), stock);
+        let operator = format!("{stock}*filter\n:DOCKER-USER - [0:0]\nCOMMIT\n");
+        assert_eq!(foreign_docker_user(&operator), vec![5]);
+        assert!(foreign_docker_user(&with).is_empty(), "vakt's own block is not foreign");
         let broken = format!("{stock}{BEGIN}\n*filter\n");
         let err = splice(&broken, None, "/etc/ufw/after.rules").expect_err("unterminated");
         assert!(err.to_string().contains("/etc/ufw/after.rules.vakt-prev"), "{err}");
