@@ -375,7 +375,7 @@ fn check_tells_the_truth_about_existing_state_and_apply_damages_none_of_it() {
     let fw_warnings = warnings(&report, "firewall");
     for kept in ["deny any/any from 198.51.100.7", "deny 3306/tcp from 203.0.113.0/24"] {
         assert!(
-            fw_warnings.contains(&format!("kept (vakt never deletes a rule that blocks): in {kept}")),
+            fw_warnings.contains(&format!("kept (vakt never deletes a rule that blocks): {kept}")),
             "{kept}: {fw_warnings}"
         );
     }

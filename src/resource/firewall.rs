@@ -469,7 +469,9 @@ impl Firewall<'_> {
             for (pos, later) in list.iter().enumerate() {
                 let Some(rule) = want.host_rules().find(|r| later.is(r)) else { continue };
                 if let Some(early) = list[..pos].iter().find(|e| {
+                    // A broader rule (its sources hold all of this one's): not a fail2ban ban of one host.
                     e.action.admits() != later.action.admits()
+                        && e.src.contains(&later.src)
                         && overlaps(e, later)
                         && !want.host_rules().any(|r| e.is(r))
                 }) {
