@@ -456,3 +456,96 @@ fn an_allow_never_silently_replaces_an_operators_limit() {
     let keep = profile(&sb, "[firewall]\n[[firewall.rule]]\naction = \"limit\"\nport = 22\n");
     assert_eq!(sb.vakt(&["apply", "-p", &keep, "--only", "firewall"]).code, 0);
 }
+
+/// Issue 21: `peers = ["10.0.1.7"]` with prune: ufw stores the host without a mask; the first
+/// apply used to report its rules failed and the second pruned them.
+#[test]
+fn a_peer_given_as_one_host_is_kept_across_applies() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let p = profile(&sb, "[firewall]\nprune = true\n[[firewall.allow]]\nport = 22\n[swarm]\npeers = [\"10.0.1.7\"]\n");
+    let done = quartet(&sb, &p);
+    assert!(
+        done.iter()
+            .any(|c| c == "ufw allow proto tcp from 10.0.1.7 to any port 2377 comment 'swarm management from peers'"),
+        "{done:?}"
+    );
+    let rules = std::fs::read_to_string(sb.file("/etc/ufw/user.rules")).expect("user.rules");
+    assert!(rules.contains("### tuple ### allow tcp 2377 0.0.0.0/0 any 10.0.1.7 in"), "{rules}");
+    assert!(rules.contains("### tuple ### allow udp 4789 0.0.0.0/0 any 10.0.1.7 in"), "{rules}");
+}
+
+/// Issue 21: a rule the profile lists before one already in ufw is inserted before it, so the
+/// first match is the profile's: the admin network's allow lands above the wider deny.
+#[test]
+fn a_rule_is_inserted_where_the_profile_lists_it() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let first = "[firewall]\nadmin = [\"10.9.8.0/24\"]\n[[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.0.0/16\"\n\
+        [[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\n";
+    // The admin network is not let in by this order: refused, nothing changes.
+    let p = profile(&sb, first);
+    let out = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("is blocked by ufw rule `deny 22/tcp from 10.9.0.0/16`"), "{}", out.stdout);
+    assert!(ufw_status(&sb).contains("inactive"));
+    // The operator put the deny and the allow in place by hand; the profile then lists the
+    // admin network's allow first.
+    for cmd in [
+        ["ufw", "deny", "proto", "tcp", "from", "10.9.0.0/16", "to", "any", "port", "22"],
+        ["ufw", "allow", "proto", "tcp", "from", "any", "to", "any", "port", "22"],
+    ] {
+        assert_eq!(run(&mut sb.command(&cmd)).code, 0);
+    }
+    let p = profile(&sb, &first.replace("[[firewall.rule]]\naction = \"deny\"", "[[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.9.8.0/24\"\n[[firewall.rule]]\naction = \"deny\""));
+    let done = quartet(&sb, &p);
+    assert_eq!(done[0], "ufw insert 1 allow proto tcp from 10.9.8.0/24 to any port 22");
+    let rules = std::fs::read_to_string(sb.file("/etc/ufw/user.rules")).expect("user.rules");
+    let order: Vec<&str> = rules.lines().filter(|l| l.starts_with("### tuple ###")).collect();
+    assert_eq!(
+        order,
+        [
+            "### tuple ### allow tcp 22 0.0.0.0/0 any 10.9.8.0/24 in",
+            "### tuple ### deny tcp 22 0.0.0.0/0 any 10.9.0.0/16 in",
+            "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in",
+        ]
+    );
+}
+
+/// Issue 21: a second, older vakt block in after.rules flushes DOCKER-USER after the real one
+/// when ufw loads the file; it is drift, and apply leaves exactly one block, loaded.
+#[test]
+fn a_stale_second_block_in_after_rules_is_drift_and_goes() {
+    if !ready() {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    let governed = "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 22\n\
+        [[firewall.allow]]\nport = 8080\ntarget = \"containers\"\nfrom = \"10.0.0.0/8\"\n";
+    let p = profile(&sb, governed);
+    assert_eq!(sb.vakt(&["apply", "-p", &p, "--only", "firewall"]).code, 0);
+    let after = sb.file("/etc/ufw/after.rules");
+    let good = std::fs::read_to_string(&after).expect("after.rules");
+    // An older block (every published port open) left at the end, as a bad merge would.
+    let begin = good.find("# BEGIN vakt published-ports").expect("block");
+    let stale = good[begin..].replace(" -s 10.0.0.0/8", "").replace("--ctorigdstport 8080", "--ctorigdstport 1:65535");
+    std::fs::write(&after, format!("{good}\n{stale}")).expect("write");
+    assert_eq!(run(&mut sb.command(&["ufw", "reload"])).code, 0);
+    assert!(!sb.iptables_save().contains("-s 10.0.0.0/8"), "the stale block won in the kernel");
+
+    let check = sb.vakt(&["check", "-p", &p, "--only", "firewall", "--format", "json"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert_eq!(status_of(&json(&check), "firewall.published-ports.after.rules"), "drift", "{}", check.stdout);
+    assert!(evidence(&json(&check), "firewall.published-ports.after.rules").contains("2 vakt blocks"));
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "firewall"]);
+    assert_eq!(apply.code, 0, "{}", apply.stdout);
+    let text = std::fs::read_to_string(&after).expect("after.rules");
+    assert_eq!(text.matches("# BEGIN vakt published-ports").count(), 1, "{text}");
+    assert_eq!(text, good, "exactly the block the profile renders, where it stood");
+    assert!(sb.iptables_save().contains("-A DOCKER-USER -s 10.0.0.0/8"), "the profile's block is loaded again");
+    assert_eq!(sb.vakt(&["check", "-p", &p, "--only", "firewall"]).code, 0);
+}

@@ -199,10 +199,17 @@ impl Firewall<'_> {
             let rules = &lists[usize::from(v6)];
             for &port in &o.ssh.ports {
                 let packet = |src| Packet { src, dst: None, dport: port, proto: Proto::Tcp };
+                // Not knowing the operator's address ("anywhere"), an address a rule for a
+                // narrower network blocks (a fail2ban ban, a blocked range) is taken not to be
+                // theirs; the world's verdict is what counts.
+                let banned = |v: &model::Verdict| {
+                    let anywhere = net.prefix_len() == 0;
+                    matches!(v.by, By::Rule(i) if anywhere && !v.admits && !model::is_world(rules[i].src))
+                };
                 let first_blocked = model::witnesses(rules, net)
                     .into_iter()
                     .map(|src| (src, model::evaluate(rules, policy, &packet(src))))
-                    .find(|(_, v)| !v.admits || !v.unsure.is_empty());
+                    .find(|(_, v)| (!v.admits || !v.unsure.is_empty()) && !banned(v));
                 if let Some((src, v)) = first_blocked {
                     let rule = match (v.admits, v.by) {
                         (true, _) => v.unsure.first().map(|i| rules[*i].describe()),
