@@ -166,7 +166,7 @@ fn generate(seed: u64) -> List {
     let mut traffic = BTreeSet::new();
     for _ in 0..count {
         let action = *rng.pick(&["allow", "allow", "deny", "reject", "limit"]);
-        let port = if rng.next() % 4 == 0 {
+        let port = if rng.next().is_multiple_of(4) {
             rng.pick(&["1:1000", "2000:8000", "7000:9000", "1:65535"]).to_string()
         } else {
             rng.pick(&[22u16, 80, 2377, 7946, 8080, 4789]).to_string()
@@ -189,7 +189,7 @@ fn generate(seed: u64) -> List {
     }
     // Half the lists carry an SSH allow for (part of) the admin networks somewhere in the
     // order, so that the guard meets lists that let the operator in as well as lists that do not.
-    if rng.next() % 2 == 0 {
+    if rng.next().is_multiple_of(2) {
         for from in [*rng.pick(&[None, Some("10.9.0.0/16"), Some("10.9.8.0/24")]), Some("2001:db8:9::/48")] {
             let key = ("22".to_string(), "tcp", from);
             if traffic.insert(key) {
