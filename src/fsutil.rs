@@ -1,14 +1,69 @@
-//! File writes that are atomic and keep the previous version, and the apply lock.
+//! Reads of host files that cannot hang or swallow memory, file writes that are atomic and
+//! keep the previous version, and the apply lock.
 
 use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::host::Host;
+
+/// The most vakt reads of one host file: far above any configuration, rules file or kernel
+/// table it reads, far below what would hurt a small VPS.
+pub const READ_LIMIT: u64 = 64 << 20;
+
+/// Reads a host file, which a local user may have replaced with something hostile: opened
+/// without blocking (a FIFO would otherwise hang the open until a writer came) and without
+/// taking a controlling terminal, refused unless it is a regular file (naming what it is),
+/// and refused when larger than [`READ_LIMIT`].
+pub fn read_file(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let path = path.as_ref();
+    let mut file = fs::OpenOptions::new().read(true).custom_flags(libc_flags()).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a file"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is {what}, not a regular file; vakt reads only regular files there", path.display()),
+        ));
+    }
+    let mut out = Vec::new();
+    (&mut file).take(READ_LIMIT + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > READ_LIMIT {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{} is larger than {} MiB; vakt does not read it", path.display(), READ_LIMIT >> 20),
+        ));
+    }
+    Ok(out)
+}
+
+/// [`read_file`] as UTF-8 text.
+pub fn read_text(path: impl AsRef<Path>) -> std::io::Result<String> {
+    let path = path.as_ref();
+    String::from_utf8(read_file(path)?).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not UTF-8 text", path.display()))
+    })
+}
+
+/// `O_NONBLOCK | O_NOCTTY`.
+fn libc_flags() -> i32 {
+    (nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits()
+}
 
 /// Replaces `path` with `content` atomically: a temp file in the same directory, fsync,
 /// rename, fsync the directory. The new file takes the mode and owner of the one it replaces
@@ -153,6 +208,25 @@ fn lock_with_bound(path: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_refuse_fifos_devices_and_huge_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("after.rules");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).expect("mkfifo");
+        let e = read_text(&fifo).expect_err("a FIFO");
+        assert!(e.to_string().contains("after.rules is a FIFO, not a regular file"), "{e}");
+        let e = read_file("/dev/zero").expect_err("a device");
+        assert!(e.to_string().contains("is a device"), "{e}");
+        let e = read_file(dir.path()).expect_err("a directory");
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let big = dir.path().join("big");
+        File::create(&big).expect("create").set_len(READ_LIMIT + 1).expect("sparse");
+        let e = read_file(&big).expect_err("too large");
+        assert!(e.to_string().contains("larger than 64 MiB"), "{e}");
+        fs::write(&big, "ok").expect("write");
+        assert_eq!(read_text(&big).expect("regular"), "ok");
+    }
 
     #[test]
     fn atomic_write_keeps_previous_and_mode() {

@@ -116,13 +116,13 @@ impl Host {
     /// Reads a host file; the error names the resolved path.
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<String> {
         let full = self.path(path);
-        std::fs::read_to_string(&full)
+        crate::fsutil::read_text(&full)
             .map_err(|e| io::Error::new(e.kind(), format!("failed to read {}: {e}", full.display())))
     }
 
     /// Reads a host file if it exists, trimmed; absent or unreadable is `None`.
     pub fn read_opt(&self, path: impl AsRef<Path>) -> Option<String> {
-        std::fs::read_to_string(self.path(path)).ok().map(|s| s.trim().to_string())
+        crate::fsutil::read_text(self.path(path)).ok().map(|s| s.trim().to_string())
     }
 
     /// The Engine API socket: the profile's `[docker] host`, else `DOCKER_HOST`, else the

@@ -218,3 +218,40 @@ fn a_dropin_that_replaces_a_list_is_warned_about() {
     );
     assert!(!out.stdout.contains("2377"), "documented: the list is replaced\n{}", out.stdout);
 }
+
+/// Issue 22: a FIFO where vakt expects a file used to hang `check` forever (the open waits
+/// for a writer). Every host file is opened without blocking and refused unless regular.
+#[test]
+fn a_fifo_where_a_file_belongs_is_refused_not_waited_on() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    for dir in ["etc/ufw", "etc/default", "etc/ssh"] {
+        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
+    std::fs::write(root.join("etc/ufw/ufw.conf"), "ENABLED=no\n").expect("ufw.conf");
+    std::fs::write(root.join("etc/default/ufw"), "IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\n").expect("defaults");
+    std::fs::write(root.join("etc/ufw/user.rules"), "*filter\nCOMMIT\n").expect("user.rules");
+    std::fs::write(root.join("etc/ufw/user6.rules"), "*filter\nCOMMIT\n").expect("user6.rules");
+    let fifo = root.join("etc/ufw/after.rules");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let p = write_profile(root, "[firewall]\npublished_ports = \"profile\"\n[[firewall.allow]]\nport = 22\n");
+    let mut child = vakt()
+        .args(["--root", &root.display().to_string(), "check", "-p", &p, "--only", "firewall"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vakt starts");
+    let began = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if began.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("check hung on the FIFO at {}", fifo.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("after.rules is a FIFO, not a regular file"), "{text}");
+}

@@ -135,7 +135,7 @@ fn exec_flags(host: &Host) -> Vec<String> {
     }
     let mut exec = String::new();
     for f in files {
-        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+        for line in crate::fsutil::read_text(f).unwrap_or_default().lines() {
             if let Some(v) = line.trim().strip_prefix("ExecStart=") {
                 // An empty ExecStart= resets the list, as systemd does.
                 exec = v.to_string();
@@ -180,7 +180,7 @@ impl Resource for Docker<'_> {
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
         let path = host.path(DAEMON_JSON);
-        let file = match std::fs::read_to_string(&path) {
+        let file = match crate::fsutil::read_text(&path) {
             Ok(text) => match parse_daemon_json(&text) {
                 Ok(map) => FileState::Present { text, map },
                 Err(e) => FileState::Invalid(e),

@@ -269,8 +269,8 @@ type Run<'a> = dyn Fn(Vec<String>) -> (String, Action) + 'a;
 
 impl Firewall<'_> {
     /// The profile's host rules in ufw, in the profile's order: a missing rule goes right
-    /// before the first rule in ufw that the profile lists after it (`ufw insert N`), else at
-    /// the end. Returns each family's rules as they will stand (IPv4, IPv6).
+    /// before the first rule in ufw that the profile lists after it (`ufw insert N`) when a rule
+    /// from there on would decide part of its traffic the other way, else at the end. Returns each family's rules as they will stand (IPv4, IPv6).
     fn plan_rules(&self, o: &Observed, plan: &mut Plan<Action>, run: &Run) -> [Vec<UfwRule>; 2] {
         let profile: Vec<&Rule> = self.want.host_rules().collect();
         let mut lists = [family_rules(&o.rules, false), family_rules(&o.rules, true)];
@@ -310,11 +310,18 @@ impl Firewall<'_> {
                 .iter()
                 .map(|&v6| {
                     let list = &lists[usize::from(v6)];
+                    let new = model::from_profile(rule, v6);
+                    // Appending is the same as inserting unless a rule from there on meets the
+                    // new one's traffic with the other verdict: then the place decides.
+                    let decides = |k: usize| {
+                        list[k..].iter().any(|t| t.action.admits() != new.action.admits() && overlaps(t, &new))
+                    };
                     let place = match list.iter().position(|t| t.same_traffic(rule)) {
                         Some(p) => Place::Replace(p),
                         None => list
                             .iter()
                             .position(|t| owner(t).is_some_and(|j| j > i))
+                            .filter(|k| decides(*k))
                             .map_or(Place::Append, Place::Insert),
                     };
                     (v6, place)

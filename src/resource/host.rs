@@ -534,9 +534,9 @@ fn walk_to_disks(host: &Host, dir: &Path, disks: &mut Vec<PathBuf>, evidence: &m
         .map(|entries| entries.filter_map(|e| e.ok()).filter_map(|e| resolve_link(host, &e.path())).collect())
         .unwrap_or_default();
     if !slaves.is_empty() {
-        let layer = if let Ok(dm) = std::fs::read_to_string(dir.join("dm/name")) {
+        let layer = if let Ok(dm) = crate::fsutil::read_text(dir.join("dm/name")) {
             format!("device-mapper {}", dm.trim())
-        } else if let Ok(level) = std::fs::read_to_string(dir.join("md/level")) {
+        } else if let Ok(level) = crate::fsutil::read_text(dir.join("md/level")) {
             format!("md {}", level.trim())
         } else {
             "stacked device".into()
@@ -598,7 +598,7 @@ impl DiskInfo {
 }
 
 fn disk_info(dir: &Path) -> DiskInfo {
-    let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).ok().map(|s| s.trim().to_string());
+    let read = |rel: &str| crate::fsutil::read_text(dir.join(rel)).ok().map(|s| s.trim().to_string());
     let name = file_name(dir);
     let path = dir.to_string_lossy();
     let transport = if name.starts_with("nvme") {

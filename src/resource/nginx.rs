@@ -332,7 +332,7 @@ impl Resource for Nginx<'_> {
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
         let path = host.path(&self.want.config);
-        let current = match std::fs::read_to_string(&path) {
+        let current = match crate::fsutil::read_text(&path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => bail!("failed to read {}: {e}", path.display()),
@@ -499,7 +499,7 @@ impl Nginx<'_> {
                 bail!("nginx -t rejects the TLS config with the new certificate, so the gateway keeps plain HTTP: {e}")
             }
         }
-        let http = std::fs::read_to_string(&o.path).ok();
+        let http = crate::fsutil::read_text(&o.path).ok();
         let pending = reload_marker(host, &o.path);
         if o.master.is_some() {
             pending.set()?;

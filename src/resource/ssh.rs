@@ -158,7 +158,7 @@ fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
     if depth > 16 {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(host.path(path)) else { return };
+    let Ok(text) = crate::fsutil::read_text(host.path(path)) else { return };
     let mut in_match = false;
     for line in text.lines() {
         if line.trim_start().to_ascii_lowercase().starts_with("match") {
@@ -250,7 +250,7 @@ fn socket_unit_ports(host: &Host) -> Option<(BTreeSet<u16>, String)> {
     files.extend(dropins.into_iter().map(|(_, p)| p));
     let mut streams: Vec<String> = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(host.path(file)).unwrap_or_default();
+        let text = crate::fsutil::read_text(host.path(file)).unwrap_or_default();
         for line in text.lines().map(str::trim) {
             if let Some(value) = line.strip_prefix("ListenStream=") {
                 if value.trim().is_empty() {
@@ -288,7 +288,7 @@ fn listening_ports(host: &Host) -> BTreeSet<u16> {
         if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if !std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "sshd") {
+        if !crate::fsutil::read_text(dir.join("comm")).is_ok_and(|c| c.trim() == "sshd") {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(dir.join("fd")) else { continue };

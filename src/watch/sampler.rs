@@ -20,12 +20,12 @@ pub struct Sample {
 }
 
 fn read_sample(stat: &Path, pressure_dir: &Path) -> anyhow::Result<(CpuSample, [Option<Pressure>; 3])> {
-    let text = std::fs::read_to_string(stat).with_context(|| format!("failed to read {}", stat.display()))?;
+    let text = crate::fsutil::read_text(stat).with_context(|| format!("failed to read {}", stat.display()))?;
     let sample = cpu::parse_stat(&text);
     if sample.per_cpu.is_empty() {
         anyhow::bail!("{} has no cpuN lines; steal and I/O wait cannot be measured", stat.display());
     }
-    let psi = psi::RESOURCES.map(|r| std::fs::read_to_string(pressure_dir.join(r)).ok().and_then(|t| psi::parse(&t)));
+    let psi = psi::RESOURCES.map(|r| crate::fsutil::read_text(pressure_dir.join(r)).ok().and_then(|t| psi::parse(&t)));
     Ok((sample, psi))
 }
 

@@ -41,7 +41,7 @@ pub fn scan(root: &Path) -> io::Result<ByDriver> {
     }
     for container in entries(&root.join("containers"))? {
         let config = container.path().join("config.v2.json");
-        let driver = std::fs::read_to_string(&config)
+        let driver = crate::fsutil::read_text(&config)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v.get("Driver").and_then(|d| d.as_str()).map(str::to_string))

@@ -104,14 +104,14 @@ pub fn days_left(not_after: i64, now: i64) -> i64 {
 pub fn observe(host: &Host, t: &NginxTls, profile_source: &str) -> State {
     let live = host.path(t.live_dir());
     let cert_path = live.join("cert.pem");
-    let cert = match std::fs::read(&cert_path) {
+    let cert = match crate::fsutil::read_file(&cert_path) {
         Ok(pem) => parse_cert(&pem).map(Some).map_err(|e| format!("{}: {e}", cert_path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("failed to read {}: {e}", cert_path.display())),
     };
     let key_present = live.join("privkey.pem").exists() && live.join("fullchain.pem").exists();
     let hook_path = host.path(hook_path(t));
-    let hook_current = std::fs::read_to_string(&hook_path).ok();
+    let hook_current = crate::fsutil::read_text(&hook_path).ok();
     let hook_executable = std::fs::metadata(&hook_path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
     let hook_rendered = hook_script(&vakt_exe(), profile_source);
     State {
