@@ -542,7 +542,7 @@ fn published_ports_obey_the_profile_by_packets() {
         report.evidence
     );
     assert!(
-        report.says("exposure.udp.5300", "(IPv4): ufw rule: allow 5300/udp from anywhere"),
+        report.says("exposure.udp.5300", "IPv6-only): ufw rule: allow 5300/udp from anywhere;"),
         "{:?}",
         report.evidence
     );
