@@ -7,7 +7,7 @@
 mod facts;
 mod names;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -81,7 +81,7 @@ impl<'p> Exposure<'p> {
 
     /// How the outside reaches a host socket of one family through INPUT, where ufw decides;
     /// Err when the family's tables could not be read.
-    fn input(&self, facts: &Facts, v6: bool, proto: Proto, port: u16) -> Result<Option<Reach>, String> {
+    fn input(&self, facts: &Facts, idx: &Index, v6: bool, proto: Proto, port: u16) -> Result<Option<Reach>, String> {
         let family = if v6 { &facts.v6 } else { &facts.v4 };
         let how = match &family.guard {
             Guard::Unknown(e) => return Err(e.clone()),
@@ -91,9 +91,9 @@ impl<'p> Exposure<'p> {
                 Some((format!("ufw's {which} are not loaded in netfilter: nothing filters INPUT"), None))
             }
             Guard::Loaded => {
-                let rules: Vec<UfwRule> = facts.rules.iter().filter(|r| r.v6 == v6).cloned().collect();
+                let rules = &idx.rules[usize::from(v6)];
                 let policy = facts.incoming.unwrap_or(Policy::Deny);
-                match model::reach(&rules, policy, v6, port, proto) {
+                match model::reach(rules, policy, v6, port, proto) {
                     model::Reach::Nowhere => None,
                     model::Reach::Everywhere(model::By::Policy) => {
                         Some((format!("ufw's incoming policy is {}", policy.as_str()), None))
@@ -172,21 +172,21 @@ impl<'p> Exposure<'p> {
     }
 
     /// Every way the outside reaches `proto/port`, and why some could not be judged.
-    fn reaches(&self, facts: &Facts, proto: Proto, port: u16) -> (Vec<Reach>, Vec<String>) {
+    fn reaches(&self, facts: &Facts, idx: &Index, proto: Proto, port: u16) -> (Vec<Reach>, Vec<String>) {
         let (mut reaches, mut unknown) = (Vec::new(), Vec::new());
-        let dnat: Vec<&Dnat> = facts.dnat.iter().filter(|d| d.proto == proto && d.port == port).collect();
-        for d in &dnat {
+        let dnat = idx.dnat(proto, port);
+        for d in dnat {
             let path = format!("{}: PREROUTING DNAT ({}) to {} → FORWARD", family(d.v6), d.chain, d.to);
             reaches.extend(self.forward(facts, proto, port, d.v6).map(|r| Reach { path, ..r }));
         }
         // A family whose packets Docker DNATs never reaches the host's socket from outside
         // (docker-proxy's, for instance); the other family's does, through INPUT.
-        let listeners = facts.listeners.iter().filter(|l| l.proto == proto && l.addr.port() == port);
+        let listeners = idx.listeners(proto, port).iter().copied();
         for (l, v6, label) in listeners.flat_map(|l| families(&l.addr).into_iter().map(move |(v6, f)| (l, v6, f))) {
             if dnat.iter().any(|d| d.v6 == v6) {
                 continue;
             }
-            match self.input(facts, v6, proto, port) {
+            match self.input(facts, idx, v6, proto, port) {
                 Ok(r) => reaches.extend(r.map(|r| Reach { path: format!("{} ({label}): {}", l.addr, r.path), ..r })),
                 Err(e) => unknown.push(format!("{} ({label}): {e}", l.addr)),
             }
@@ -216,14 +216,18 @@ impl<'p> Exposure<'p> {
 
     /// What a user calls the thing reached on `proto/port`: the engine's names for a published
     /// port, the owning processes for a host socket; and why a published port has no name.
-    fn what(&self, facts: &Facts, proto: Proto, port: u16) -> (String, Option<String>) {
+    fn what(&self, facts: &Facts, idx: &Index, proto: Proto, port: u16) -> (String, Option<String>) {
         let named = facts.names.as_ref().map(|n| names::publishers(n, proto, port)).unwrap_or_default();
-        let docker = facts.dnat.iter().any(|d| d.proto == proto && d.port == port);
+        let docker = !idx.dnat(proto, port).is_empty();
         // docker-proxy's sockets are the published port's own: its name says it all.
-        let held = holders(facts, proto, port, !named.is_empty() || docker);
+        let held = holders(idx.listeners(proto, port), !named.is_empty() || docker);
         let publisher = match (named.is_empty(), docker) {
             (false, _) => named.join(" and "),
-            (true, true) if facts.dnat.iter().any(|d| d.port == port && d.chain == "DOCKER-INGRESS") => {
+            (true, true)
+                if [Proto::Tcp, Proto::Udp]
+                    .into_iter()
+                    .any(|p| idx.dnat(p, port).iter().any(|d| d.chain == "DOCKER-INGRESS")) =>
+            {
                 "swarm's routing mesh".into()
             }
             (true, true) => "a port Docker publishes".into(),
@@ -237,10 +241,10 @@ impl<'p> Exposure<'p> {
         (what, names::why_unnamed(&facts.names).filter(|_| named.is_empty() && docker))
     }
 
-    fn judge(&self, plan: &mut Plan<()>, facts: &Facts, proto: Proto, port: u16) {
+    fn judge(&self, plan: &mut Plan<()>, facts: &Facts, idx: &Index, proto: Proto, port: u16) {
         let id = format!("exposure.{}.{port}", proto.as_str());
-        let (reaches, unknown) = self.reaches(facts, proto, port);
-        let (what, unnamed) = self.what(facts, proto, port);
+        let (reaches, unknown) = self.reaches(facts, idx, proto, port);
+        let (what, unnamed) = self.what(facts, idx, proto, port);
         let p = proto.as_str();
         let Some(worst) = reaches.iter().max_by_key(|r| r.status) else {
             if !unknown.is_empty() {
@@ -282,9 +286,9 @@ impl<'p> Exposure<'p> {
 
 /// The processes holding sockets on `proto/port`, each with its addresses:
 /// `sshd (pid 5) on 0.0.0.0:22, [::]:22`.
-fn holders(facts: &Facts, proto: Proto, port: u16, skip_docker_proxy: bool) -> String {
+fn holders(listeners: &[&Listener], skip_docker_proxy: bool) -> String {
     let mut held: Vec<(String, Vec<String>)> = Vec::new();
-    for l in facts.listeners.iter().filter(|l| l.proto == proto && l.addr.port() == port) {
+    for l in listeners {
         let owner = l.owner.clone().unwrap_or_else(|| "no process found".into());
         if skip_docker_proxy && owner.starts_with("docker-proxy ") {
             continue;
@@ -349,6 +353,36 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
     })
 }
 
+/// The facts by (protocol, port), and ufw's rules by family, built once per audit.
+struct Index<'f> {
+    listeners: HashMap<(Proto, u16), Vec<&'f Listener>>,
+    dnat: HashMap<(Proto, u16), Vec<&'f Dnat>>,
+    rules: [Vec<UfwRule>; 2],
+}
+
+impl<'f> Index<'f> {
+    fn new(facts: &'f Facts) -> Index<'f> {
+        let mut listeners: HashMap<(Proto, u16), Vec<&Listener>> = HashMap::new();
+        for l in &facts.listeners {
+            listeners.entry((l.proto, l.addr.port())).or_default().push(l);
+        }
+        let mut dnat: HashMap<(Proto, u16), Vec<&Dnat>> = HashMap::new();
+        for d in &facts.dnat {
+            dnat.entry((d.proto, d.port)).or_default().push(d);
+        }
+        let family = |v6: bool| facts.rules.iter().filter(|r| r.v6 == v6).cloned().collect();
+        Index { listeners, dnat, rules: [family(false), family(true)] }
+    }
+
+    fn listeners(&self, proto: Proto, port: u16) -> &[&'f Listener] {
+        self.listeners.get(&(proto, port)).map_or(&[], Vec::as_slice)
+    }
+
+    fn dnat(&self, proto: Proto, port: u16) -> &[&'f Dnat] {
+        self.dnat.get(&(proto, port)).map_or(&[], Vec::as_slice)
+    }
+}
+
 impl Resource for Exposure<'_> {
     type Observed = Observed;
     type Action = ();
@@ -383,11 +417,12 @@ impl Resource for Exposure<'_> {
             (Ok(f), _) => f,
         };
         // One finding per (protocol, port), whatever the families and paths.
-        let mut ports: BTreeSet<(Proto, u16)> = facts.listeners.iter().map(|l| (l.proto, l.addr.port())).collect();
-        ports.extend(facts.dnat.iter().map(|d| (d.proto, d.port)));
+        // Indexed once: the audit is linear in sockets and rules, however many there are.
+        let idx = Index::new(facts);
+        let mut ports: BTreeSet<(Proto, u16)> = idx.listeners.keys().chain(idx.dnat.keys()).copied().collect();
         ports.extend(facts.names.iter().flat_map(names::ingress_ports));
         for (proto, port) in ports {
-            self.judge(&mut plan, facts, proto, port);
+            self.judge(&mut plan, facts, &idx, proto, port);
         }
         let unloaded: Vec<&str> = [(false, &facts.v4), (true, &facts.v6)]
             .into_iter()

@@ -263,3 +263,38 @@ fn docker_publishing_over_ipv6_is_judged_by_the_ipv6_block() {
     assert_eq!(f.evidence.len(), 1, "IPv4's block closes it: {f:?}");
     assert!(f.evidence[0].starts_with("path: IPv6: PREROUTING DNAT (DOCKER) to [fd00::2]:80"), "{f:?}");
 }
+
+/// Issue 22: a million listening sockets and a million DNAT rules used to take beyond 30 s
+/// (every port rescanned every socket and rule); indexed once, the audit is linear. The
+/// benchmark (`benches/bench.sh`, exposure at scale) holds the release build to 2 s.
+#[test]
+fn a_million_sockets_and_rules_are_audited_in_linear_time() {
+    const N: usize = 1_000_000;
+    let mut facts = base();
+    facts.listeners = (0..N)
+        .map(|i| Listener {
+            proto: if i % 2 == 0 { Proto::Tcp } else { Proto::Udp },
+            addr: std::net::SocketAddr::new(
+                std::net::Ipv4Addr::from(0x0a00_0000 + (i as u32 / 60_000)).into(),
+                1 + (i % 60_000) as u16,
+            ),
+            owner: Some(format!("x (pid {i})")),
+        })
+        .collect();
+    let mut save = String::with_capacity(N * 100);
+    for i in 0..N {
+        save.push_str(&format!(
+            "-A DOCKER ! -i docker0 -p tcp -m tcp --dport {} -j DNAT --to-destination 172.17.{}.{}:80\n",
+            1 + i % 60_000,
+            (i / 250) % 250,
+            i % 250
+        ));
+    }
+    let began = std::time::Instant::now();
+    facts.dnat = parse_dnat(&save, false);
+    assert_eq!(facts.dnat.len(), N);
+    let plan = Exposure::new(&want("[firewall]\n[[firewall.allow]]\nport = 80\n"), vec![], None).plan(&observed(facts));
+    let took = began.elapsed();
+    assert_eq!(plan.findings.iter().filter(|f| f.id.starts_with("exposure.tcp.")).count(), 60_000);
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+}
