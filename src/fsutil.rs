@@ -69,7 +69,14 @@ fn libc_flags() -> i32 {
 /// rename, fsync the directory. The new file takes the mode and owner of the one it replaces
 /// (0644 for a new file). With `keep_previous`, the old content is first kept, just as
 /// atomically, as `<path>.vakt-prev`.
+///
+/// A symbolic link at `path` is written through only when it points to a regular file in the
+/// same directory (Debian's alternatives-style `after.rules -> after.rules.local`); a link
+/// anywhere else (`daemon.json -> /etc/passwd`), to something other than a regular file, or
+/// dangling is refused, naming the link, and nothing is written.
 pub fn write_atomic(path: &Path, content: &[u8], keep_previous: bool) -> anyhow::Result<()> {
+    let target = link_target(path)?;
+    let path = target.as_deref().unwrap_or(path);
     let dir = path.parent().with_context(|| format!("{} has no parent directory", path.display()))?;
     let old = fs::metadata(path).ok();
     if keep_previous && old.is_some() {
@@ -79,6 +86,30 @@ pub fn write_atomic(path: &Path, content: &[u8], keep_previous: bool) -> anyhow:
         crate::failpoint::hit("write-after-backup");
     }
     replace(dir, path, content, old.as_ref())
+}
+
+/// Where a write to `path` goes when `path` is a symbolic link vakt may follow; see
+/// [`write_atomic`].
+fn link_target(path: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(None);
+    }
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "{} is a symbolic link {why}; vakt writes through a link only to a regular file in the same directory: replace the link with the file itself",
+            path.display()
+        )
+    };
+    let target = fs::canonicalize(path).map_err(|e| refuse(format!("that does not resolve ({e})")))?;
+    let dir = path.parent().and_then(|d| fs::canonicalize(d).ok());
+    if target.parent() != dir.as_deref() {
+        return Err(refuse(format!("to {}, outside its directory", target.display())));
+    }
+    if !fs::metadata(&target).is_ok_and(|m| m.is_file()) {
+        return Err(refuse(format!("to {}, which is not a regular file", target.display())));
+    }
+    Ok(Some(target))
 }
 
 pub fn backup_path(path: &Path) -> std::path::PathBuf {
@@ -208,6 +239,44 @@ fn lock_with_bound(path: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_follow_a_link_only_to_a_file_beside_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let passwd = outside.path().join("passwd");
+        fs::write(&passwd, "root:x:0:0\n").expect("passwd");
+        let link = dir.path().join("after.rules");
+        std::os::unix::fs::symlink(&passwd, &link).expect("link");
+        let e = write_atomic(&link, b"vakt", true).expect_err("outside its directory");
+        assert!(
+            e.to_string().contains("after.rules is a symbolic link to")
+                && e.to_string().contains("outside its directory"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&passwd).expect("passwd"), b"root:x:0:0\n", "the target is untouched");
+        assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link stays");
+        assert!(!backup_path(&link).exists());
+
+        // A link to a file in the same directory is written through, and stays a link.
+        fs::remove_file(&link).expect("rm");
+        let local = dir.path().join("after.rules.local");
+        fs::write(&local, "old").expect("local");
+        std::os::unix::fs::symlink("after.rules.local", &link).expect("link");
+        write_atomic(&link, b"new", true).expect("beside it");
+        assert_eq!(fs::read(&local).expect("local"), b"new");
+        assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink());
+        assert_eq!(fs::read(backup_path(&local)).expect("backup"), b"old");
+
+        // Dangling, or to a directory: refused.
+        fs::remove_file(&link).expect("rm");
+        std::os::unix::fs::symlink("gone", &link).expect("link");
+        assert!(write_atomic(&link, b"x", false).expect_err("dangling").to_string().contains("does not resolve"));
+        fs::remove_file(&link).expect("rm");
+        fs::create_dir(dir.path().join("d")).expect("dir");
+        std::os::unix::fs::symlink("d", &link).expect("link");
+        assert!(write_atomic(&link, b"x", false).expect_err("dir").to_string().contains("not a regular file"));
+    }
 
     #[test]
     fn reads_refuse_fifos_devices_and_huge_files() {

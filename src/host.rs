@@ -103,6 +103,17 @@ impl Host {
         under(&self.root, path)
     }
 
+    /// Where vakt writes the host file `path`: its directory resolved under the root as
+    /// [`Host::path`] does, its own name not followed, so that a link there is judged by the
+    /// rule for written files (`fsutil::write_atomic`), not silently followed.
+    pub fn file_path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => self.path(dir).join(name),
+            _ => self.path(path),
+        }
+    }
+
     /// A path already under the root (from a directory listing), with every symlink in it
     /// followed inside the root; `None` when it leads nowhere.
     pub fn resolve(&self, full: &Path) -> Option<PathBuf> {

@@ -255,3 +255,34 @@ fn a_fifo_where_a_file_belongs_is_refused_not_waited_on() {
     assert_ne!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("after.rules is a FIFO, not a regular file"), "{text}");
 }
+
+/// Issue 22: a file vakt writes that is a link out of its directory (`daemon.json ->
+/// ../secrets.json`) used to be followed: the target was rewritten with vakt's keys. It is
+/// refused, naming the link, and the target is left as it was.
+#[test]
+fn a_link_out_of_its_directory_is_never_written_through() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    std::fs::create_dir_all(root.join("etc/docker")).expect("mkdir");
+    std::fs::write(root.join("etc/secrets.json"), "{\"token\": \"s3cret\"}\n").expect("target");
+    std::os::unix::fs::symlink("../secrets.json", root.join("etc/docker/daemon.json")).expect("link");
+    let p = write_profile(root, "[docker]\nstorage_driver = \"overlay2\"\n");
+    let out = run(vakt().args(["--root", &root.display().to_string(), "apply", "-p", &p, "--only", "docker"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("daemon.json is a symbolic link to") && out.stdout.contains("outside its directory"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(std::fs::read_to_string(root.join("etc/secrets.json")).expect("target"), "{\"token\": \"s3cret\"}\n");
+    assert!(!root.join("etc/secrets.json.vakt-prev").exists());
+    // A link to a file beside it is the operator's layout: written through, the link kept.
+    std::fs::remove_file(root.join("etc/docker/daemon.json")).expect("rm");
+    std::fs::write(root.join("etc/docker/daemon.local.json"), "{}\n").expect("local");
+    std::os::unix::fs::symlink("daemon.local.json", root.join("etc/docker/daemon.json")).expect("link");
+    let out = run(vakt().args(["--root", &root.display().to_string(), "apply", "-p", &p, "--only", "docker"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let local = std::fs::read_to_string(root.join("etc/docker/daemon.local.json")).expect("local");
+    assert!(local.contains("\"storage-driver\": \"overlay2\""), "{local}");
+    assert!(std::fs::symlink_metadata(root.join("etc/docker/daemon.json")).expect("link").file_type().is_symlink());
+}

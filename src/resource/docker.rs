@@ -206,6 +206,7 @@ impl Resource for Docker<'_> {
             (root, held)
         });
         let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
+        let path = host.file_path(DAEMON_JSON);
         Ok(Observed { path, file, socket, engine, on_disk, exec_flags: exec_flags(host), restart_pending, offline })
     }
 

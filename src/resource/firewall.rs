@@ -712,7 +712,7 @@ impl Resource for Firewall<'_> {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                     other => other?,
                 };
-                after.push((v6, host.path(path), text));
+                after.push((v6, host.file_path(path), text));
             }
         }
         let netfilter = host.is_live().then(|| read_netfilter(host, ipv6));

@@ -358,6 +358,7 @@ impl Resource for Nginx<'_> {
         {
             state.served = tls::probe_served(host, t, &cert);
         }
+        let path = host.file_path(&self.want.config);
         Ok(Observed { path, current, rendered, validation, master, reload_pending, offline, default_site, tls, https })
     }
 

@@ -118,7 +118,7 @@ impl Resource for Tuning<'_> {
         }
         let files = [SYSCTL_FILE, UDEV_RULE]
             .iter()
-            .map(|f| (host.path(f), crate::fsutil::read_text(host.path(f)).ok()))
+            .map(|f| (host.file_path(f), crate::fsutil::read_text(host.path(f)).ok()))
             .collect();
         let docker_present = host.runs_docker();
         Ok(Observed { sysctl, nvme, files, docker_present, offline: !host.is_live() })

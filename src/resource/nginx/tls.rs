@@ -110,9 +110,10 @@ pub fn observe(host: &Host, t: &NginxTls, profile_source: &str) -> State {
         Err(e) => Err(format!("failed to read {}: {e}", cert_path.display())),
     };
     let key_present = live.join("privkey.pem").exists() && live.join("fullchain.pem").exists();
-    let hook_path = host.path(hook_path(t));
-    let hook_current = crate::fsutil::read_text(&hook_path).ok();
-    let hook_executable = std::fs::metadata(&hook_path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
+    let hook_path = host.file_path(hook_path(t));
+    let hook_current = crate::fsutil::read_text(host.path(self::hook_path(t))).ok();
+    let hook_executable =
+        std::fs::metadata(host.path(self::hook_path(t))).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
     let hook_rendered = hook_script(&vakt_exe(), profile_source);
     State {
         cert_path,
