@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod engine;
 mod engine_api;
 pub mod error;
+pub mod escape;
 pub mod failpoint;
 pub mod fsutil;
 pub mod host;

@@ -84,6 +84,7 @@ impl Runner {
         let out = self.run(argv, &[], timeout)?;
         if !out.success {
             let said = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
+            let said = crate::escape::controls(said);
             bail!("`{}` failed ({}): {said}", argv.join(" "), exit_text(out.code));
         }
         Ok(out)

@@ -286,3 +286,50 @@ fn a_link_out_of_its_directory_is_never_written_through() {
     assert!(local.contains("\"storage-driver\": \"overlay2\""), "{local}");
     assert!(std::fs::symlink_metadata(root.join("etc/docker/daemon.json")).expect("link").file_type().is_symlink());
 }
+
+/// Issue 22: a local user names a listening process `x\nwould run: ok` (prctl); the newline
+/// used to split the exposure title and forge an indented line in root's report. A real
+/// listener in a private network namespace, the real /proc.
+#[test]
+fn a_process_name_cannot_forge_a_line_of_the_report() {
+    if !(require("root", is_root())
+        && require("ufw, iptables and python3", has("ufw") && has("iptables-save") && has("python3")))
+    {
+        return;
+    }
+    let sb = common::netns::UfwSandbox::new();
+    let listen = "import ctypes, socket, sys, time\n\
+        ctypes.CDLL(None).prctl(15, b'x\\nwould run: ok', 0, 0, 0)\n\
+        s = socket.socket(); s.bind(('0.0.0.0', 5999)); s.listen()\n\
+        print('ready', flush=True); time.sleep(120)\n";
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &sb.netns, "python3", "-c", listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut ready = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready");
+    let p = sb.file("p.toml");
+    std::fs::write(&p, "[firewall]\n[[firewall.allow]]\nport = 22\n").expect("profile");
+    let p = p.display().to_string();
+    let text = sb.vakt(&["check", "-p", &p, "--only", "exposure", "-v"]);
+    let json = sb.vakt(&["check", "-p", &p, "--only", "exposure", "--format", "json"]);
+    let junit = sb.vakt(&["check", "-p", &p, "--only", "exposure", "--format", "junit"]);
+    let prom = sb.vakt(&["check", "-p", &p, "--only", "exposure", "--format", "prometheus"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.stdout.contains("via x\\nwould run: ok (pid"), "{}", text.stdout);
+    assert!(!text.stdout.lines().any(|l| l.trim_start().starts_with("would run: ok")), "forged line:\n{}", text.stdout);
+    let report = common::json(&json);
+    let title = common::findings(&report)
+        .into_iter()
+        .find(|f| f["id"] == "exposure.tcp.5999")
+        .map(|f| f["title"].as_str().unwrap_or("").to_string())
+        .expect("the listener is reported");
+    assert!(title.contains("x\\nwould run: ok (pid") && !title.contains('\n'), "{title:?}");
+    for out in [&junit.stdout, &prom.stdout] {
+        assert!(!out.lines().any(|l| l.trim_start().starts_with("would run: ok")), "forged line:\n{out}");
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    }
+}

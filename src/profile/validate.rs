@@ -76,7 +76,7 @@ fn size(section: &str, key: &str, text: &str, min: u64, max: &str) -> Result<Siz
 }
 
 pub(super) fn escape_controls(message: &str) -> String {
-    message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
+    crate::escape::controls(message)
 }
 
 fn one_of<'a>(section: &str, key: &str, value: &'a str, allowed: &[&str]) -> Result<&'a str, KeyError> {

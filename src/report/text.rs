@@ -25,7 +25,7 @@ fn paint(style: TextStyle, status: Status) -> String {
 /// Text from the host or the profile, made safe for a terminal: control characters (escape
 /// sequences, carriage returns) are shown escaped, never sent.
 fn clean(text: &str) -> String {
-    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
+    crate::escape::controls(text)
 }
 
 pub fn render(report: &Report, style: TextStyle) -> String {

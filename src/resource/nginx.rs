@@ -216,7 +216,7 @@ fn validate(host: &Host, live: &Path, want: &Wanted, https: bool, without: Optio
     match host.runner.run(&["nginx", "-t", "-q", "-e", &early_log, "-c", &staged], &[], NGINX_TIMEOUT) {
         Ok(out) if out.success => Ok(()),
         Ok(out) => {
-            let message = out.stderr.trim().replace(&staged, &live.display().to_string());
+            let message = crate::escape::controls(out.stderr.trim()).replace(&staged, &live.display().to_string());
             if could_not_run(&message) {
                 Err(Invalid::NotRun(format!("nginx -t could not open what it needs, so nothing is judged: {message}")))
             } else {

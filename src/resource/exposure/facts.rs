@@ -148,7 +148,8 @@ fn owners(host: &Host, wanted: &mut HashMap<u64, (Proto, SocketAddr)>) -> anyhow
             if let procfs::process::FDTarget::Socket(inode) = fd.target
                 && let Some((proto, addr)) = wanted.remove(&inode)
             {
-                let comm = process.stat().map(|s| s.comm).unwrap_or_default();
+                // A process names itself (prctl): its name is the user's text, escaped here.
+                let comm = crate::escape::controls(&process.stat().map(|s| s.comm).unwrap_or_default());
                 found.push(Listener { proto, addr, owner: Some(format!("{comm} (pid {})", process.pid)) });
             }
         }

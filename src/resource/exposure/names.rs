@@ -26,6 +26,8 @@ pub fn publishers(pubs: &Publications, proto: Proto, port: u16) -> Vec<String> {
                 format!("container {name} (-p {port}:{}{udp})", p.target)
             }
         };
+        // Container and service names are whatever their creator chose: escaped here.
+        let phrase = crate::escape::controls(&phrase);
         if !out.contains(&phrase) {
             out.push(phrase);
         }

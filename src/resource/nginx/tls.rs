@@ -35,7 +35,7 @@ pub fn parse_cert(pem: &[u8]) -> Result<CertInfo, String> {
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                names.push(d.to_ascii_lowercase());
+                names.push(crate::escape::controls(&d.to_ascii_lowercase()));
             }
         }
     }
