@@ -702,6 +702,14 @@ mod tests {
     fn the_latency_probe_bounds_are_checked() {
         let m = invalid("[host]\nnvme_p50_us = 0\n");
         assert!(m.contains("host.nvme_p50_us") && m.contains("use 1 to 1000000"), "{m}");
+        // Issue 22: every wrong kind of value is named with its key and range.
+        for bad in ["-1", "1.5", "\"500\"", "nan", "true", "9223372036854775807"] {
+            let m = invalid(&format!("[host]\nnvme_p50_us = {bad}\n"));
+            assert!(m.contains("host.nvme_p50_us") && m.contains("use 1 to 1000000"), "{bad}: {m}");
+        }
+        // Beyond TOML's integers: the TOML reader refuses it at its line and column.
+        let m = invalid("[host]\nnvme_p50_us = 18446744073709551616\n");
+        assert!(m.contains(":2:15"), "{m}");
         let m = invalid("[host]\nlatency_probe = false\nnvme_p50_us = 1000001\n");
         assert!(m.contains("host.nvme_p50_us"), "checked even when the probe is off: {m}");
         let p = parse("t", "[host]\nlatency_probe = false\n").expect("probe off");

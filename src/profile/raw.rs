@@ -24,7 +24,9 @@ pub struct RawHost {
     pub storage: String,
     pub storage_paths: Vec<String>,
     pub latency_probe: bool,
-    pub nvme_p50_us: u64,
+    /// Any TOML value, so that a wrong one (-1, 1.5, "500", nan, 2^64) is named with its key
+    /// and range by the validation, not as serde's "expected u64".
+    pub nvme_p50_us: toml::Value,
 }
 
 impl Default for RawHost {
@@ -35,7 +37,7 @@ impl Default for RawHost {
             storage: "nvme".into(),
             storage_paths: vec!["/".into(), "/var/lib/docker".into()],
             latency_probe: true,
-            nvme_p50_us: 500,
+            nvme_p50_us: toml::Value::Integer(500),
         }
     }
 }

@@ -57,11 +57,16 @@ fn duration(section: &str, key: &str, text: &str, range: RangeInclusive<Duration
 /// The probe's NVMe-class bound: whole microseconds, at most a second.
 fn threshold(h: &raw::RawHost) -> Result<crate::resource::probe::Threshold, KeyError> {
     const MAX_US: u64 = 1_000_000;
-    if !(1..=MAX_US).contains(&h.nvme_p50_us) {
-        let m = format!("{} is out of range; use 1 to {MAX_US} (microseconds)", h.nvme_p50_us);
+    let us = match &h.nvme_p50_us {
+        toml::Value::Integer(n) => u64::try_from(*n).ok().filter(|n| (1..=MAX_US).contains(n)),
+        _ => None,
+    };
+    let Some(us) = us else {
+        let shown = quoted(&h.nvme_p50_us.to_string());
+        let m = format!("{shown} is not a whole number of microseconds in range; use 1 to {MAX_US}");
         return Err(err("host", "nvme_p50_us", m));
-    }
-    Ok(crate::resource::probe::Threshold { p50: Duration::from_micros(h.nvme_p50_us) })
+    };
+    Ok(crate::resource::probe::Threshold { p50: Duration::from_micros(us) })
 }
 
 /// A size of at most `max` bytes (and at least `min`), which the message states.

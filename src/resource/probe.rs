@@ -13,7 +13,6 @@
 use std::fmt;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::host::Host;
@@ -176,6 +175,12 @@ pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) 
     if blocks < 16 {
         return not_run(format!("the size of {name} is unknown or too small (/sys/block/{name}/size)"));
     }
+    // Whether the probe can read the disk at all is known before anything waits: in a
+    // container, or without root, the open fails and the busy sampling would be wasted.
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(&node) {
+        Ok(f) => f,
+        Err(e) => return not_run(format!("cannot open {shown} for O_DIRECT reads: {e}")),
+    };
     let stat = || host.read_opt(format!("/sys/block/{name}/stat")).as_deref().and_then(parse_stat);
     let unreadable =
         || not_run(format!("/sys/block/{name}/stat is not readable: cannot tell whether the disk is busy"));
@@ -196,7 +201,7 @@ pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) 
         if round > 1 {
             std::thread::sleep(ROUND_PAUSE * 2u32.pow(round - 2));
         }
-        let f = match measure(&node, blocks) {
+        let f = match measure(&file, blocks) {
             Ok(f) => f,
             Err(e) => return not_run(format!("failed to read {shown} with O_DIRECT: {e}")),
         };
@@ -216,9 +221,8 @@ pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) 
     best.map_or_else(|| not_run(format!("{shown}: no round measured")), Outcome::Measured)
 }
 
-fn measure(node: &Path, blocks: u64) -> io::Result<Figures> {
+fn measure(file: &std::fs::File, blocks: u64) -> io::Result<Figures> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(node)?;
     // O_DIRECT needs a buffer aligned to the logical block size (at most 4 KiB): take the
     // aligned 4 KiB inside an 8 KiB allocation.
     let mut raw = vec![0u8; 2 * BLOCK];
@@ -305,5 +309,33 @@ mod tests {
         assert!(why.starts_with("no device node") && why.contains("/dev/vda"), "{why}");
         let Outcome::NotRun(why) = run(&host, "sda", true, |_| true) else { panic!("ran on a rotational disk") };
         assert!(why.contains("rotational"), "{why}");
+    }
+
+    /// Issue 22: where the disk cannot be opened (a container, no root), the probe says so at
+    /// once; it used to sample whether the disk was busy first (100 ms at least).
+    #[test]
+    fn a_disk_that_cannot_be_opened_is_known_before_anything_waits() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("dev")).expect("dev");
+        std::fs::create_dir_all(dir.path().join("sys/block/vdz")).expect("sys");
+        std::fs::write(dir.path().join("sys/block/vdz/size"), "2097152\n").expect("size");
+        std::fs::write(dir.path().join("sys/block/vdz/stat"), "1 0 8 0 0 0 0 0 0 0 0\n").expect("stat");
+        // A block device node for a device no driver has: every open fails (ENXIO).
+        let node = dir.path().join("dev/vdz");
+        nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::S_IRUSR,
+            nix::sys::stat::makedev(4095, 4095),
+        )
+        .expect("mknod");
+        let host = Host::new(dir.path());
+        let began = Instant::now();
+        let Outcome::NotRun(why) = run(&host, "vdz", false, |_| true) else { panic!("ran without a disk") };
+        assert!(why.starts_with("cannot open /dev/vdz for O_DIRECT reads"), "{why}");
+        assert!(began.elapsed() < BUSY_SAMPLE, "waited {:?}", began.elapsed());
     }
 }
