@@ -45,7 +45,7 @@ impl Acme {
             "cd {t}
              mkdir -p etc/nginx letsencrypt-host run gateway acme
              cp /etc/nginx/mime.types etc/nginx/
-             printf '127.0.0.1 localhost\\n127.0.0.1 gateway.test\\n' > hosts
+             printf '127.0.0.1 localhost\\n127.0.0.1 gateway.test\\n127.0.0.1 api.gateway.test\\n127.0.0.1 more.gateway.test\\n' > hosts
              printf 'gateway stand-in\\n' > gateway/index.html
              openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
                  -days 2 -subj '/CN=vakt test ACME listener CA' 2>/dev/null
@@ -125,11 +125,17 @@ EOF
     }
 
     fn profile(&self, directory: &str, certbot: &str) -> String {
+        self.profile_for(directory, certbot, &["gateway.test"])
+    }
+
+    fn profile_for(&self, directory: &str, certbot: &str, domains: &[&str]) -> String {
         let t = self.dir.path().display();
+        let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+        let domains = domains.join(", ");
         let body = format!(
             "[nginx]\nconfig = \"{t}/etc/nginx/nginx.conf\"\npid = \"{t}/nginx.pid\"\nerror_log = \"{t}/error.log\"\n\
              access_log = \"{t}/access.log\"\nlisten = \"80\"\nupstream = [\"127.0.0.1:8080\"]\n\n\
-             [nginx.tls]\ndomains = [\"gateway.test\"]\nemail = \"ops@gateway.test\"\nacme_directory = \"{directory}\"\n\
+             [nginx.tls]\ndomains = [{domains}]\nemail = \"ops@gateway.test\"\nacme_directory = \"{directory}\"\n\
              hsts = true\nwebroot = \"{t}/acme\"\ncertbot_config_dir = \"{t}/{certbot}\"\n\
              certbot_work_dir = \"{t}/{certbot}-work\"\ncertbot_logs_dir = \"{t}/{certbot}-logs\"\n"
         );
@@ -305,4 +311,71 @@ fn an_acme_server_that_is_down_leaves_the_http_gateway_serving() {
     assert!(!conf.contains("ssl") && conf.contains("acme-challenge"), "{conf}");
     let t = run(Command::new("nginx").args(["-t", "-c", &acme.file("etc/nginx/nginx.conf")]));
     assert_eq!(t.code, 0, "{}", t.stderr);
+}
+
+/// Issue 23: a name added on a host that has a certificate. vakt's certbot run used to start
+/// vakt's own deploy hook, which waited 300 s for the apply lock of the vakt that ran certbot,
+/// with HTTPS switched off the whole time. Now HTTPS keeps serving the current certificate
+/// while certbot works, the hook inside vakt's run does nothing, and the apply takes seconds;
+/// when the ACME server is down, the old certificate keeps serving and the names not yet
+/// covered are named. A loop of HTTPS requests for the name already covered loses none.
+#[test]
+fn a_name_added_keeps_https_serving_and_never_waits_on_vakts_own_hook() {
+    if !ready() {
+        return;
+    }
+    let acme = Acme::start();
+    let up = "https://127.0.0.1:14000/dir";
+    let profile = acme.profile(up, "letsencrypt");
+    let first = acme.vakt(&["apply", "--only", "nginx", "-p", &profile]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let root = acme.issuing_root();
+    let t = acme.dir.path().display().to_string();
+    let lp = format!(
+        "while [ ! -e {t}/stop ]; do curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 10 --cacert {root} \
+         https://gateway.test/ >> {t}/loop.log; sleep 0.05; done"
+    );
+    let mut looping = acme.command(&["sh", "-c", &lp]).spawn().expect("loop");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A second name, with the ACME server up.
+    let two = acme.profile_for(up, "letsencrypt", &["gateway.test", "api.gateway.test"]);
+    let started = Instant::now();
+    let add = acme.vakt(&["apply", "--only", "nginx", "--format", "json", "-p", &two]);
+    let took = started.elapsed();
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    assert!(took < Duration::from_secs(60), "the apply waited on its own hook: {took:?}");
+    eprintln!("a name added with ACME up took {took:?}");
+    let cert = acme.file("letsencrypt/live/gateway.test/cert.pem");
+    let names = run(Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in", &cert])).stdout;
+    assert!(names.contains("DNS:api.gateway.test"), "{names}");
+    assert_eq!(
+        acme.curl(&["--cacert", &root, "https://api.gateway.test/"]),
+        "gateway stand-in\n",
+        "the new name is served"
+    );
+    assert_eq!(acme.served_serial(), acme.serial_of(&cert));
+
+    // A third name with the ACME server down: the apply fails, names what is not covered, and
+    // HTTPS keeps serving the certificate it has.
+    let down = acme.profile_for(
+        "https://127.0.0.1:14001/dir",
+        "letsencrypt",
+        &["gateway.test", "api.gateway.test", "more.gateway.test"],
+    );
+    let failed = acme.vakt(&["apply", "--only", "nginx", "-p", &down]);
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    assert!(
+        failed.stdout.contains("keeps serving HTTPS with the current certificate")
+            && failed.stdout.contains("not yet covered: more.gateway.test"),
+        "{}",
+        failed.stdout
+    );
+    assert_eq!(acme.curl(&["--cacert", &root, "https://gateway.test/"]), "gateway stand-in\n");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(acme.file("stop"), "").expect("stop");
+    let _ = looping.wait();
+    let codes = std::fs::read_to_string(acme.file("loop.log")).expect("loop log");
+    assert!(codes.lines().count() >= 10, "the loop ran across both: {codes}");
+    assert!(codes.lines().all(|c| c == "200"), "a request for a covered name failed: {codes}");
 }

@@ -30,10 +30,22 @@ pub const DEFAULT_BUILTIN: &str = "openfaas-swarm";
 const SYSTEM_PROFILE: &str = "/etc/vakt/profile.toml";
 const SYSTEM_DROPINS: &str = "/etc/vakt/profile.d";
 
+/// Where a profile was read from, as a later vakt run (certbot's deploy hook) names it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `/etc/vakt/profile.toml` and its drop-ins: found again without `-p`.
+    System,
+    /// `-p FILE`, the file's absolute path as vakt opened it.
+    File(PathBuf),
+    /// `-p builtin:NAME`, or the built-in fallback.
+    Builtin(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// Where it came from: a path or `builtin:NAME`, shown in reports and rendered headers.
     pub source: String,
+    pub origin: Origin,
     pub host: Option<HostReq>,
     pub packages: Option<Packages>,
     pub firewall: Option<Firewall>,
@@ -428,7 +440,17 @@ struct Document {
 /// Loads the profile `spec` names: `builtin:NAME`, a path, or (when `None`) the system profile
 /// under `root` with its drop-ins, falling back to the built-in default only when `fallback`.
 pub fn load(spec: Option<&str>, root: &Path, fallback: bool) -> anyhow::Result<Profile> {
-    from_documents(&documents(spec, root, fallback)?)
+    let docs = documents(spec, root, fallback)?;
+    let mut profile = from_documents(&docs)?;
+    profile.origin = match spec {
+        Some(spec) => match spec.strip_prefix("builtin:") {
+            Some(name) => Origin::Builtin(name.into()),
+            None => Origin::File(std::fs::canonicalize(spec).unwrap_or_else(|_| PathBuf::from(spec))),
+        },
+        None if docs.first().is_some_and(|d| d.name.starts_with("builtin:")) => Origin::Builtin(DEFAULT_BUILTIN.into()),
+        None => Origin::System,
+    };
+    Ok(profile)
 }
 
 /// Parses and validates profile text; `name` is used in messages.

@@ -166,7 +166,8 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
         None => None,
         Some(w) => Some(validate_watch(w)?),
     };
-    Ok(Profile { source: source.into(), host, packages, firewall, docker, swarm, nginx, tuning, watch })
+    let origin = Origin::File(PathBuf::from(source));
+    Ok(Profile { source: source.into(), origin, host, packages, firewall, docker, swarm, nginx, tuning, watch })
 }
 
 /// An absolute, normalised path: no `.` or `..` components, no empty ones, no control

@@ -44,7 +44,7 @@ pub const ALL: &[(&str, Build)] = &[
             swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()), p.firewall.as_ref())
         })
     }),
-    ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.source))),
+    ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.origin))),
     ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
     // Last: it audits what the others left reachable.
     ("exposure", |p| {

@@ -65,17 +65,17 @@ pub struct Nginx<'p> {
     want: &'p Wanted,
     /// Ports the firewall profile opens to the world, to spot a bypassed proxy.
     open_ports: Vec<u16>,
-    /// The profile's source, for certbot's deploy hook to run vakt on.
-    profile: String,
+    /// Where the profile came from, for certbot's deploy hook to run vakt on.
+    profile: crate::profile::Origin,
 }
 
 impl<'p> Nginx<'p> {
     pub fn new(want: &'p Wanted, open_ports: Vec<u16>) -> Self {
-        Nginx { want, open_ports, profile: String::new() }
+        Nginx { want, open_ports, profile: crate::profile::Origin::System }
     }
 
-    pub fn with_profile(mut self, source: &str) -> Self {
-        self.profile = source.to_string();
+    pub fn with_profile(mut self, origin: &crate::profile::Origin) -> Self {
+        self.profile = origin.clone();
         self
     }
 }
@@ -338,8 +338,10 @@ impl Resource for Nginx<'_> {
             Err(e) => bail!("failed to read {}: {e}", path.display()),
         };
         let mut tls = self.want.tls.as_ref().map(|t| tls::observe(host, t, &self.profile));
+        // HTTPS whenever a certificate nginx can serve is on disk, even one that lacks a name
+        // the profile added: the new one is obtained while it serves.
         let https = match (&self.want.tls, &tls) {
-            (Some(t), Some(state)) => state.usable(t).is_some(),
+            (Some(_), Some(state)) => state.servable().is_some(),
             _ => false,
         };
         let rendered = render(self.want, https);
@@ -485,7 +487,31 @@ impl Nginx<'_> {
     /// the TLS config is validated with the new certificate, swapped in and reloaded, and the
     /// HTTP config put back if the reload fails. A certbot failure leaves the HTTP gateway.
     fn obtain_and_enable(&self, host: &Host, o: &Observed, t: &crate::profile::NginxTls) -> anyhow::Result<()> {
-        tls::obtain(host, t).context("the gateway keeps serving plain HTTP")?;
+        let keeps = match o.tls.as_ref().and_then(|s| s.servable()) {
+            Some(cert) if o.https => {
+                let missing: Vec<&str> =
+                    t.domains.iter().filter(|d| !cert.names.contains(d)).map(String::as_str).collect();
+                format!(
+                    "the gateway keeps serving HTTPS with the current certificate ({}; not yet covered: {})",
+                    cert.names.join(", "),
+                    if missing.is_empty() { "none".to_string() } else { missing.join(", ") }
+                )
+            }
+            _ => "the gateway keeps serving plain HTTP".to_string(),
+        };
+        let hooks = tls::obtain(host, t).context(keeps)?;
+        self.enable_https(host, o, t)?;
+        if !hooks.is_empty() {
+            bail!(
+                "certbot obtained the certificate and nginx serves it, but a deploy hook failed: {}",
+                hooks.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// After certbot: the TLS config, validated with the new certificate, swapped in and reloaded.
+    fn enable_https(&self, host: &Host, o: &Observed, _t: &crate::profile::NginxTls) -> anyhow::Result<()> {
         let https = render(self.want, true);
         if o.https && o.rendered == https {
             // Renewed inside the warning window: same config, new certificate.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 
 use crate::host::Host;
-use crate::profile::{Listen, NginxTls};
+use crate::profile::{Listen, NginxTls, Origin};
 
 /// certbot's own bound is its HTTP timeouts; this only stops a wedged run from holding apply.
 const CERTBOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -81,9 +81,17 @@ pub struct State {
 impl State {
     /// The certificate nginx can use now: it covers every name, has its key and has not expired.
     pub fn usable(&self, t: &NginxTls) -> Option<&CertInfo> {
+        let cert = self.servable()?;
+        t.domains.iter().all(|d| cert.names.contains(d)).then_some(cert)
+    }
+
+    /// A certificate nginx can serve while a new one is obtained: its key is there and it has
+    /// not expired, whichever names it covers. HTTPS stays up on it for the names it has
+    /// (clients that received HSTS need it); certbot's challenge is answered on port 80 by the
+    /// TLS config as well.
+    pub fn servable(&self) -> Option<&CertInfo> {
         let cert = self.cert.as_ref().ok()?.as_ref()?;
-        let covers = t.domains.iter().all(|d| cert.names.contains(d));
-        (covers && self.key_present && cert.not_after > self.now).then_some(cert)
+        (self.key_present && cert.not_after > self.now).then_some(cert)
     }
 
     /// Whether certbot has to be asked: no usable certificate, or one inside the warning window.
@@ -101,7 +109,7 @@ pub fn days_left(not_after: i64, now: i64) -> i64 {
     (not_after - now).div_euclid(86_400)
 }
 
-pub fn observe(host: &Host, t: &NginxTls, profile_source: &str) -> State {
+pub fn observe(host: &Host, t: &NginxTls, origin: &Origin) -> State {
     let live = host.path(t.live_dir());
     let cert_path = live.join("cert.pem");
     let cert = match crate::fsutil::read_file(&cert_path) {
@@ -114,7 +122,7 @@ pub fn observe(host: &Host, t: &NginxTls, profile_source: &str) -> State {
     let hook_current = crate::fsutil::read_text(host.path(self::hook_path(t))).ok();
     let hook_executable =
         std::fs::metadata(host.path(self::hook_path(t))).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
-    let hook_rendered = hook_script(&vakt_exe(), profile_source);
+    let hook_rendered = hook_script(&vakt_exe(host), &profile_arg(host, origin));
     State {
         cert_path,
         cert,
@@ -152,8 +160,14 @@ pub fn hook_path(t: &NginxTls) -> PathBuf {
     t.certbot_config_dir.join("renewal-hooks/deploy/vakt-nginx")
 }
 
-fn vakt_exe() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/vakt"))
+/// The vakt the hook runs: this one on a live host; the packaged one in an image prepared
+/// offline (`--root`), where this machine's binary does not exist.
+fn vakt_exe(host: &Host) -> PathBuf {
+    let installed = PathBuf::from("/usr/bin/vakt");
+    if !host.is_live() {
+        return installed;
+    }
+    std::env::current_exe().unwrap_or(installed)
 }
 
 /// Single-quoted for sh.
@@ -161,29 +175,39 @@ fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// The profile as `-p` names it: a builtin, or the first file's absolute path (drop-ins are
-/// found from it as on any run).
-fn profile_arg(source: &str) -> String {
-    let first = source.split(" + ").next().unwrap_or(source);
-    if first.starts_with("builtin:") {
-        return first.to_string();
+/// The profile as the hook's `-p` names it: a builtin, or the file's absolute path as the host
+/// sees it (under `--root`, the image's path); `None` for the system profile, which the hook
+/// finds again without `-p`.
+fn profile_arg(host: &Host, origin: &Origin) -> Option<String> {
+    match origin {
+        Origin::System => None,
+        Origin::Builtin(name) => Some(format!("builtin:{name}")),
+        Origin::File(path) => {
+            let seen = match path.strip_prefix(host.root()) {
+                Ok(inside) if !host.is_live() => Path::new("/").join(inside),
+                _ => path.clone(),
+            };
+            Some(seen.to_string_lossy().into_owned())
+        }
     }
-    std::fs::canonicalize(first).map_or_else(|_| first.to_string(), |p| p.display().to_string())
 }
+
+/// Set in the environment of vakt's own certbot run, which certbot passes on to its deploy
+/// hooks: vakt's hook then does nothing, as the vakt that started certbot reloads nginx itself
+/// once certbot returns (running `vakt apply` there would wait for that vakt's lock).
+pub const IN_VAKT: &str = "VAKT_CERTBOT_RUN";
 
 /// The hook runs vakt itself, so a renewal reaches nginx the way every change does: `nginx -t`
 /// on a staged copy (which loads the new certificate), a reload only when nginx serves another
 /// certificate than the one on disk, the previous state restored if the reload fails.
-pub fn hook_script(vakt: &Path, profile_source: &str) -> String {
+pub fn hook_script(vakt: &Path, profile: &Option<String>) -> String {
     let mut s = String::from("#!/bin/sh\n");
     let _ = writeln!(s, "# Managed by vakt ([nginx.tls]); certbot runs it after renewing a certificate.");
     let _ = writeln!(s, "# vakt validates nginx with the new certificate, reloads it, and rolls back on failure.");
-    let _ = writeln!(
-        s,
-        "exec {} apply --only nginx -p {}",
-        sh_quote(&vakt.display().to_string()),
-        sh_quote(&profile_arg(profile_source))
-    );
+    let _ = writeln!(s, "# Inside vakt's own certbot run, that vakt reloads nginx itself once certbot returns.");
+    let _ = writeln!(s, "[ -z \"${IN_VAKT}\" ] || exit 0");
+    let p = profile.as_deref().map(|p| format!(" -p {}", sh_quote(p))).unwrap_or_default();
+    let _ = writeln!(s, "exec {} apply --only nginx{p}", sh_quote(&vakt.to_string_lossy()));
     s
 }
 
@@ -224,13 +248,15 @@ pub fn certbot_argv(t: &NginxTls) -> Vec<String> {
     argv
 }
 
-/// Runs certbot; the error carries certbot's own last words.
-pub fn obtain(host: &Host, t: &NginxTls) -> anyhow::Result<()> {
+/// Runs certbot; the error carries certbot's own last words. Returns what certbot said of
+/// deploy hooks that failed (`Hook 'deploy-hook' reported error code 1`): the certificate is
+/// there, but something the operator relies on did not run.
+pub fn obtain(host: &Host, t: &NginxTls) -> anyhow::Result<Vec<String>> {
     let webroot = host.path(&t.webroot);
     std::fs::create_dir_all(&webroot).with_context(|| format!("failed to create {}", webroot.display()))?;
     let argv = certbot_argv(t);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = host.runner.run(&argv, &[], CERTBOT_TIMEOUT)?;
+    let out = host.runner.run(&argv, &[(IN_VAKT, "1")], CERTBOT_TIMEOUT)?;
     if !out.success {
         bail!(
             "certbot could not obtain a certificate for {} from {}: {}",
@@ -239,7 +265,18 @@ pub fn obtain(host: &Host, t: &NginxTls) -> anyhow::Result<()> {
             last_lines(if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr }, 4)
         );
     }
-    Ok(())
+    Ok(failed_hooks(&out.stderr))
+}
+
+/// certbot's lines about hooks that failed (its `report_executed_command`), escaped.
+pub fn failed_hooks(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with("Hook ") && (l.contains("reported error code") || l.contains("ran with error output"))
+        })
+        .map(|l| crate::escape::controls(l.trim()))
+        .collect()
 }
 
 /// The last `n` meaningful lines of a tool's output, on one line.
@@ -304,9 +341,40 @@ mod tests {
 
     #[test]
     fn the_hook_quotes_its_paths_for_sh() {
-        let s = hook_script(Path::new("/usr/bin/vakt"), "builtin:openfaas-swarm");
+        let s = hook_script(Path::new("/usr/bin/vakt"), &Some("builtin:openfaas-swarm".into()));
         assert!(s.ends_with("exec '/usr/bin/vakt' apply --only nginx -p 'builtin:openfaas-swarm'\n"), "{s}");
-        assert!(hook_script(Path::new("/o'dd/vakt"), "builtin:x").contains("'/o'\\''dd/vakt'"));
+        assert!(hook_script(Path::new("/o'dd/vakt"), &None).contains("'/o'\\''dd/vakt'"));
+        // Inside vakt's own certbot run it does nothing: that vakt holds the apply lock.
+        assert!(s.contains("[ -z \"$VAKT_CERTBOT_RUN\" ] || exit 0\n"), "{s}");
+    }
+
+    /// Issue 23: the hook names the profile by its real path, whatever the path holds (` + `
+    /// used to split it; a newline was shown escaped), and under `--root` by the image's path,
+    /// running the installed vakt.
+    #[test]
+    fn the_hook_names_the_real_profile_and_the_installed_vakt() {
+        let live = Host::new(Path::new("/"));
+        let odd = Origin::File(PathBuf::from("/srv/a + b/new\nline.toml"));
+        let s = hook_script(&vakt_exe(&live), &profile_arg(&live, &odd));
+        assert!(s.contains("-p '/srv/a + b/new\nline.toml'\n"), "{s}");
+        let image = tempfile::tempdir().expect("tempdir");
+        let offline = Host::new(image.path());
+        let inside = Origin::File(image.path().join("etc/vakt/site.toml"));
+        let s = hook_script(&vakt_exe(&offline), &profile_arg(&offline, &inside));
+        assert!(s.ends_with("exec '/usr/bin/vakt' apply --only nginx -p '/etc/vakt/site.toml'\n"), "{s}");
+        assert!(
+            hook_script(&vakt_exe(&offline), &profile_arg(&offline, &Origin::System)).ends_with("apply --only nginx\n")
+        );
+    }
+
+    #[test]
+    fn failed_deploy_hooks_are_read_from_certbots_output() {
+        let err = "Saving debug log to /x\nHook 'deploy-hook' reported error code 1\nHook 'deploy-hook' ran with error output:\n boom\n";
+        assert_eq!(
+            failed_hooks(err),
+            vec!["Hook 'deploy-hook' reported error code 1", "Hook 'deploy-hook' ran with error output:"]
+        );
+        assert!(failed_hooks("Successfully received certificate.\n").is_empty());
     }
 
     #[test]
