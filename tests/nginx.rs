@@ -383,3 +383,50 @@ fn debians_placeholder_site_is_unlinked_not_deleted() {
     assert_eq!(site.curl(&[], "/"), "200", "the gateway, not the placeholder, answers");
     assert_eq!(run(vakt().args(["check", "--only", "nginx", "-p", &profile])).code, 0);
 }
+
+/// Issue 23: nginx's warnings are findings (`-q` used to hide "conflicting server name ...
+/// ignored" while the gateway lost its name to another site); a long name beside another
+/// site gets the hash bucket it needs; Debian's dynamic modules stay included.
+#[test]
+fn nginx_warnings_long_names_and_modules_beside_other_sites() {
+    if !ready() {
+        return;
+    }
+    let site = Site::new();
+    for dir in ["sites-enabled", "conf.d", "modules-enabled"] {
+        std::fs::create_dir_all(site.path(&format!("etc/nginx/{dir}"))).expect("mkdir");
+    }
+    let other = |name: &str| {
+        format!("server {{\n    listen 127.0.0.1:{};\n    server_name {name};\n    return 418;\n}}\n", site.port)
+    };
+    std::fs::write(site.path("etc/nginx/sites-enabled/other"), other("gw.example.com")).expect("site");
+    std::fs::write(site.path("etc/nginx/modules-enabled/50-vakt-test.conf"), "worker_rlimit_nofile 4096;\n")
+        .expect("module");
+
+    // The same name on the same port: nginx keeps the first and ignores the gateway's.
+    let same = site.profile("server_name = \"gw.example.com\"");
+    let check = run(vakt().args(["check", "--only", "nginx", "--format", "json", "-p", &same]));
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    let report = json(&check);
+    assert_eq!(status_of(&report, "nginx.warnings"), "drift", "{}", check.stdout);
+    let said = evidence(&report, "nginx.warnings");
+    assert!(said.contains("conflicting server name \"gw.example.com\""), "{said}");
+
+    // A 70-character name beside the other site: nginx's default bucket is too small.
+    let long = format!("{}.example.com", "a".repeat(58));
+    let p = site.profile(&format!("server_name = \"{long}\""));
+    let apply = site.apply(&p);
+    assert_eq!(apply.code, 0, "{}", apply.stdout);
+    let conf = std::fs::read_to_string(site.path("etc/nginx/nginx.conf")).expect("conf");
+    assert!(conf.contains("server_names_hash_bucket_size 128;"), "{conf}");
+    assert!(conf.contains("include modules-enabled/*.conf;"), "{conf}");
+    let dump = run(std::process::Command::new("nginx").args(["-T", "-c", &site.config()]));
+    assert_eq!(dump.code, 0, "{}", dump.stderr);
+    assert!(dump.stdout.contains("worker_rlimit_nofile 4096;"), "the module config is read");
+    // Without the size nginx refuses the same pair: the sizing is what makes it pass.
+    std::fs::write(site.path("etc/nginx/nginx.conf"), conf.replace("    server_names_hash_bucket_size 128;\n", ""))
+        .expect("w");
+    let bare = run(std::process::Command::new("nginx").args(["-t", "-c", &site.config()]));
+    assert_ne!(bare.code, 0, "nginx accepted the long name without the bucket size");
+    assert!(bare.stderr.contains("server_names_hash_bucket_size"), "{}", bare.stderr);
+}

@@ -782,6 +782,31 @@ mod tests {
         assert!(m.contains("swarm.peers") && m.contains("not a CIDR"), "{m}");
     }
 
+    /// Issue 23: values nginx or certbot would refuse later are refused here, naming the key.
+    #[test]
+    fn tls_values_certbot_and_nginx_would_refuse_are_refused() {
+        let tls =
+            |extra: &str| format!("[nginx.tls]\ndomains = [\"gw.example.com\"]\nemail = \"ops@example.com\"\n{extra}");
+        let m = invalid("[nginx.tls]\ndomains = [\"192.0.2.10\"]\nemail = \"ops@example.com\"\n");
+        assert!(m.contains("nginx.tls.domains") && m.contains("IP address"), "{m}");
+        let many: Vec<String> = (0..101).map(|i| format!("\"n{i}.example.com\"")).collect();
+        let m = invalid(&format!("[nginx.tls]\ndomains = [{}]\nemail = \"ops@example.com\"\n", many.join(", ")));
+        assert!(m.contains("nginx.tls.domains") && m.contains("at most 100"), "{m}");
+        for email in ["a..b.@example.com", "a.@example.com", "a..b@example.com"] {
+            let m = invalid(&tls("").replace("ops@example.com", email));
+            assert!(m.contains("nginx.tls.email"), "{email}: {m}");
+        }
+        for age in ["999ms", "0s", "1500ms"] {
+            let m = invalid(&tls(&format!("hsts = true\nhsts_max_age = \"{age}\"\n")));
+            assert!(m.contains("nginx.tls.hsts_max_age"), "{age}: {m}");
+        }
+        let m = invalid(&tls("acme_directory = \"https://user:hunter2@acme.example.com/dir\"\n"));
+        assert!(m.contains("nginx.tls.acme_directory") && m.contains("credentials") && !m.contains("hunter2"), "{m}");
+        let m = invalid(&format!("[nginx]\nlisten = \"443\"\n{}", tls("")));
+        assert!(m.contains("nginx.tls.listen") && m.contains("[nginx] listen too"), "{m}");
+        assert!(parse("t", &tls("hsts = true\nhsts_max_age = \"90d\"\n")).is_ok());
+    }
+
     /// Issue 21: values that name the world or another host under another spelling.
     #[test]
     fn addresses_are_refused_in_every_ambiguous_form() {

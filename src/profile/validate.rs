@@ -686,7 +686,18 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
         listen: nginx_listen(&n.listen)?,
         include_sites: n.include_sites,
         disable_default_site: one_of("nginx", "default_site", &n.default_site, &["disable", "keep"])? == "disable",
-        tls: n.tls.map(validate_nginx_tls).transpose()?,
+        tls: match n.tls.map(validate_nginx_tls).transpose()? {
+            // Two default servers on one address: nginx -t refuses every render once a
+            // certificate exists.
+            Some(t) if same_listen(&t.listen, &nginx_listen(&n.listen)?) => {
+                return Err(err(
+                    "nginx.tls",
+                    "listen",
+                    format!("{} is [nginx] listen too; HTTPS needs its own port (443)", quoted(&t.listen.to_string())),
+                ));
+            }
+            other => other,
+        },
         user: n.user,
         worker_processes: n.worker_processes,
         error_log: n.error_log,
@@ -704,6 +715,14 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
     })
 }
 
+/// Whether two `listen`s take the same port on a common address.
+fn same_listen(a: &Listen, b: &Listen) -> bool {
+    match (a, b) {
+        (Listen::Addr(x), Listen::Addr(y)) => x == y,
+        _ => a.port() == b.port(),
+    }
+}
+
 /// A name certbot may ask a certificate for: a DNS hostname of two or more labels, lowercase
 /// letters, digits and inner hyphens (no wildcards: HTTP-01 cannot prove them).
 fn tls_domain(v: &str) -> Result<String, KeyError> {
@@ -715,6 +734,15 @@ fn tls_domain(v: &str) -> Result<String, KeyError> {
             && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     let name = v.to_ascii_lowercase();
+    // certbot refuses IP addresses ("Requested name is an IP address"), and a name whose last
+    // label is all digits is one or no name at all.
+    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(err(
+            "nginx.tls",
+            "domains",
+            format!("{} is an IP address; certbot and Let's Encrypt issue certificates for DNS names only", quoted(v)),
+        ));
+    }
     if name.len() <= 253 && name.contains('.') && name.split('.').all(label_ok) {
         Ok(name)
     } else {
@@ -729,6 +757,8 @@ fn tls_email(v: &str) -> Result<(), KeyError> {
         !local.is_empty()
             && local.len() <= 64
             && !local.starts_with(['-', '.'])
+            && !local.ends_with('.')
+            && !local.contains("..")
             && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b))
             && tls_domain(domain).is_ok()
     });
@@ -744,6 +774,14 @@ fn tls_email(v: &str) -> Result<(), KeyError> {
 fn tls_directory(v: &str) -> Result<(), KeyError> {
     let host = v.strip_prefix("https://").map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
     let printable = v.bytes().all(|b| b.is_ascii_graphic() && !b"\"'\\`".contains(&b));
+    // Credentials in the URL would be printed in every report and log line: ACME needs none.
+    if host.is_some_and(|h| h.contains('@')) {
+        return Err(err(
+            "nginx.tls",
+            "acme_directory",
+            "the URL carries credentials (user:password@); an ACME directory needs none, and vakt would print them: remove them",
+        ));
+    }
     match host {
         Some(h) if !h.is_empty() && !h.starts_with(['-', ':', '@']) && printable && v.len() <= 2048 => Ok(()),
         _ => Err(err(
@@ -762,6 +800,11 @@ fn validate_nginx_tls(t: raw::RawNginxTls) -> Result<NginxTls, KeyError> {
     if let Some((i, d)) = domains.iter().enumerate().find(|(i, d)| domains[..*i].contains(d)) {
         return Err(err("nginx.tls", "domains", format!("`{d}` is listed twice (entry {i})")));
     }
+    // Let's Encrypt's limit of names per certificate.
+    if domains.len() > 100 {
+        let m = format!("{} names; a certificate holds at most 100 (Let's Encrypt's limit): split them", domains.len());
+        return Err(err("nginx.tls", "domains", m));
+    }
     tls_email(&t.email)?;
     tls_directory(&t.acme_directory)?;
     let listen = nginx_listen(&t.listen).map_err(|e| KeyError { section: "nginx.tls".into(), ..e })?;
@@ -777,7 +820,14 @@ fn validate_nginx_tls(t: raw::RawNginxTls) -> Result<NginxTls, KeyError> {
         listen,
         redirect_http: t.redirect_http,
         hsts: if t.hsts {
-            Some(duration("nginx.tls", "hsts_max_age", &t.hsts_max_age, Duration::ZERO..=2 * 365 * DAY)?)
+            // Whole seconds, at least one: `max-age=0` (what 999ms rendered) tells browsers to
+            // drop HSTS.
+            let d = duration("nginx.tls", "hsts_max_age", &t.hsts_max_age, SECOND..=2 * 365 * DAY)?;
+            if d.subsec_nanos() != 0 {
+                let m = format!("{} is not whole seconds; HSTS counts seconds", quoted(&t.hsts_max_age));
+                return Err(err("nginx.tls", "hsts_max_age", m));
+            }
+            Some(d)
         } else {
             None
         },

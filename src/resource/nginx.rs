@@ -23,7 +23,8 @@ pub struct Observed {
     current: Option<String>,
     rendered: String,
     /// `nginx -t` on the rendered file, staged beside copies of the live config directory.
-    validation: Result<(), Invalid>,
+    /// nginx -t on the rendered config: its warnings, or why it failed.
+    validation: Result<Vec<String>, Invalid>,
     master: Option<u32>,
     reload_pending: bool,
     /// Preparing an image offline (`--root`): no nginx of its runs here to reload.
@@ -90,14 +91,34 @@ fn on_off(b: bool) -> &'static str {
 /// With `[nginx.tls]`, `https` says whether the certificate is there: without it the plain
 /// HTTP server proxies and answers ACME challenges (the first phase of a fresh host), with it
 /// the TLS server is added and plain HTTP redirects when asked.
+/// The `server_names_hash_bucket_size` the profile's names need, when nginx's default (64)
+/// is too small: each name takes its length plus 2, rounded up to 8, plus a pointer (8), and a
+/// bucket ends with a pointer (8); nginx rounds the bucket up to a power of two here.
+fn hash_bucket_size(n: &Wanted) -> Option<usize> {
+    let longest = n.tls.iter().flat_map(|t| t.domains.iter()).chain([&n.server_name]).map(String::len).max()?;
+    let need = (longest + 2).div_ceil(8) * 8 + 8 + 8;
+    (need > 64).then(|| need.next_power_of_two())
+}
+
 pub fn render(n: &Wanted, https: bool) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "# Managed by vakt from its profile; edit the profile, not this file:");
     let _ = writeln!(c, "# `vakt apply` replaces it (the previous one is kept as nginx.conf.vakt-prev).");
     let _ = writeln!(c, "user {};\nworker_processes {};\npid {};", n.user, n.worker_processes, n.pid.display());
-    let _ = writeln!(c, "error_log {};\n\nevents {{\n    worker_connections 768;\n}}\n", n.error_log);
+    let _ = writeln!(c, "error_log {};", n.error_log);
+    if n.include_sites {
+        // Debian's dynamic modules: other sites (and the operator's) may use them.
+        let _ = writeln!(c, "include modules-enabled/*.conf;");
+    }
+    let _ = writeln!(c, "\nevents {{\n    worker_connections 768;\n}}\n");
     let _ = writeln!(c, "http {{\n    include {};\n    default_type application/octet-stream;", n.mime_types);
-    let _ = writeln!(c, "    access_log {};\n    server_tokens off;\n", n.access_log);
+    let _ = writeln!(c, "    access_log {};\n    server_tokens off;", n.access_log);
+    if let Some(size) = hash_bucket_size(n) {
+        // nginx's default bucket (one cache line, 64 bytes) holds names up to about 46
+        // characters; beside another site on the same port, a longer one fails `nginx -t`.
+        let _ = writeln!(c, "    server_names_hash_bucket_size {size};");
+    }
+    let _ = writeln!(c);
     let _ = writeln!(c, "    keepalive_timeout {};", n.keepalive_timeout);
     let _ = writeln!(c, "    keepalive_requests {};", n.keepalive_requests);
     let _ = writeln!(
@@ -197,7 +218,13 @@ pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
 /// exactly as they would live, and the live directory is not touched. The staged copy points
 /// its pid file and logs into the staging directory: `nginx -t` opens them for writing, which
 /// an audit running unprivileged or under `ProtectSystem=strict` may not do to the live ones.
-fn validate(host: &Host, live: &Path, want: &Wanted, https: bool, without: Option<&Path>) -> Result<(), Invalid> {
+fn validate(
+    host: &Host,
+    live: &Path,
+    want: &Wanted,
+    https: bool,
+    without: Option<&Path>,
+) -> Result<Vec<String>, Invalid> {
     let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
     let stage = tempfile::Builder::new()
         .prefix("vakt-nginx-")
@@ -213,8 +240,10 @@ fn validate(host: &Host, live: &Path, want: &Wanted, https: bool, without: Optio
     std::fs::write(&staged, render(&staged_want, https))
         .map_err(|e| Invalid::NotRun(format!("failed to stage {}: {e}", staged.display())))?;
     let (staged, early_log) = (staged.display().to_string(), own("early.log").display().to_string());
-    match host.runner.run(&["nginx", "-t", "-q", "-e", &early_log, "-c", &staged], &[], NGINX_TIMEOUT) {
-        Ok(out) if out.success => Ok(()),
+    // Without -q: nginx's warnings (a server name another site already serves, "ignored")
+    // are findings, not noise.
+    match host.runner.run(&["nginx", "-t", "-e", &early_log, "-c", &staged], &[], NGINX_TIMEOUT) {
+        Ok(out) if out.success => Ok(warnings(&out.stderr, &staged, &live.display().to_string())),
         Ok(out) => {
             let message = crate::escape::controls(out.stderr.trim()).replace(&staged, &live.display().to_string());
             if could_not_run(&message) {
@@ -225,6 +254,16 @@ fn validate(host: &Host, live: &Path, want: &Wanted, https: bool, without: Optio
         }
         Err(e) => Err(Invalid::NotRun(format!("{e:#}"))),
     }
+}
+
+/// nginx -t's `[warn]` lines, escaped, naming the live config instead of the staged copy.
+/// The `user` directive's warning only says nginx -t did not run as root.
+fn warnings(stderr: &str, staged: &str, live: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("[warn]") && !l.contains("\"user\" directive"))
+        .map(|l| crate::escape::controls(l.trim()).replace(staged, live))
+        .collect()
 }
 
 /// Links everything in the live config directory into the stage, except the live config
@@ -370,6 +409,17 @@ impl Resource for Nginx<'_> {
             plan.warn(w);
         }
         let shown = o.path.display();
+        if let Ok(warned) = &o.validation
+            && !warned.is_empty()
+        {
+            let mut f = Finding::new(
+                "nginx.warnings",
+                "nginx -t warns about the config rendered from the profile (a name another site serves is ignored)",
+                Status::Drift,
+            );
+            f.evidence.clone_from(warned);
+            plan.pass(f);
+        }
         let id = "nginx.config";
         let title = format!("{shown} is the gateway proxy rendered from the profile");
         if let Err(Invalid::Rejected(e)) = &o.validation {
@@ -521,7 +571,7 @@ impl Nginx<'_> {
             };
         }
         match validate(host, &o.path, self.want, true, None) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(Invalid::Rejected(e) | Invalid::NotRun(e)) => {
                 bail!("nginx -t rejects the TLS config with the new certificate, so the gateway keeps plain HTTP: {e}")
             }
