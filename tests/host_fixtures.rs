@@ -188,3 +188,55 @@ fn apply_does_not_fail_on_unverifiable_host_facts() {
     let out = run(vakt().args(["apply", "-p", "builtin:openfaas-swarm", "--only", "host", "--root"]).arg(&root));
     assert_eq!(out.code, 1, "a Xen guest where the profile wants KVM fails apply\n{}", out.stdout);
 }
+
+/// Issue 22: on a freshly formatted disk that holds a few files (the usual VPS volume for
+/// Docker's data), random blocks are almost all unwritten and the probe used to end "too few
+/// reads of written blocks" after four rounds (about 5 s). It now reads the blocks of the
+/// files under the judged path (FIEMAP), and decides in one round. A real loop device with a
+/// fresh ext4 filesystem and three files.
+#[test]
+fn the_probe_decides_on_a_fresh_disk_holding_a_few_files() {
+    use vakt::resource::probe::{self, Outcome};
+    if !(require("root", is_root()) && require("losetup and mkfs.ext4", has("losetup") && has("mkfs.ext4"))) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let img = t.path().join("disk.img");
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mnt");
+    std::fs::File::create(&img).expect("img").set_len(1 << 30).expect("sparse 1 GiB");
+    let dev = run(std::process::Command::new("losetup").args(["-f", "--show"]).arg(&img)).stdout.trim().to_string();
+    assert!(dev.starts_with("/dev/loop"), "losetup: {dev}");
+    struct Detach(String, std::path::PathBuf);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.1).status();
+            let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _guard = Detach(dev.clone(), mnt.clone());
+    let sh = format!(
+        "mkfs.ext4 -q -b 4096 {dev} && mount {dev} {m} && mkdir -p {m}/docker/overlay2 && \
+         for f in a b c; do head -c 4M /dev/urandom > {m}/docker/overlay2/$f; done && sync",
+        m = mnt.display()
+    );
+    assert_eq!(run(std::process::Command::new("sh").args(["-ec", &sh])).code, 0);
+    let name = dev.trim_start_matches("/dev/");
+    let host = vakt::host::Host::new("/");
+
+    // Random blocks of a fresh 1 GiB disk: almost none hold data.
+    let random = probe::run(&host, name, false, None, |_| false);
+    let Outcome::Measured(r) = random else { panic!("the probe ran: {random:?}") };
+    assert!(r.samples < probe::MIN_SAMPLES, "random blocks found data: {r}");
+
+    // The files' blocks: one round decides.
+    let written = probe::written_under(&mnt.join("docker"), dev.clone()).expect("extents");
+    assert_eq!(written.extents.iter().map(|(_, n)| n).sum::<u64>(), 3 * 1024, "{written:?}");
+    let began = std::time::Instant::now();
+    let outcome = probe::run(&host, name, false, Some(&written), |f| f.samples >= probe::MIN_SAMPLES);
+    let took = began.elapsed();
+    let Outcome::Measured(f) = outcome else { panic!("the probe ran: {outcome:?}") };
+    assert!(f.samples >= probe::MIN_SAMPLES && f.rounds == 1, "{f}");
+    assert!(took < std::time::Duration::from_millis(1500), "took {took:?}");
+    eprintln!("fresh disk, three files: {f} in {took:?}; random blocks: {r}");
+}

@@ -105,13 +105,13 @@ pub struct Probes {
 }
 
 impl Probes {
-    fn of(&mut self, host: &Host, disk: &str) -> Outcome {
+    fn of(&mut self, host: &Host, disk: &str, written: Option<&probe::Written>) -> Outcome {
         if let Some((_, outcome)) = self.done.iter().find(|(name, _)| name == disk) {
             return outcome.clone();
         }
         let outcome = match self.probing {
             // The rotational flag of these transports says nothing about the backing.
-            Probing::Measure => probe::run(host, disk, false, |f| self.threshold.judge(f) == Class::NvmeClass),
+            Probing::Measure => probe::run(host, disk, false, written, |f| self.threshold.judge(f) == Class::NvmeClass),
             Probing::NotDuringApply => {
                 Outcome::NotRun("not during apply, whose own writes would skew it; `vakt check` measures".into())
             }
@@ -435,6 +435,16 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
     }
     let mut kinds = Vec::new();
     let mut probed = Vec::new();
+    // Blocks of files under the path, on the filesystem's own device, when one disk holds it:
+    // on a freshly formatted disk, random blocks are almost all unwritten.
+    let hidden = disks.iter().any(|d| matches!(disk_info(d).kind(), "virtio" | "xen"));
+    let written = match (&probes, dev_dir.file_name()) {
+        (Some(p), Some(name)) if hidden && disks.len() == 1 && p.probing == Probing::Measure => {
+            let under = if host.path(path).exists() { host.path(path) } else { host.path(&mount.point) };
+            probe::written_under(&under, format!("/dev/{}", name.to_string_lossy()))
+        }
+        _ => None,
+    };
     let mut cache = probes;
     for disk in &disks {
         let info = disk_info(disk);
@@ -443,7 +453,7 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
         if let Some(probes) = cache.as_deref_mut()
             && matches!(info.kind(), "virtio" | "xen")
         {
-            probed.push((info.name.clone(), probes.of(host, &info.name)));
+            probed.push((info.name.clone(), probes.of(host, &info.name, written.as_ref())));
         }
     }
     kinds.sort();

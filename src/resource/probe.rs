@@ -8,11 +8,15 @@
 //! heads seek) nor on a disk that is busy, so it does not add to someone else's load.
 //! Blocks that read back as all zeros were, as far as the guest can tell, never written: a
 //! thin-provisioned image may answer them without touching its storage, so they are counted
-//! but left out of the figures.
+//! but left out of the figures. On a freshly formatted disk almost every random block is
+//! such a block, so where the judged path holds files the probe reads those instead: the
+//! extents of files under it (FIEMAP), read with O_DIRECT from the filesystem's own block
+//! device, are blocks known to hold data.
 
 use std::fmt;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::host::Host;
@@ -39,6 +43,65 @@ pub const BUSY_SAMPLE: Duration = Duration::from_millis(100);
 pub const BUSY_LOOKS: u32 = 5;
 const BUSY_PAUSE: Duration = Duration::from_millis(300);
 const BLOCK: usize = 4096;
+
+/// How many directory entries the search for files with data looks at, and how many files it
+/// maps: bounded, so that a path holding a million files costs what a small one does.
+const MAX_WALK: usize = 4000;
+const MAX_FILES: usize = 64;
+
+/// Blocks known to hold data: extents of files under the judged path, as 4 KiB blocks of the
+/// block device its filesystem is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The filesystem's block device as the host names it (`/dev/vda1`, `/dev/dm-0`).
+    pub node: String,
+    /// (byte offset, 4 KiB blocks), offsets aligned to 4 KiB.
+    pub extents: Vec<(u64, u64)>,
+}
+
+impl Written {
+    fn blocks(&self) -> u64 {
+        self.extents.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The extents of regular files under `dir` (on `dir`'s own filesystem, symlinks not
+/// followed), through FIEMAP: a bounded breadth-first walk. `None` when none hold data yet.
+pub fn written_under(dir: &Path, node: String) -> Option<Written> {
+    use fiemap::FiemapExtentFlags as F;
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(dir).ok()?.dev();
+    let skip = F::UNKNOWN | F::DELALLOC | F::ENCODED | F::DATA_ENCRYPTED | F::NOT_ALIGNED | F::UNWRITTEN;
+    let mut extents = Vec::new();
+    let (mut queue, mut seen, mut files) = (std::collections::VecDeque::from([dir.to_path_buf()]), 0, 0);
+    while let Some(d) = queue.pop_front() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_WALK || files >= MAX_FILES {
+                queue.clear();
+                break;
+            }
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+            if m.dev() != dev {
+                continue;
+            }
+            if m.is_dir() {
+                queue.push_back(e.path());
+            } else if m.is_file() && m.len() >= BLOCK as u64 {
+                let Ok(map) = fiemap::fiemap(e.path()) else { continue };
+                files += 1;
+                for x in map.flatten().filter(|x| !x.fe_flags.intersects(skip)) {
+                    let blocks = x.fe_length / BLOCK as u64;
+                    if x.fe_physical % BLOCK as u64 == 0 && blocks > 0 {
+                        extents.push((x.fe_physical, blocks));
+                    }
+                }
+            }
+        }
+    }
+    (!extents.is_empty()).then_some(Written { node, extents })
+}
 
 /// What the probe measured, over the reads of written (non-zero) blocks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,7 +219,13 @@ impl Offsets {
 
 /// Probes the disk `name` (`vda`): its device node is `/dev/NAME` under the host root. The
 /// caller has already walked to the disk; a rotational disk is refused here as well.
-pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) -> bool) -> Outcome {
+pub fn run(
+    host: &Host,
+    name: &str,
+    rotational: bool,
+    written: Option<&Written>,
+    enough: impl Fn(&Figures) -> bool,
+) -> Outcome {
     let not_run = |why: String| Outcome::NotRun(why);
     if rotational {
         return not_run(format!("{name} says it is rotational: random reads would seek, the probe does not run"));
@@ -177,9 +246,18 @@ pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) 
     }
     // Whether the probe can read the disk at all is known before anything waits: in a
     // container, or without root, the open fails and the busy sampling would be wasted.
+    // Blocks of files are read from the filesystem's own device, whose offsets FIEMAP gives.
+    let (shown, node) = match written {
+        Some(w) => (w.node.clone(), host.path(&w.node)),
+        None => (shown, node),
+    };
     let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(&node) {
         Ok(f) => f,
         Err(e) => return not_run(format!("cannot open {shown} for O_DIRECT reads: {e}")),
+    };
+    let sample = match written {
+        Some(w) => Sample::Written(w),
+        None => Sample::Random(blocks),
     };
     let stat = || host.read_opt(format!("/sys/block/{name}/stat")).as_deref().and_then(parse_stat);
     let unreadable =
@@ -201,7 +279,7 @@ pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) 
         if round > 1 {
             std::thread::sleep(ROUND_PAUSE * 2u32.pow(round - 2));
         }
-        let f = match measure(&file, blocks) {
+        let f = match measure(&file, &sample) {
             Ok(f) => f,
             Err(e) => return not_run(format!("failed to read {shown} with O_DIRECT: {e}")),
         };
@@ -221,7 +299,32 @@ pub fn run(host: &Host, name: &str, rotational: bool, enough: impl Fn(&Figures) 
     best.map_or_else(|| not_run(format!("{shown}: no round measured")), Outcome::Measured)
 }
 
-fn measure(file: &std::fs::File, blocks: u64) -> io::Result<Figures> {
+/// Where the reads go: random blocks of the whole disk (only those holding data count), or
+/// blocks of files, which hold data by construction (every read counts).
+enum Sample<'a> {
+    Random(u64),
+    Written(&'a Written),
+}
+
+impl Sample<'_> {
+    fn offset(&self, offsets: &mut Offsets) -> u64 {
+        match self {
+            Sample::Random(blocks) => offsets.next_block(*blocks) * BLOCK as u64,
+            Sample::Written(w) => {
+                let mut n = offsets.next_block(w.blocks());
+                for (start, blocks) in &w.extents {
+                    if n < *blocks {
+                        return start + n * BLOCK as u64;
+                    }
+                    n -= blocks;
+                }
+                w.extents[0].0
+            }
+        }
+    }
+}
+
+fn measure(file: &std::fs::File, sample: &Sample) -> io::Result<Figures> {
     use std::os::unix::fs::FileExt;
     // O_DIRECT needs a buffer aligned to the logical block size (at most 4 KiB): take the
     // aligned 4 KiB inside an 8 KiB allocation.
@@ -234,12 +337,12 @@ fn measure(file: &std::fs::File, blocks: u64) -> io::Result<Figures> {
     let began = Instant::now();
     let mut reads = 0;
     while reads < MAX_READS && began.elapsed() < BUDGET {
-        let offset = offsets.next_block(blocks) * BLOCK as u64;
+        let offset = sample.offset(&mut offsets);
         let t = Instant::now();
         let n = file.read_at(buf, offset)?;
         let took = t.elapsed();
         reads += 1;
-        if n == BLOCK && buf.iter().any(|b| *b != 0) {
+        if n == BLOCK && (matches!(sample, Sample::Written(_)) || buf.iter().any(|b| *b != 0)) {
             latencies.push(took);
         }
     }
@@ -305,9 +408,9 @@ mod tests {
     fn a_tree_without_device_nodes_says_the_probe_could_not_run() {
         let dir = tempfile::tempdir().expect("tempdir");
         let host = Host::new(dir.path());
-        let Outcome::NotRun(why) = run(&host, "vda", false, |_| true) else { panic!("ran without a device") };
+        let Outcome::NotRun(why) = run(&host, "vda", false, None, |_| true) else { panic!("ran without a device") };
         assert!(why.starts_with("no device node") && why.contains("/dev/vda"), "{why}");
-        let Outcome::NotRun(why) = run(&host, "sda", true, |_| true) else { panic!("ran on a rotational disk") };
+        let Outcome::NotRun(why) = run(&host, "sda", true, None, |_| true) else { panic!("ran on a rotational disk") };
         assert!(why.contains("rotational"), "{why}");
     }
 
@@ -334,7 +437,7 @@ mod tests {
         .expect("mknod");
         let host = Host::new(dir.path());
         let began = Instant::now();
-        let Outcome::NotRun(why) = run(&host, "vdz", false, |_| true) else { panic!("ran without a disk") };
+        let Outcome::NotRun(why) = run(&host, "vdz", false, None, |_| true) else { panic!("ran without a disk") };
         assert!(why.starts_with("cannot open /dev/vdz for O_DIRECT reads"), "{why}");
         assert!(began.elapsed() < BUSY_SAMPLE, "waited {:?}", began.elapsed());
     }
