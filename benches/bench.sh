@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite: wall times (hyperfine medians, min–max) of vakt --version, check and
-# no-op apply on a converged host of private real components, the first apply, and the
-# footprint of `vakt watch` beside node_exporter. Writes benches/results.txt.
+# no-op apply on a converged host of private real components, the first apply, the exposure
+# audit at a million sockets and DNAT rules, and the footprint of `vakt watch` beside
+# node_exporter. Writes benches/results.txt.
 #   benches/bench.sh           full run (as root; about 3 minutes)
 #   benches/bench.sh --smoke   few runs and a 10 s watch sample, for CI
 set -euo pipefail
@@ -10,6 +11,7 @@ RUNS=30; WATCH_SECS=60
 if [ "${1:-}" = "--smoke" ]; then RUNS=5; WATCH_SECS=10; fi
 OUT=${BENCH_OUT:-benches/results.txt}
 cargo build --release --quiet
+cargo build --release --quiet --example exposure_scale
 VAKT=${CARGO_TARGET_DIR:-$PWD/target}/release/vakt
 T=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
@@ -31,6 +33,10 @@ for r in json.load(open(sys.argv[1]))["results"]:
     t = sorted(r["times"])
     print(f"{r['command']}: median {r['median']*1000:.1f} ms (min {t[0]*1000:.1f}, max {t[-1]*1000:.1f}, {len(t)} runs)")
 PY
+
+# The exposure audit at scale (issue 22): three runs, the median total.
+scale=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/exposure_scale
+for i in 1 2 3; do "$scale"; done | sort -t' ' -k18 -n | sed -n 2p | sed 's/^/median of 3: /' >> "$OUT"
 
 mkdir -p "$T/host"
 unshare -m -n --propagation private bash benches/converged.sh "$T/host" "$VAKT" "$RUNS" "$OUT"
