@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(ufw iptables iproute2 nginx docker.io curl busybox-static prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3 certbot pebble openssl openssh-server)
+packages=(ufw iptables iproute2 nginx docker.io curl busybox-static prometheus-node-exporter prometheus util-linux procps systemd hyperfine python3 certbot pebble openssl openssh-server lintian)
 policy_rc_d=/usr/sbin/policy-rc.d
 
 fail() { echo "tests/run.sh: FAILED: $*" >&2; exit 1; }
@@ -121,6 +121,11 @@ if [ -z "$quick" ]; then
 
   echo "== fuzzing (smoke)"
   benches/fuzz.sh --smoke
+
+  echo "== Debian package (lintian: no error, no warning without a justified override)"
+  command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
+  deb=$(dist/build-deb.sh | tail -n 1)
+  lintian --fail-on error,warning "$deb"
 
   echo "== VM end-to-end"
   tests/vm/run.sh

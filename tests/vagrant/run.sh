@@ -198,8 +198,7 @@ fi
 box_s=$(( $(date +%s) - t ))
 
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
-(cd "$top" && cargo deb --quiet >/dev/null)
-deb=$(ls -t "${CARGO_TARGET_DIR:-$top/target}"/debian/vakt_*.deb | head -n1)
+deb=$("$top/dist/build-deb.sh" | tail -n 1)
 
 work=$(mktemp -d)
 upid=

@@ -59,8 +59,7 @@ fi
 
 # The Debian package, as an operator would install it.
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
-(cd "$top" && cargo deb --quiet >/dev/null)
-deb=$(ls -t "${CARGO_TARGET_DIR:-$top/target}"/debian/vakt_*.deb | head -n1)
+deb=$("$top/dist/build-deb.sh" | tail -n 1)
 work=$(mktemp -d)
 # The root disks live in memory: the virtio scenario's storage verdict rests on the latency
 # the guest measures, and a disk image on this kind of machine's throttled cloud volume stalls
