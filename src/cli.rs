@@ -1,4 +1,5 @@
-//! The command line of SPEC §1.
+//! vakt's command line: the subcommands, their flags and the global options (`--root`, `-v`,
+//! `-q`, `--color`), as clap parses them; the man page and completions are generated from it.
 
 use std::path::PathBuf;
 

@@ -24,7 +24,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// for the raft log to catch up.
 pub const SWARM_JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// For `swarm init`, which creates the swarm's CA, node certificate and raft store before it
-/// answers; on a loaded host that takes well over the observation bound (issue 13).
+/// answers; on a loaded host that takes well over the observation bound.
 pub const SWARM_INIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What vakt needs to know about a running engine.

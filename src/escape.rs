@@ -13,6 +13,18 @@ pub fn controls(text: &str) -> String {
     text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
 }
 
+/// `text` as one word for sh, quoted only when it needs to be: single quotes, with each
+/// embedded `'` written as `'\''`.
+pub fn sh_word(text: &str) -> String {
+    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain { text.to_string() } else { sh_quoted(text) }
+}
+
+/// `text` in single quotes for sh, each embedded `'` written as `'\''`.
+pub fn sh_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,6 +40,14 @@ mod tests {
                 prop_assert_eq!(out, text);
             }
         }
+    }
+
+    #[test]
+    fn sh_words_survive_quotes() {
+        assert_eq!(sh_word("ssh"), "ssh");
+        assert_eq!(sh_word("web server"), "'web server'");
+        assert_eq!(sh_word("it's"), "'it'\\''s'");
+        assert_eq!(sh_word(""), "''");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! vakt as a library: the profile, the resources, the engine and the watchdog, used by the
-//! `vakt` binary and by the fuzz targets. The pure parsers are public for fuzzing and
-//! property tests; everything else is the binary's.
+//! `vakt` binary, the fuzz targets, the integration tests and the examples. Modules are public
+//! so that those can drive them; only the Engine API client stays private.
 
 pub mod cli;
 pub mod cmd;

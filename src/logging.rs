@@ -29,7 +29,7 @@ pub fn init(verbosity: i8, journald: bool) -> bool {
             .compact()
     });
     // bollard logs every request body at debug level, a swarm join's token included: its
-    // debug and trace lines are dropped whatever the filter says (issue 15).
+    // debug and trace lines are dropped whatever the filter says.
     let no_request_bodies = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("bollard") && *meta.level() > tracing::Level::INFO)
     });

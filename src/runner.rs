@@ -144,7 +144,7 @@ mod tests {
     }
 
     /// A timeout ends what the command started too, as apt-get's dpkg children: left alive,
-    /// they would keep the dpkg lock (issue 13).
+    /// they would keep the dpkg lock.
     #[test]
     fn a_timeout_kills_the_grandchildren_too() {
         let dir = tempfile::tempdir().expect("tmp");

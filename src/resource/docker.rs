@@ -442,7 +442,7 @@ fn restore(host: &Host, path: &Path, previous: Option<&str>, socket: &Path, want
     }
     // A failed restart leaves docker.service failed, and once systemd's own restarts of it
     // have used up its start limit, systemd refuses every start until the failure is reset:
-    // the restoring restart would be refused (issue 13). A failure here is only logged; the
+    // the restoring restart would be refused. A failure here is only logged; the
     // restart that follows says what is wrong.
     if let Err(e) = host.runner.run_ok(&["systemctl", "reset-failed", "docker"], std::time::Duration::from_secs(30)) {
         tracing::warn!("{e:#}");

@@ -449,10 +449,6 @@ impl Resource for Exposure<'_> {
         }
         plan
     }
-
-    fn apply(&self, _host: &Host, _o: &Observed, _actions: Vec<()>) -> anyhow::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -146,16 +146,7 @@ fn in_root(argv: Vec<String>, root: &Path) -> Vec<String> {
 
 /// A command as the operator would type it.
 pub fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
-                format!("'{a}'")
-            } else {
-                a.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    argv.iter().map(|a| crate::escape::sh_word(a)).collect::<Vec<_>>().join(" ")
 }
 
 fn families(rule: &Rule, ipv6: bool) -> Vec<bool> {

@@ -178,10 +178,6 @@ impl Resource for HostVerdicts<'_> {
         plan
     }
 
-    fn apply(&self, _host: &Host, _observed: &Observed, _actions: Vec<()>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
     fn reports_facts(&self) -> bool {
         true
     }

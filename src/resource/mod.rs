@@ -1,4 +1,5 @@
-//! The managed resources, one module each, listed in dependency order.
+//! The managed resources, one module each (alphabetical here; `ALL` below gives the order
+//! they run in), and the registry that builds them from the profile.
 
 pub mod docker;
 pub mod exposure;

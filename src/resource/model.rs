@@ -187,7 +187,11 @@ pub trait Resource: Sync {
     fn observe_to_converge(&self, host: &Host) -> anyhow::Result<Self::Observed> {
         self.observe(host)
     }
-    fn apply(&self, host: &Host, observed: &Self::Observed, actions: Vec<Self::Action>) -> anyhow::Result<()>;
+    /// Carries out the plan's actions. Audit-only resources (host verdicts, exposure) plan
+    /// none, and keep this default.
+    fn apply(&self, _host: &Host, _observed: &Self::Observed, _actions: Vec<Self::Action>) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine
     /// that cannot be reached), rather than as unknown (a fact vakt cannot see).

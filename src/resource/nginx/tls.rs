@@ -172,7 +172,7 @@ fn vakt_exe(host: &Host) -> PathBuf {
 
 /// Single-quoted for sh.
 fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
+    crate::escape::sh_quoted(text)
 }
 
 /// The profile as the hook's `-p` names it: a builtin, or the file's absolute path as the host
