@@ -111,6 +111,14 @@ impl Managed for Skipped {
     }
 }
 
+/// Runs the audit (`vakt check`, and the watchdog's periodic one) and returns the report.
+pub fn audit(host: &Host, profile: &Profile, only: &[String]) -> anyhow::Result<Report> {
+    let started = std::time::Instant::now();
+    let resources = registry(profile, only)?;
+    let results = check_all(host, &resources);
+    Ok(Report::new("check", false, profile, host, results, started))
+}
+
 /// The profile's resources in dependency order, limited to `only` when given.
 pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec<Box<dyn Managed + 'p>>> {
     if let Some(bad) = only.iter().find(|id| !resource::ids().any(|known| known == id.as_str())) {

@@ -16,7 +16,7 @@ use bollard::models::{
     SystemInfo,
 };
 
-use crate::resource::swarm::token::JoinToken;
+use crate::secret::JoinToken;
 
 /// For observations (`/info`): an engine that takes longer is reported as not answering.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,7 +176,7 @@ impl Engine {
                 cluster_id: swarm.cluster.and_then(|c| c.id).filter(|a| !a.is_empty()),
                 remote_managers: swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|p| p.addr).collect(),
                 // The engine's error may quote what it was sent.
-                error: swarm.error.filter(|e| !e.is_empty()).map(|e| crate::resource::swarm::token::redact_tokens(&e)),
+                error: swarm.error.filter(|e| !e.is_empty()).map(|e| crate::secret::redact_tokens(&e)),
             },
         })
     }

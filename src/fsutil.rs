@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::host::Host;
-
 /// The most vakt reads of one host file: far above any configuration, rules file or kernel
 /// table it reads, far below what would hurt a small VPS.
 pub const READ_LIMIT: u64 = 64 << 20;
@@ -154,8 +152,9 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(host: &Host, service: &str) -> Pending {
-        Pending { path: host.path(format!("/run/vakt/{service}.pending")) }
+    /// The marker for `service` under the host's root (`/run/vakt/SERVICE.pending`).
+    pub fn new(root: &Path, service: &str) -> Pending {
+        Pending { path: crate::rooted::under(root, format!("/run/vakt/{service}.pending")) }
     }
 
     pub fn is_set(&self) -> bool {
@@ -189,8 +188,8 @@ pub struct ApplyLock {
 const LOCK_WAIT: Duration = Duration::from_secs(300);
 
 /// Takes `/run/vakt.lock` (under the root); waits for another apply, with a message, up to a bound.
-pub fn lock_apply(host: &Host) -> anyhow::Result<ApplyLock> {
-    lock_with_bound(&host.path("/run/vakt.lock"), LOCK_WAIT)
+pub fn lock_apply(root: &Path) -> anyhow::Result<ApplyLock> {
+    lock_with_bound(&crate::rooted::under(root, "/run/vakt.lock"), LOCK_WAIT)
 }
 
 fn lock_with_bound(path: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {

@@ -16,5 +16,7 @@ pub mod logging;
 pub mod profile;
 pub mod report;
 pub mod resource;
+pub mod rooted;
 pub mod runner;
+pub mod secret;
 pub mod watch;

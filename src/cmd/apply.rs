@@ -23,7 +23,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
     let results = if args.dry_run {
         engine::check_all(&host, &resources)
     } else {
-        let _lock = crate::fsutil::lock_apply(&host)?;
+        let _lock = crate::fsutil::lock_apply(host.root())?;
         engine::apply_all(&host, &resources)
     };
     let report = Report::new("apply", args.dry_run, &profile, &host, results, started);

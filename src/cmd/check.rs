@@ -1,21 +1,11 @@
 //! `vakt check`: observe and plan every resource, change nothing, report.
 
-use std::time::Instant;
-
 use anyhow::Context;
 
 use crate::cli::{CheckArgs, Cli};
-use crate::engine::{self, Report};
+use crate::engine::audit;
 use crate::host::Host;
-use crate::profile::{self, Profile};
-
-/// Runs the audit and returns the report; shared with the watchdog's periodic audit.
-pub fn audit(host: &Host, profile: &Profile, only: &[String]) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let resources = engine::registry(profile, only)?;
-    let results = engine::check_all(host, &resources);
-    Ok(Report::new("check", false, profile, host, results, started))
-}
+use crate::profile;
 
 pub fn run(cli: &Cli, args: &CheckArgs) -> anyhow::Result<u8> {
     super::or_error_document("check", args.format, || check(cli, args))

@@ -55,7 +55,7 @@ fn duration(section: &str, key: &str, text: &str, range: RangeInclusive<Duration
 }
 
 /// The probe's NVMe-class bound: whole microseconds, at most a second.
-fn threshold(h: &raw::RawHost) -> Result<crate::resource::probe::Threshold, KeyError> {
+fn threshold(h: &raw::RawHost) -> Result<Threshold, KeyError> {
     const MAX_US: u64 = 1_000_000;
     let us = match &h.nvme_p50_us {
         toml::Value::Integer(n) => u64::try_from(*n).ok().filter(|n| (1..=MAX_US).contains(n)),
@@ -66,7 +66,7 @@ fn threshold(h: &raw::RawHost) -> Result<crate::resource::probe::Threshold, KeyE
         let m = format!("{shown} is not a whole number of microseconds in range; use 1 to {MAX_US}");
         return Err(err("host", "nvme_p50_us", m));
     };
-    Ok(crate::resource::probe::Threshold { p50: Duration::from_micros(us) })
+    Ok(Threshold { p50: Duration::from_micros(us) })
 }
 
 /// A size of at most `max` bytes (and at least `min`), which the message states.

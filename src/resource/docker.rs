@@ -205,7 +205,7 @@ impl Resource for Docker<'_> {
             let held = data_root::scan(&root).map_err(|e| e.to_string());
             (root, held)
         });
-        let restart_pending = fsutil::Pending::new(host, "docker-restart").is_set();
+        let restart_pending = fsutil::Pending::new(host.root(), "docker-restart").is_set();
         let path = host.file_path(DAEMON_JSON);
         Ok(Observed { path, file, socket, engine, on_disk, exec_flags: exec_flags(host), restart_pending, offline })
     }
@@ -355,7 +355,7 @@ impl Resource for Docker<'_> {
     }
 
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
-        let pending = fsutil::Pending::new(host, "docker-restart");
+        let pending = fsutil::Pending::new(host.root(), "docker-restart");
         let mut restart = false;
         for action in actions {
             match action {
@@ -539,6 +539,6 @@ mod stopped_engine {
         assert!(host.runner.commands().is_empty(), "nothing ran: {:?}", host.runner.commands());
         let written = std::fs::read_to_string(dir.path().join("daemon.json")).expect("written");
         assert!(written.contains("\"storage-driver\": \"overlay2\""), "{written}");
-        assert!(!fsutil::Pending::new(&host, "docker-restart").is_set(), "no restart owed to a stopped Docker");
+        assert!(!fsutil::Pending::new(host.root(), "docker-restart").is_set(), "no restart owed to a stopped Docker");
     }
 }

@@ -302,7 +302,7 @@ fn could_not_run(stderr: &str) -> bool {
 
 /// The pending-reload marker of one config file (one nginx instance).
 fn reload_marker(host: &Host, config: &Path) -> fsutil::Pending {
-    fsutil::Pending::new(host, &format!("nginx-reload{}", config.display().to_string().replace('/', "_")))
+    fsutil::Pending::new(host.root(), &format!("nginx-reload{}", config.display().to_string().replace('/', "_")))
 }
 
 /// The nginx master, from the pid file, if it runs.

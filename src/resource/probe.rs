@@ -146,14 +146,7 @@ pub enum Outcome {
     NotRun(String),
 }
 
-/// The median latency at or under which a disk counts as NVMe-class. Only the median is
-/// judged: in a guest, the tail at queue depth 1 follows the vCPU's scheduling (measured: the
-/// p90 of one emulated disk went from 0.3 to 8 ms with the host's load while its p50 stayed
-/// at 150-300 µs); p90 and p99 are reported. docs/profile.md says how the default was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Threshold {
-    pub p50: Duration,
-}
+pub use crate::profile::Threshold;
 
 /// A decision from the figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -241,7 +241,7 @@ impl Service {
         self.audit = Some(tokio::spawn(async move {
             let report = tokio::task::spawn_blocking(move || {
                 let host = Host::new(&root);
-                crate::cmd::check::audit(&host, &profile, &[])
+                crate::engine::audit(&host, &profile, &[])
             })
             .await;
             match report {
