@@ -164,7 +164,8 @@ impl Firewall<'_> {
     /// session does not come from. IPv6 is left out when ufw does not filter it.
     fn protected(&self, o: &Observed) -> Vec<(IpNet, String)> {
         let mut out: Vec<(IpNet, String)> = Vec::new();
-        if let Some(c) = o.ssh.client {
+        // ufw accepts loopback before any rule: a session from the machine itself is never cut.
+        if let Some(c) = o.ssh.client.filter(|c| !c.is_loopback()) {
             out.push((IpNet::from(c), format!("this session's client {c}")));
         }
         out.extend(self.want.admin.iter().map(|a| (*a, format!("admin network {a}"))));
@@ -194,8 +195,12 @@ impl Firewall<'_> {
                 // narrower network blocks (a fail2ban ban, a blocked range) is taken not to be
                 // theirs; the world's verdict is what counts.
                 let banned = |v: &model::Verdict| {
-                    let anywhere = net.prefix_len() == 0;
-                    matches!(v.by, By::Rule(i) if anywhere && !v.admits && !model::is_world(rules[i].src))
+                    let narrow = |i: &usize| !model::is_world(rules[*i].src);
+                    net.prefix_len() == 0
+                        && match v.by {
+                            By::Rule(i) if !v.admits => narrow(&i),
+                            _ => v.admits && v.unsure.iter().all(narrow),
+                        }
                 };
                 let first_blocked = model::witnesses(rules, net)
                     .into_iter()
@@ -296,23 +301,21 @@ impl Firewall<'_> {
                 continue;
             }
             // Per family: ufw replaces a rule for the same traffic in place (an allow the profile
-            // now limits), else the rule goes before the first one the profile lists after it.
+            // now limits), else the rule goes before the first rule the profile lists after it,
+            // and never before one it lists earlier. ufw numbers an application profile's rule
+            // once however many tuples it has, and counts tuples vakt cannot read: with either
+            // in the list, a position vakt computes could be off, so the rule is appended.
             let place: Vec<(bool, Place)> = missing
                 .iter()
                 .map(|&v6| {
                     let list = &lists[usize::from(v6)];
-                    let new = model::from_profile(rule, v6);
-                    // Appending is the same as inserting unless a rule from there on meets the
-                    // new one's traffic with the other verdict: then the place decides.
-                    let decides = |k: usize| {
-                        list[k..].iter().any(|t| t.action.admits() != new.action.admits() && overlaps(t, &new))
-                    };
+                    let numbered = list.iter().all(|t| t.app.is_none()) && !o.unreadable.iter().any(|u| u.v6 == v6);
+                    let lo = list.iter().rposition(|t| owner(t).is_some_and(|j| j < i)).map_or(0, |p| p + 1);
                     let place = match list.iter().position(|t| t.same_traffic(rule)) {
                         Some(p) => Place::Replace(p),
-                        None => list
-                            .iter()
-                            .position(|t| owner(t).is_some_and(|j| j > i))
-                            .filter(|k| decides(*k))
+                        None => (lo..list.len())
+                            .find(|&k| owner(&list[k]).is_some_and(|j| j > i))
+                            .filter(|_| numbered)
                             .map_or(Place::Append, Place::Insert),
                     };
                     (v6, place)
@@ -359,13 +362,13 @@ impl Firewall<'_> {
             plan.findings.push(f);
             plan.actions.extend(actions);
         }
-        self.check_order(&profile, &lists, plan);
+        self.check_order(&profile, &lists, o.ipv6, plan);
         lists
     }
 
     /// Two of the profile's rules already in ufw in the other order, where it matters (their
     /// traffic overlaps and one admits what the other blocks): refused with the reorder needed.
-    fn check_order(&self, profile: &[&Rule], lists: &[Vec<UfwRule>; 2], plan: &mut Plan<Action>) {
+    fn check_order(&self, profile: &[&Rule], lists: &[Vec<UfwRule>; 2], o_ipv6: bool, plan: &mut Plan<Action>) {
         for list in lists {
             let placed: Vec<(usize, usize)> = list
                 .iter()
@@ -385,7 +388,7 @@ impl Firewall<'_> {
                 if plan.findings.iter().any(|f| f.id == id) {
                     continue;
                 }
-                let delete = list[pos_a].delete_command().map(|a| shell_words(&a)).unwrap_or_default();
+                let delete = list[pos_a].delete_command(!o_ipv6).map(|a| shell_words(&a)).unwrap_or_default();
                 plan.pass(
                     Finding::new(
                         id,
@@ -414,9 +417,25 @@ impl Firewall<'_> {
     fn plan_prune(&self, o: &Observed, plan: &mut Plan<Action>, run: &Run, lists: &mut [Vec<UfwRule>; 2]) {
         let want = self.want;
         let wanted = |t: &UfwRule| want.host_rules().any(|r| t.is(r) && families(r, o.ipv6).contains(&t.v6));
-        for extra in o.rules.iter().filter(|t| !wanted(t)) {
+        // An allow the profile now limits, denies or rejects is replaced in place by the add.
+        let replaced = |t: &UfwRule| {
+            t.action == RuleAction::Allow
+                && want.host_rules().any(|r| t.same_traffic(r) && families(r, o.ipv6).contains(&t.v6))
+        };
+        let extras: Vec<&UfwRule> = o.rules.iter().filter(|t| !wanted(t) && !replaced(t)).collect();
+        for extra in &extras {
             let id = format!("firewall.extra.{}", extra.describe().replace(' ', "_"));
-            match extra.delete_command() {
+            // The same rule extra in the other family too: one `ufw delete ... from any` takes
+            // both; otherwise the delete names this family only, or it would take a wanted twin.
+            let twin = |t: &&UfwRule| {
+                t.v6 != extra.v6
+                    && (t.action, t.log, t.proto, &t.dports, &t.sports, &t.scope)
+                        == (extra.action, extra.log, extra.proto, &extra.dports, &extra.sports, &extra.scope)
+                    && [t.src, t.dst, extra.src, extra.dst].iter().all(|n| n.prefix_len() == 0)
+            };
+            // With IPv6 off in ufw, `from any` is the IPv4 rule alone.
+            let both = !o.ipv6 || extras.iter().any(twin);
+            match extra.delete_command(both) {
                 // vakt owns allow rules only: pruning one can only close the firewall. A deny,
                 // limit or reject rule it did not list (fail2ban's bans, an operator's block)
                 // is never deleted.
@@ -426,7 +445,7 @@ impl Firewall<'_> {
                     extra.describe()
                 )),
                 Some(argv) if want.prune => {
-                    lists[usize::from(extra.v6)].retain(|t| t != extra);
+                    lists[usize::from(extra.v6)].retain(|t| t != *extra);
                     // `ufw delete ... from any` removes both families at once: plan it once.
                     let (text, action) = run(argv);
                     let f = Finding::drift(id, format!("extra rule {}", extra.describe()), text);
@@ -893,7 +912,7 @@ mod tests {
              ### tuple ### route:allow tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in\n");
         assert_eq!((rules[0].action, rules[0].log), (RuleAction::Allow, model::Log::New));
         assert_eq!(
-            rules[0].delete_command().map(|a| a.join(" ")),
+            rules[0].delete_command(true).map(|a| a.join(" ")),
             Some("ufw delete allow log proto tcp from any to any port 80".into())
         );
         assert_eq!((rules[1].action, rules[1].log), (RuleAction::Deny, model::Log::All));
@@ -1023,6 +1042,44 @@ mod tests {
             order.evidence.iter().any(|e| e.contains("ufw delete allow proto tcp from any to any port 22")),
             "{order:?}"
         );
+    }
+
+    /// A review found these: a one-family extra deleted with `from any` took the wanted twin
+    /// (and SSH with it); an appended rule landed before one inserted later in the same run.
+    #[test]
+    fn prune_and_insert_keep_what_the_profile_wants() {
+        let want = profile(
+            "[firewall]\nprune = true\nadmin = [\"203.0.113.0/24\"]\n[[firewall.allow]]\nport = 22\nproto = \"tcp\"\nfrom = \"0.0.0.0/0\"\n",
+        );
+        let mut o = observed(v4("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n"));
+        o.ipv6 = true;
+        o.rules.extend(parse_rules("", Some("### tuple ### allow tcp 22 ::/0 any ::/0 in\n")).0);
+        let plan = Firewall::new(&want, vec![]).plan(&o);
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(changes, vec!["ufw delete allow proto tcp from ::/0 to any port 22"]);
+
+        let want = profile(
+            "[firewall]\nadmin = [\"10.0.0.0/8\"]\n[[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.0.0.0/8\"\n\
+             [[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\n[[firewall.rule]]\naction = \"allow\"\nport = 80\nproto = \"tcp\"\n",
+        );
+        let plan =
+            Firewall::new(&want, vec![]).plan(&observed(v4("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n")));
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                "ufw insert 1 allow proto tcp from 10.0.0.0/8 to any port 22",
+                "ufw insert 2 deny proto tcp from 0.0.0.0/0 to any port 22",
+            ]
+        );
+        assert!(!plan.findings.iter().any(|f| f.id == "firewall.ssh-guard"), "{:?}", plan.findings);
+
+        // A session from the machine itself: ufw accepts loopback before any rule.
+        let mut o = observed(vec![]);
+        o.enabled = false;
+        o.ssh.client = Some("127.0.0.1".parse().expect("addr"));
+        let want = "[firewall]\nadmin = [\"10.0.0.0/8\"]\n[[firewall.allow]]\nport = 22\nfrom = \"10.0.0.0/8\"\n";
+        assert!(guard(want, &o).is_none());
     }
 
     #[test]

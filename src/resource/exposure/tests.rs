@@ -296,5 +296,6 @@ fn a_million_sockets_and_rules_are_audited_in_linear_time() {
     let plan = Exposure::new(&want("[firewall]\n[[firewall.allow]]\nport = 80\n"), vec![], None).plan(&observed(facts));
     let took = began.elapsed();
     assert_eq!(plan.findings.iter().filter(|f| f.id.starts_with("exposure.tcp.")).count(), 60_000);
-    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    // Linear takes seconds in a debug build; the old quadratic audit took hours here.
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
 }

@@ -291,8 +291,10 @@ impl UfwRule {
         format!("{scope}{}{log} {}/{proto} from {src}{sport}{to}{app}{family}", self.action.as_str(), self.dports)
     }
 
-    /// The `ufw delete` command for this rule, when vakt can express it.
-    pub fn delete_command(&self) -> Option<Vec<String>> {
+    /// The `ufw delete` command for this rule, when vakt can express it: for both families
+    /// (`from any`, which deletes the IPv4 and the IPv6 rule at once), or for this rule's family
+    /// only (`from 0.0.0.0/0` or `from ::/0`).
+    pub fn delete_command(&self, both_families: bool) -> Option<Vec<String>> {
         if !self.is_plain() {
             return None;
         }
@@ -302,7 +304,8 @@ impl UfwRule {
             argv.extend(["proto".into(), self.proto.as_str().into()]);
         }
         let net = |n: IpNet| if n.prefix_len() == 0 { "any".to_string() } else { host_or_net(n) };
-        argv.extend(["from".into(), net(self.src)]);
+        let src = if self.src.prefix_len() == 0 && !both_families { self.src.to_string() } else { net(self.src) };
+        argv.extend(["from".into(), src]);
         if self.sports != Ports::Any {
             argv.extend(["port".into(), self.sports.to_string()]);
         }
@@ -424,13 +427,21 @@ pub enum Reach {
     Nowhere,
 }
 
+/// Addresses blocked by a rule for a network narrower than the world (a fail2ban ban, a
+/// blocked range) do not make a port less than open to the world; the policy admitting some
+/// address means the world, less what rules block.
 pub fn reach(rules: &[UfwRule], policy: Policy, v6: bool, dport: u16, proto: Proto) -> Reach {
     let verdicts: Vec<(IpAddr, Verdict)> = witnesses(rules, any_net(v6))
         .into_iter()
         .map(|src| (src, evaluate(rules, policy, &Packet { src, dst: None, dport, proto })))
         .collect();
-    if verdicts.iter().all(|(_, v)| v.admits) {
-        return Reach::Everywhere(verdicts[0].1.by);
+    let banned = |v: &Verdict| matches!(v.by, By::Rule(i) if !v.admits && !is_world(rules[i].src));
+    let world: Vec<&Verdict> = verdicts.iter().map(|(_, v)| v).filter(|v| !banned(v)).collect();
+    if let Some(first) = world.first().filter(|_| world.iter().all(|v| v.admits)) {
+        return Reach::Everywhere(first.by);
+    }
+    if verdicts.iter().any(|(_, v)| v.admits && v.by == By::Policy) {
+        return Reach::Everywhere(By::Policy);
     }
     let mut nets: Vec<IpNet> = verdicts
         .iter()
@@ -463,7 +474,10 @@ mod tests {
     fn a_bare_address_is_its_host_network() {
         let r = rules("### tuple ### allow any 2377 0.0.0.0/0 any 10.0.1.7 in\n");
         assert_eq!(r[0].src, "10.0.1.7/32".parse::<IpNet>().expect("net"));
-        assert_eq!(r[0].delete_command().expect("plain").join(" "), "ufw delete allow from 10.0.1.7 to any port 2377");
+        assert_eq!(
+            r[0].delete_command(true).expect("plain").join(" "),
+            "ufw delete allow from 10.0.1.7 to any port 2377"
+        );
     }
 
     #[test]
@@ -514,5 +528,10 @@ mod tests {
         assert_eq!(reach(&r, Policy::Deny, false, 22, Proto::Tcp), Reach::Nowhere);
         let world = rules("### tuple ### allow tcp 2377 0.0.0.0/0 any 0.0.0.0/0 in\n");
         assert_eq!(reach(&world, Policy::Deny, false, 2377, Proto::Tcp), Reach::Everywhere(By::Rule(0)));
+        // One banned host does not make a world-open port any less open to the world.
+        let banned = rules(
+            "### tuple ### reject any any 0.0.0.0/0 any 198.51.100.7 in\n### tuple ### allow tcp 2377 0.0.0.0/0 any 0.0.0.0/0 in\n",
+        );
+        assert_eq!(reach(&banned, Policy::Deny, false, 2377, Proto::Tcp), Reach::Everywhere(By::Rule(1)));
     }
 }

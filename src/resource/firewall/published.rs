@@ -129,13 +129,16 @@ pub fn splice(text: &str, block: Option<&str>, path: &str) -> Result<String, Unt
             i += 1;
             continue;
         }
-        let end = lines[i..]
+        // The block's own END, before any other block begins.
+        let end = lines[i + 1..]
             .iter()
-            .position(|l| l.trim_end() == END)
-            .map(|e| i + e)
+            .position(|l| l.trim_end() == END || l.trim_end() == BEGIN)
+            .map(|e| i + 1 + e)
+            .filter(|e| lines[*e].trim_end() == END)
             .ok_or_else(|| Unterminated { path: path.to_string() })?;
-        // Take back the blank line vakt put before its block.
-        if kept.last().is_some_and(|l| l.trim().is_empty()) {
+        // Take back the blank line vakt put before its block (never one before the first
+        // block's place).
+        if kept.last().is_some_and(|l| l.trim().is_empty()) && first_at.is_none_or(|f| kept.len() > f) {
             kept.pop();
         }
         first_at.get_or_insert(kept.len());
@@ -148,7 +151,7 @@ pub fn splice(text: &str, block: Option<&str>, path: &str) -> Result<String, Unt
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        if !out.is_empty() || first_at.is_none() {
+        if !out.is_empty() {
             out.push('\n');
         }
         out.push_str(b);
@@ -276,6 +279,14 @@ mod tests {
         let operator = format!("{stock}*filter\n:DOCKER-USER - [0:0]\nCOMMIT\n");
         assert_eq!(foreign_docker_user(&operator), vec![5]);
         assert!(foreign_docker_user(&with).is_empty(), "vakt's own block is not foreign");
+        // Two blank lines and two blocks back to back (a panic once), an empty file, and a
+        // block without its END before a whole one.
+        let packed = format!("COMMIT\n\n\n{b}{b}");
+        assert_eq!(splice(&packed, Some(&b), "after.rules").expect("packed"), format!("COMMIT\n\n\n{b}"));
+        let fresh = splice("", Some(&b), "after.rules").expect("empty");
+        assert_eq!(splice(&fresh, Some(&b), "after.rules").expect("again"), fresh, "stable from an empty file");
+        let half = format!("{stock}{BEGIN}\n*filter\n{b}");
+        assert!(splice(&half, None, "after.rules").is_err(), "an unterminated block is not closed by the next one");
         let broken = format!("{stock}{BEGIN}\n*filter\n");
         let err = splice(&broken, None, "/etc/ufw/after.rules").expect_err("unterminated");
         assert!(err.to_string().contains("/etc/ufw/after.rules.vakt-prev"), "{err}");
