@@ -19,13 +19,16 @@ pub struct Sample {
     pub pressure: [Option<Pressure>; 3],
 }
 
+/// Kernel interfaces, read plainly: a read that hangs here is a hung kernel interface, which
+/// is what the watchdog exists to report (the loop stops pinging and systemd restarts it), so
+/// it is not refused the way a hostile file under /etc is (`fsutil::read_text`).
 fn read_sample(stat: &Path, pressure_dir: &Path) -> anyhow::Result<(CpuSample, [Option<Pressure>; 3])> {
-    let text = crate::fsutil::read_text(stat).with_context(|| format!("failed to read {}", stat.display()))?;
+    let text = std::fs::read_to_string(stat).with_context(|| format!("failed to read {}", stat.display()))?;
     let sample = cpu::parse_stat(&text);
     if sample.per_cpu.is_empty() {
         anyhow::bail!("{} has no cpuN lines; steal and I/O wait cannot be measured", stat.display());
     }
-    let psi = psi::RESOURCES.map(|r| crate::fsutil::read_text(pressure_dir.join(r)).ok().and_then(|t| psi::parse(&t)));
+    let psi = psi::RESOURCES.map(|r| std::fs::read_to_string(pressure_dir.join(r)).ok().and_then(|t| psi::parse(&t)));
     Ok((sample, psi))
 }
 
