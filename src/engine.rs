@@ -156,8 +156,25 @@ pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<Resour
 
 /// Converges resources one after another, in dependency order.
 pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
+    apply_each(host, resources, |_| {})
+}
+
+/// [`apply_all`], handing each resource's report to `done` as soon as it has converged (an
+/// operator at a terminal sees it then).
+pub fn apply_each(
+    host: &Host,
+    resources: &[Box<dyn Managed + '_>],
+    mut done: impl FnMut(&ResourceReport),
+) -> Vec<ResourceReport> {
     host.forget_observations();
-    resources.iter().map(|r| r.converge(host)).collect()
+    resources
+        .iter()
+        .map(|r| {
+            let report = r.converge(host);
+            done(&report);
+            report
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]

@@ -4,6 +4,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,7 +13,12 @@ use anyhow::{Context, bail};
 #[derive(Debug, Default)]
 pub struct Runner {
     log: Mutex<Vec<String>>,
+    /// Show a live line on the terminal for a command that runs longer than a second.
+    progress: AtomicBool,
 }
+
+/// How long a command runs before the live line appears.
+const LIVE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Output {
@@ -28,6 +34,35 @@ pub struct Output {
 pub struct Missing(pub String, pub &'static str);
 
 impl Runner {
+    /// Turns the live line on (an operator at a terminal) or off (journald, pipes, JSON).
+    pub fn show_progress(&self, on: bool) {
+        self.progress.store(on, Ordering::Relaxed);
+    }
+
+    /// Waits for the command's result up to `timeout`; past a second, with progress on, a
+    /// live line on stderr says what runs and for how long, cleared when it ends.
+    fn wait<T>(&self, rx: &mpsc::Receiver<T>, argv: &[&str], timeout: Duration) -> Result<T, mpsc::RecvTimeoutError> {
+        if !self.progress.load(Ordering::Relaxed) || timeout <= LIVE_AFTER {
+            return rx.recv_timeout(timeout);
+        }
+        match rx.recv_timeout(LIVE_AFTER) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            done => return done,
+        }
+        let (what, tool) = live_text(argv);
+        let style = indicatif::ProgressStyle::with_template("{spinner} {msg} ({prefix}, {elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let line = indicatif::ProgressBar::new_spinner()
+            .with_style(style)
+            .with_prefix(tool)
+            .with_message(what)
+            .with_elapsed(LIVE_AFTER);
+        line.enable_steady_tick(Duration::from_millis(250));
+        let result = rx.recv_timeout(timeout - LIVE_AFTER);
+        line.finish_and_clear();
+        result
+    }
+
     /// Runs `argv` with `env` added, killing it after `timeout`. A non-zero exit is not an
     /// error here; see [`Runner::run_ok`].
     pub fn run(&self, argv: &[&str], env: &[(&str, &str)], timeout: Duration) -> anyhow::Result<Output> {
@@ -58,7 +93,7 @@ impl Runner {
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || tx.send(child.wait_with_output()));
-        let out = match rx.recv_timeout(timeout) {
+        let out = match self.wait(&rx, argv, timeout) {
             Ok(out) => out.with_context(|| format!("failed to wait for `{line}`"))?,
             Err(_) => {
                 if let Ok(pid) = i32::try_from(pid) {
@@ -94,6 +129,27 @@ impl Runner {
     pub fn commands(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+/// What a long command does, as the live line says it, and the tool doing it:
+/// `("installing docker.io nginx ufw", "apt-get")`.
+fn live_text(argv: &[&str]) -> (String, String) {
+    let tool = argv.first().map_or("", |p| p.rsplit('/').next().unwrap_or(p)).to_string();
+    let words: Vec<&str> = argv.iter().skip(1).copied().filter(|w| !w.starts_with('-')).collect();
+    let after = |verb: &str| words.iter().position(|w| *w == verb).map(|i| words[i + 1..].join(" "));
+    let what = match tool.as_str() {
+        "apt-get" => {
+            after("install").map(|p| format!("installing {p}")).unwrap_or_else(|| "updating the package lists".into())
+        }
+        "systemctl" => match words.first() {
+            Some(verb) => format!("{}ing {}", verb.trim_end_matches('e'), words[1..].join(" ")),
+            None => "systemctl".into(),
+        },
+        "certbot" => "obtaining a certificate".into(),
+        "nginx" => "validating the nginx config".into(),
+        _ => format!("running {}", argv.join(" ")),
+    };
+    (crate::escape::controls(&what), tool)
 }
 
 fn shown(d: Duration) -> String {

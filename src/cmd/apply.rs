@@ -1,5 +1,6 @@
 //! `vakt apply`: converge every resource in dependency order, verify, report.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use crate::cli::{ApplyArgs, Cli, Format};
@@ -7,6 +8,7 @@ use crate::engine::{self, Report};
 use crate::error::Invalid;
 use crate::host::Host;
 use crate::profile;
+use crate::report::text;
 
 pub fn run(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
     if matches!(args.format, Format::Junit | Format::Prometheus) {
@@ -20,13 +22,30 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
     let profile = profile::load(args.select.profile.as_deref(), &cli.root, false)?;
     let host = Host::new(&cli.root);
     let resources = engine::registry(&profile, &args.select.only)?;
+    let style = super::text_style(cli, args.select.diff);
+    // An operator at a terminal sees each resource as it converges and a live line for a long
+    // step; anything else (journald, a pipe, JSON) gets the whole report at the end, as ever.
+    let live = args.format == Format::Text && !args.dry_run && std::io::stdout().is_terminal();
+    host.runner.show_progress(live && !style.quiet && std::io::stderr().is_terminal());
     let results = if args.dry_run {
         engine::check_all(&host, &resources)
     } else {
         let _lock = crate::fsutil::lock_apply(host.root())?;
-        engine::apply_all(&host, &resources)
+        if live {
+            let machine = crate::resource::host::Machine::read(&host);
+            super::emit(&text::header("apply", false, &profile.source, &machine, style))?;
+            engine::apply_each(&host, &resources, |r| {
+                let _ = super::emit(&text::resource(r, style, false));
+            })
+        } else {
+            engine::apply_all(&host, &resources)
+        }
     };
     let report = Report::new("apply", args.dry_run, &profile, &host, results, started);
-    super::emit(&crate::report::render(&report, args.format, super::text_style(cli, args.select.diff)))?;
+    if live {
+        super::emit(&text::summary(&report))?;
+    } else {
+        super::emit(&crate::report::render(&report, args.format, style))?;
+    }
     Ok(report.summary.exit_code())
 }

@@ -2,7 +2,7 @@
 
 mod junit;
 mod prometheus;
-mod text;
+pub mod text;
 
 use crate::cli::Format;
 use crate::engine::Report;
