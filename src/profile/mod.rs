@@ -71,12 +71,70 @@ pub enum Requirement<T> {
     Exactly(T),
 }
 
+/// What a storage path sits on: wanted by the profile, observed on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StorageKind {
+    Nvme,
+    /// A SATA, SAS, MMC or USB disk that is not rotational.
+    Ssd,
+    /// A virtio disk: its backing cannot be seen from inside the guest.
+    Virtio,
+    /// A Xen virtual disk, as hidden as virtio.
+    Xen,
+    Scsi,
+    Rotational,
+    /// Disks of different kinds under one path (LVM or md across them).
+    Mixed,
+    /// A filesystem on no block device (tmpfs, overlay).
+    Virtual,
+    Unknown,
+}
+
+impl StorageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageKind::Nvme => "nvme",
+            StorageKind::Ssd => "ssd",
+            StorageKind::Virtio => "virtio",
+            StorageKind::Xen => "xen",
+            StorageKind::Scsi => "scsi",
+            StorageKind::Rotational => "rotational",
+            StorageKind::Mixed => "mixed",
+            StorageKind::Virtual => "virtual",
+            StorageKind::Unknown => "unknown",
+        }
+    }
+
+    /// The kinds a profile may require.
+    pub fn parse(text: &str) -> Option<StorageKind> {
+        [StorageKind::Nvme, StorageKind::Ssd, StorageKind::Virtio, StorageKind::Scsi, StorageKind::Rotational]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
+    /// A transport that hides what backs it: only a measurement can judge it.
+    pub fn hides_backing(self) -> bool {
+        matches!(self, StorageKind::Virtio | StorageKind::Xen)
+    }
+
+    /// Flash a latency probe can prove.
+    pub fn is_flash(self) -> bool {
+        matches!(self, StorageKind::Nvme | StorageKind::Ssd)
+    }
+}
+
+impl std::fmt::Display for StorageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HostReq {
     /// A `systemd-detect-virt` name (`kvm`, `qemu`, `xen`, `vmware`, `microsoft`, `none`, ...).
     pub hypervisor: Requirement<String>,
     pub forbid_container: bool,
-    pub storage: Requirement<String>,
+    pub storage: Requirement<StorageKind>,
     pub storage_paths: Vec<PathBuf>,
     /// The latency probe's NVMe-class threshold; `None` when `latency_probe = false`.
     pub probe: Option<Threshold>,

@@ -117,7 +117,10 @@ pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyErro
         Some(h) => Some(HostReq {
             hypervisor: requirement(one_of("host", "hypervisor", &h.hypervisor, HYPERVISORS)?),
             forbid_container: one_of("host", "container", &h.container, &["forbid", "allow"])? == "forbid",
-            storage: requirement(one_of("host", "storage", &h.storage, STORAGE)?),
+            storage: match one_of("host", "storage", &h.storage, STORAGE)? {
+                "any" => Requirement::Any,
+                word => Requirement::Exactly(StorageKind::parse(word).unwrap_or(StorageKind::Unknown)),
+            },
             storage_paths: absolute_paths("host", "storage_paths", &h.storage_paths)?,
             probe: Some(threshold(&h)?).filter(|_| h.latency_probe),
         }),

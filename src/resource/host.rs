@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::probe::{self, Class, Outcome, Threshold};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
-use crate::profile::{HostReq, Requirement};
+use crate::profile::{HostReq, Requirement, StorageKind};
 
 /// The report header: what machine this is.
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +52,7 @@ pub struct Detection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageVerdict {
     pub path: PathBuf,
-    pub verdict: String,
+    pub verdict: StorageKind,
     pub evidence: Vec<String>,
     /// The latency probe of each disk whose transport hides its backing, when it was asked for.
     pub probes: Vec<(String, Outcome)>,
@@ -79,7 +79,7 @@ impl<'p> HostVerdicts<'p> {
     fn verdicts(&self, host: &Host, probing: Probing) -> Observed {
         // The probe only runs where it can decide the requirement: NVMe (or SSD) wanted, on a
         // disk whose transport hides what backs it. One probe per disk per run.
-        let wants_flash = matches!(&self.req.storage, Requirement::Exactly(w) if w == "nvme" || w == "ssd");
+        let wants_flash = matches!(self.req.storage, Requirement::Exactly(w) if w.is_flash());
         let mut probes = match (wants_flash, self.req.probe) {
             (true, Some(threshold)) => Some(Probes { probing, threshold, done: Vec::new() }),
             _ => None,
@@ -187,8 +187,8 @@ impl Resource for HostVerdicts<'_> {
 /// `nvme` or `ssd` when the latency probe measured NVMe-class figures on every disk under the
 /// path; measured slower is drift; a probe that did not run or could not decide leaves it
 /// unknown, never a pass.
-fn storage_finding(want: &Requirement<String>, threshold: Option<&Threshold>, s: &StorageVerdict) -> Finding {
-    let hidden = matches!(s.verdict.as_str(), "virtio" | "xen");
+fn storage_finding(want: &Requirement<StorageKind>, threshold: Option<&Threshold>, s: &StorageVerdict) -> Finding {
+    let hidden = s.verdict.hides_backing();
     let classes: Vec<Class> = s
         .probes
         .iter()
@@ -206,18 +206,18 @@ fn storage_finding(want: &Requirement<String>, threshold: Option<&Threshold>, s:
     } else {
         Some(Class::Undecided)
     };
-    let status = match (want, s.verdict.as_str()) {
+    let status = match (want, s.verdict) {
         (Requirement::Any, _) => Status::Ok,
-        (Requirement::Exactly(want), got) if want == got => Status::Ok,
-        (Requirement::Exactly(want), "nvme") if want == "ssd" => Status::Ok,
-        (Requirement::Exactly(want), _) if hidden && (want == "nvme" || want == "ssd") => match measured {
+        (Requirement::Exactly(want), got) if *want == got => Status::Ok,
+        (Requirement::Exactly(StorageKind::Ssd), StorageKind::Nvme) => Status::Ok,
+        (Requirement::Exactly(want), _) if hidden && want.is_flash() => match measured {
             Some(Class::NvmeClass) => Status::Ok,
             // Slower than NVMe-class says nothing about whether a SATA SSD backs it.
-            Some(Class::Slower) if want == "nvme" => Status::Drift,
+            Some(Class::Slower) if *want == StorageKind::Nvme => Status::Drift,
             _ => Status::Unknown,
         },
         // The disk's backing is invisible from inside a guest: could not verify.
-        (Requirement::Exactly(_), "virtio" | "xen" | "unknown") => Status::Unknown,
+        (Requirement::Exactly(_), got) if got.hides_backing() || got == StorageKind::Unknown => Status::Unknown,
         _ => Status::Drift,
     };
     let want = match want {
@@ -393,14 +393,14 @@ pub fn container(host: &Host) -> Detection {
 /// this run).
 pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> StorageVerdict {
     let mut evidence = Vec::new();
-    let verdict = |verdict: &str, evidence: Vec<String>| StorageVerdict {
+    let verdict = |verdict: StorageKind, evidence: Vec<String>| StorageVerdict {
         path: path.into(),
-        verdict: verdict.into(),
+        verdict,
         evidence,
         probes: Vec::new(),
     };
     let Some(mountinfo) = host.read_opt("/proc/self/mountinfo") else {
-        return verdict("unknown", vec!["/proc/self/mountinfo is not readable".into()]);
+        return verdict(StorageKind::Unknown, vec!["/proc/self/mountinfo is not readable".into()]);
     };
     if !host.path(path).exists() {
         evidence.push(format!("{} does not exist yet: judged by the filesystem that would hold it", path.display()));
@@ -411,7 +411,7 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
     }
     let Some(mount) = mount else {
         evidence.push(format!("no mount holds {}", path.display()));
-        return verdict("unknown", evidence);
+        return verdict(StorageKind::Unknown, evidence);
     };
     evidence.push(format!("mounted at {} from {} ({}, device {})", mount.point, mount.source, mount.fstype, mount.dev));
     let mut dev_dir = resolve_link(host, &host.path(format!("/sys/dev/block/{}", mount.dev)));
@@ -422,18 +422,18 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
     }
     let Some(dev_dir) = dev_dir else {
         evidence.push(format!("{} is not a block device filesystem", mount.fstype));
-        return verdict("virtual", evidence);
+        return verdict(StorageKind::Virtual, evidence);
     };
     let mut disks = Vec::new();
     walk_to_disks(host, &dev_dir, &mut disks, &mut evidence, 0);
     if disks.is_empty() {
-        return verdict("unknown", evidence);
+        return verdict(StorageKind::Unknown, evidence);
     }
     let mut kinds = Vec::new();
     let mut probed = Vec::new();
     // Blocks of files under the path, on the filesystem's own device, when one disk holds it:
     // on a freshly formatted disk, random blocks are almost all unwritten.
-    let hidden = disks.iter().any(|d| matches!(disk_info(d).kind(), "virtio" | "xen"));
+    let hidden = disks.iter().any(|d| disk_info(d).kind().hides_backing());
     let written = match (&probes, dev_dir.file_name()) {
         (Some(p), Some(name)) if hidden && disks.len() == 1 && p.probing == Probing::Measure => {
             let under = if host.path(path).exists() { host.path(path) } else { host.path(&mount.point) };
@@ -447,7 +447,7 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
         evidence.push(info.describe());
         kinds.push(info.kind());
         if let Some(probes) = cache.as_deref_mut()
-            && matches!(info.kind(), "virtio" | "xen")
+            && info.kind().hides_backing()
         {
             probed.push((info.name.clone(), probes.of(host, &info.name, written.as_ref())));
         }
@@ -456,10 +456,10 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
     kinds.dedup();
     let overall = if kinds.len() == 1 {
         kinds[0]
-    } else if kinds.contains(&"rotational") {
-        "rotational"
+    } else if kinds.contains(&StorageKind::Rotational) {
+        StorageKind::Rotational
     } else {
-        "mixed"
+        StorageKind::Mixed
     };
     StorageVerdict { probes: probed, ..verdict(overall, evidence) }
 }
@@ -574,21 +574,21 @@ struct DiskInfo {
 }
 
 impl DiskInfo {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> StorageKind {
         match self.transport {
-            "nvme" => "nvme",
+            "nvme" => StorageKind::Nvme,
             // virtio reports rotational=1 whatever backs it; the flag means nothing there.
-            "virtio" | "virtio-scsi" => "virtio",
-            "xen" => "xen",
-            _ if self.rotational == Some(true) => "rotational",
-            "sata" | "scsi" | "mmc" | "usb" => "ssd",
-            _ => "unknown",
+            "virtio" | "virtio-scsi" => StorageKind::Virtio,
+            "xen" => StorageKind::Xen,
+            _ if self.rotational == Some(true) => StorageKind::Rotational,
+            "sata" | "scsi" | "mmc" | "usb" => StorageKind::Ssd,
+            _ => StorageKind::Unknown,
         }
     }
 
     fn describe(&self) -> String {
         let rot = match self.rotational {
-            _ if self.kind() == "virtio" => "backing not visible from inside the guest",
+            _ if self.kind() == StorageKind::Virtio => "backing not visible from inside the guest",
             Some(true) => "rotational",
             Some(false) => "non-rotational",
             None => "rotational unknown",
