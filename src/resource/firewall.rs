@@ -527,19 +527,22 @@ fn overlaps(a: &UfwRule, b: &UfwRule) -> bool {
 }
 
 /// The live filter tables, v4 then v6: read-only (`iptables-save` lists, it changes nothing).
+/// Both families at once: each `*-save` is a process of its own, and nothing orders them.
 fn read_netfilter(host: &Host, ipv6: bool) -> Result<Vec<(bool, Netfilter)>, String> {
-    let mut out = Vec::new();
-    for (v6, tool) in [(false, "iptables-save"), (true, "ip6tables-save")] {
-        if v6 && !ipv6 {
-            continue;
-        }
-        let save = host
-            .runner
+    let read = |v6: bool, tool: &str| {
+        host.runner
             .run_ok(&[tool, "-t", "filter"], Duration::from_secs(10))
-            .map_err(|e| format!("could not read the live firewall: {e:#}"))?;
-        out.push((v6, published::parse_save(&save.stdout, v6)));
-    }
-    Ok(out)
+            .map(|save| (v6, published::parse_save(&save.stdout, v6)))
+            .map_err(|e| format!("could not read the live firewall: {e:#}"))
+    };
+    std::thread::scope(|s| {
+        let v6 = ipv6.then(|| s.spawn(|| read(true, "ip6tables-save")));
+        let mut out = vec![read(false, "iptables-save")?];
+        if let Some(v6) = v6 {
+            out.push(v6.join().map_err(|_| "reading the IPv6 table panicked".to_string())??);
+        }
+        Ok(out)
+    })
 }
 
 fn family(v6: bool) -> &'static str {
@@ -725,7 +728,12 @@ impl Resource for Firewall<'_> {
                 after.push((v6, host.file_path(path), text));
             }
         }
-        let netfilter = host.is_live().then(|| read_netfilter(host, ipv6));
+        // The live tables and sshd's ports are read at once: both wait on other processes.
+        let (netfilter, ssh) = std::thread::scope(|s| {
+            let netfilter = s.spawn(|| host.is_live().then(|| read_netfilter(host, ipv6)));
+            let ssh = ssh::discover(host);
+            (netfilter.join().unwrap_or_else(|_| Some(Err("reading the live firewall panicked".into()))), ssh)
+        });
         Ok(Observed {
             enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
             ipv6,
@@ -734,7 +742,7 @@ impl Resource for Firewall<'_> {
             routed: policy("DEFAULT_FORWARD_POLICY"),
             rules,
             unreadable,
-            ssh: ssh::discover(host),
+            ssh,
             docker_present: host.runs_docker(),
             offline: (!host.is_live()).then(|| host.root().to_path_buf()),
             after,
