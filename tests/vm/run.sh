@@ -233,11 +233,11 @@ scenario_virtio() {
       printf 'rm /phase\nrm /rc\nwrite %s /phase\n' "$work/virtio.phase" | debugfs -w -f - "$work/virtio.img" >/dev/null 2>&1
     fi
     if [ "$phase" = first-boot ]; then
-      boot virtio "$work/virtio.$phase.log" virtio -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$p8080-:8080,hostfwd=tcp:127.0.0.1:$p8088-:8088,hostfwd=tcp:127.0.0.1:$psync-:22"
+      boot virtio "$work/virtio.$phase.log" virtio "${data_disk[@]}" -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$p8080-:8080,hostfwd=tcp:127.0.0.1:$p8088-:8088,hostfwd=tcp:127.0.0.1:$psync-:22"
       probe_ingress "$work/virtio.$phase.log" "$p8080" "$p8088" "$psync"
       [ -s "$work/virtio.probe-fails" ] && fails=1
     else
-      boot virtio "$work/virtio.$phase.log" virtio -nic "user,model=virtio-net-pci,restrict=on"
+      boot virtio "$work/virtio.$phase.log" virtio "${data_disk[@]}" -nic "user,model=virtio-net-pci,restrict=on"
     fi
     wait $qpid || true
     echo "== virtio, $phase: $(( $(date +%s) - started ))s since the first power-on"
@@ -283,6 +283,15 @@ if [ "$changed" != 2 ] || ! grep -qx 'hypervisor = "qemu"' "$work/shipped.toml";
 fi
 root_disk nvme "$here/profile.toml"
 root_disk virtio "$work/shipped.toml"
+# Docker's data on a second, freshly formatted virtio disk (the usual VPS volume), mounted by
+# the image's fstab: the storage probe must decide /var/lib/docker there, where nearly every
+# block is unwritten (issue 22).
+truncate -s 2G "$disks/virtio-data.raw"
+mkfs.ext4 -q -F -L vaktdocker "$disks/virtio-data.raw"
+debugfs -R "cat /etc/fstab" "$disks/virtio.raw" > "$work/virtio.fstab" 2>/dev/null || true
+echo "LABEL=vaktdocker /var/lib/docker ext4 defaults 0 0" >> "$work/virtio.fstab"
+printf 'rm /etc/fstab\nwrite %s /etc/fstab\n' "$work/virtio.fstab" | debugfs -w -f - "$disks/virtio.raw" >/dev/null 2>&1
+data_disk=(-drive "file=$disks/virtio-data.raw,if=none,id=d1,format=raw,cache=unsafe" -device virtio-blk-pci,drive=d1,serial=vaktdata)
 echo "== virtio image, prepared offline"
 prepare_offline virtio "$work/shipped.toml"
 
