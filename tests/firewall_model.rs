@@ -63,6 +63,9 @@ const SOURCES: [&str; 20] = [
     "2001:db9::1",
 ];
 
+/// Each probe from a source port no earlier probe of the run used: a UDP "connection" an
+/// earlier list admitted stays in conntrack for 30 s, and a new probe that happened to reuse
+/// its port would be accepted as a reply by ufw's before rules (one CI run saw exactly that).
 /// TCP: a connection or a refusal (a reset from REJECT, with a listener on every port);
 /// UDP: the echo or an ICMP port-unreachable. Nothing within the wait is a drop.
 const PROBE: &str = r#"
@@ -70,11 +73,11 @@ import json, selectors, socket, sys, time, errno
 probes = json.loads(sys.argv[1])
 sel = selectors.DefaultSelector()
 out = {}
-for i, (src, dst, port, proto) in enumerate(probes):
+for i, (src, dst, port, proto, sport) in enumerate(probes):
     fam = socket.AF_INET6 if ':' in src else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM)
     s.setblocking(False)
-    s.bind((src, 0))
+    s.bind((src, sport))
     if proto == 'tcp':
         err = s.connect_ex((dst, port))
         sel.register(s, selectors.EVENT_WRITE, i)
@@ -273,6 +276,8 @@ struct Lab {
     sb: UfwSandbox,
     internet: String,
     listener: Option<Child>,
+    /// Probes sent so far: each gets a source port of its own.
+    sent: std::cell::Cell<usize>,
 }
 
 impl Drop for Lab {
@@ -330,7 +335,7 @@ impl Lab {
         use std::io::BufRead;
         std::io::BufReader::new(listener.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
         assert_eq!(ready.trim(), "ready");
-        Lab { sb, internet, listener: Some(listener) }
+        Lab { sb, internet, listener: Some(listener), sent: std::cell::Cell::new(0) }
     }
 
     fn probes() -> Vec<(IpAddr, u16, Proto)> {
@@ -345,11 +350,15 @@ impl Lab {
 
     /// What the kernel did with each probe: true when it got through.
     fn send(&self, probes: &[(IpAddr, u16, Proto)]) -> Vec<bool> {
+        let first = self.sent.get();
+        self.sent.set(first + probes.len());
         let list: Vec<serde_json::Value> = probes
             .iter()
-            .map(|(src, port, proto)| {
+            .enumerate()
+            .map(|(i, (src, port, proto))| {
                 let dst = if src.is_ipv6() { HOST6 } else { HOST4 };
-                serde_json::json!([src.to_string(), dst, port, proto.as_str()])
+                let sport = 10_000 + (first + i) % 50_000;
+                serde_json::json!([src.to_string(), dst, port, proto.as_str(), sport])
             })
             .collect();
         let out = run(Command::new("ip")
