@@ -116,7 +116,7 @@ pub fn audit(host: &Host, profile: &Profile, only: &[String]) -> anyhow::Result<
     let started = std::time::Instant::now();
     let resources = registry(profile, only)?;
     let results = check_all(host, &resources);
-    Ok(Report::new("check", false, profile, host, results, started))
+    Ok(Report::new(Run::Check, false, profile, host, results, started))
 }
 
 /// The profile's resources in dependency order, limited to `only` when given.
@@ -234,12 +234,20 @@ impl Summary {
     }
 }
 
+crate::words! {
+    /// Which run a report is of.
+    pub enum Run {
+        Check = "check",
+        Apply = "apply",
+    }
+}
+
 /// Everything one `check` or `apply` run found, ready for any output format.
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// Version of this JSON schema; bumped on any incompatible change.
     pub schema: u32,
-    pub command: &'static str,
+    pub command: Run,
     pub dry_run: bool,
     pub profile: String,
     pub machine: crate::resource::host::Machine,
@@ -252,7 +260,7 @@ pub struct Report {
 
 impl Report {
     pub fn new(
-        command: &'static str,
+        command: Run,
         dry_run: bool,
         profile: &Profile,
         host: &Host,
@@ -267,7 +275,7 @@ impl Report {
             dry_run,
             profile: profile.source.clone(),
             machine: crate::resource::host::Machine::read(host),
-            summary: Summary::of(&resources, command == "apply"),
+            summary: Summary::of(&resources, command == Run::Apply),
             resources,
             elapsed_ms: started.elapsed().as_millis(),
             commands: host.runner.commands(),

@@ -12,8 +12,7 @@ use anyhow::{Context, anyhow};
 use bollard::Docker;
 use bollard::models::{
     ContainerSummary, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, LocalNodeState,
-    NodeSpecRoleEnum, NodeState, PortSummaryTypeEnum, Reachability, Service, SwarmInitRequest, SwarmJoinRequest,
-    SystemInfo,
+    NodeSpecRoleEnum, NodeState, PortSummaryTypeEnum, Service, SwarmInitRequest, SwarmJoinRequest, SystemInfo,
 };
 
 use crate::secret::JoinToken;
@@ -39,8 +38,7 @@ pub struct EngineFacts {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmFacts {
-    /// `inactive`, `pending`, `active`, `error`, `locked`.
-    pub state: String,
+    pub state: SwarmState,
     pub manager: bool,
     pub node_addr: Option<String>,
     pub node_id: Option<String>,
@@ -52,6 +50,36 @@ pub struct SwarmFacts {
     pub error: Option<String>,
 }
 
+crate::words! {
+    /// This node's part in a swarm, as the engine reports it.
+    pub enum SwarmState {
+        Inactive = "inactive",
+        Pending = "pending",
+        Active = "active",
+        Error = "error",
+        Locked = "locked",
+    }
+}
+
+crate::words! {
+    /// Whether the managers reach a manager.
+    pub enum Reachability {
+        Reachable = "reachable",
+        Unreachable = "unreachable",
+        Unknown = "unknown",
+    }
+}
+
+crate::words! {
+    /// A node's state in the swarm's node list.
+    pub enum NodeStatus {
+        Ready = "ready",
+        Down = "down",
+        Disconnected = "disconnected",
+        Unknown = "unknown",
+    }
+}
+
 /// One node of the swarm, as a manager lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
@@ -59,10 +87,9 @@ pub struct NodeFacts {
     pub hostname: String,
     pub manager: bool,
     pub leader: bool,
-    /// `reachable`, `unreachable`, `unknown` for managers; empty for workers.
-    pub reachability: String,
-    /// `ready`, `down`, `disconnected`, `unknown`.
-    pub state: String,
+    /// For managers only.
+    pub reachability: Option<Reachability>,
+    pub state: NodeStatus,
     pub addr: String,
 }
 
@@ -157,11 +184,11 @@ impl Engine {
         let info = self.info()?;
         let swarm = info.swarm.unwrap_or_default();
         let state = match swarm.local_node_state {
-            Some(LocalNodeState::ACTIVE) => "active",
-            Some(LocalNodeState::PENDING) => "pending",
-            Some(LocalNodeState::ERROR) => "error",
-            Some(LocalNodeState::LOCKED) => "locked",
-            _ => "inactive",
+            Some(LocalNodeState::ACTIVE) => SwarmState::Active,
+            Some(LocalNodeState::PENDING) => SwarmState::Pending,
+            Some(LocalNodeState::ERROR) => SwarmState::Error,
+            Some(LocalNodeState::LOCKED) => SwarmState::Locked,
+            _ => SwarmState::Inactive,
         };
         Ok(EngineFacts {
             version: info.server_version.unwrap_or_default(),
@@ -169,7 +196,7 @@ impl Engine {
             images: info.images.unwrap_or(0),
             containers: info.containers.unwrap_or(0),
             swarm: SwarmFacts {
-                state: state.into(),
+                state,
                 manager: swarm.control_available.unwrap_or(false),
                 node_addr: swarm.node_addr.filter(|a| !a.is_empty()),
                 node_id: swarm.node_id.filter(|a| !a.is_empty()),
@@ -233,19 +260,17 @@ impl Engine {
                     hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
                     manager: n.spec.and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER),
                     leader: ms.as_ref().and_then(|m| m.leader).unwrap_or(false),
-                    reachability: match ms.as_ref().and_then(|m| m.reachability) {
-                        Some(Reachability::REACHABLE) => "reachable".into(),
-                        Some(Reachability::UNREACHABLE) => "unreachable".into(),
-                        Some(Reachability::UNKNOWN) => "unknown".into(),
-                        None => String::new(),
-                    },
+                    reachability: ms.as_ref().and_then(|m| m.reachability).map(|r| match r {
+                        bollard::models::Reachability::REACHABLE => Reachability::Reachable,
+                        bollard::models::Reachability::UNREACHABLE => Reachability::Unreachable,
+                        _ => Reachability::Unknown,
+                    }),
                     state: match status.state {
-                        Some(NodeState::READY) => "ready",
-                        Some(NodeState::DOWN) => "down",
-                        Some(NodeState::DISCONNECTED) => "disconnected",
-                        _ => "unknown",
-                    }
-                    .into(),
+                        Some(NodeState::READY) => NodeStatus::Ready,
+                        Some(NodeState::DOWN) => NodeStatus::Down,
+                        Some(NodeState::DISCONNECTED) => NodeStatus::Disconnected,
+                        _ => NodeStatus::Unknown,
+                    },
                     addr: ms.and_then(|m| m.addr).or(status.addr).unwrap_or_default(),
                 }
             })

@@ -20,3 +20,4 @@ pub mod rooted;
 pub mod runner;
 pub mod secret;
 pub mod watch;
+pub mod words;

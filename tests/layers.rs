@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 0),
     ("rooted", 0),
     ("secret", 0),
+    ("words", 0),
     // The validated profile: what is wanted.
     ("profile", 1),
     // How vakt touches the machine: commands, files, the Engine API.

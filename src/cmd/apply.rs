@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use crate::cli::{ApplyArgs, Cli, Format};
-use crate::engine::{self, Report};
+use crate::engine::{self, Report, Run};
 use crate::error::Invalid;
 use crate::host::Host;
 use crate::profile;
@@ -41,7 +41,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
             engine::apply_all(&host, &resources)
         }
     };
-    let report = Report::new("apply", args.dry_run, &profile, &host, results, started);
+    let report = Report::new(Run::Apply, args.dry_run, &profile, &host, results, started);
     if live {
         super::emit(&text::summary(&report))?;
     } else {

@@ -37,6 +37,15 @@ pub fn key_position(source: &str, section: &str, nth: Option<usize>, key: &str) 
     None
 }
 
+/// The key of the `key = value` line that holds byte `offset`, if that line is one.
+pub fn key_at(source: &str, offset: usize) -> Option<&str> {
+    let start = source[..offset.min(source.len())].rfind('\n').map_or(0, |nl| nl + 1);
+    let line = source[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[')).then_some(key)
+}
+
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
@@ -58,6 +67,8 @@ mod tests {
         assert_eq!(key_position(src, "firewall.allow", Some(1), "port"), Some((7, 3)));
         assert_eq!(key_position(src, "watch", None, "window"), None);
         assert_eq!(line_col(src, 8), (2, 1));
+        assert_eq!(key_at(src, 20), Some("steal_warn"));
+        assert_eq!(key_at(src, 0), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use anyhow::Context;
 use ipnet::IpNet;
 
 use crate::error::Invalid;
+use crate::words::Word;
 use raw::RawProfile;
 pub use units::{Size, Span};
 use validate::validate;
@@ -71,47 +72,88 @@ pub enum Requirement<T> {
     Exactly(T),
 }
 
-/// What a storage path sits on: wanted by the profile, observed on the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum StorageKind {
-    Nvme,
-    /// A SATA, SAS, MMC or USB disk that is not rotational.
-    Ssd,
-    /// A virtio disk: its backing cannot be seen from inside the guest.
-    Virtio,
-    /// A Xen virtual disk, as hidden as virtio.
-    Xen,
-    Scsi,
-    Rotational,
-    /// Disks of different kinds under one path (LVM or md across them).
-    Mixed,
-    /// A filesystem on no block device (tmpfs, overlay).
-    Virtual,
-    Unknown,
+/// `"any"`, or a word of `T` a profile may ask for.
+impl<'de, T: Word> serde::Deserialize<'de> for Requirement<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "any" {
+            return Ok(Requirement::Any);
+        }
+        T::from_word(&text).filter(|w| w.wanted()).map(Requirement::Exactly).ok_or_else(|| {
+            let wanted = T::WORDS.iter().copied().filter(|w| T::from_word(w).is_some_and(Word::wanted));
+            serde::de::Error::custom(crate::words::unknown(&text, std::iter::once("any").chain(wanted)))
+        })
+    }
+}
+
+impl<T: Word> serde::Serialize for Requirement<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Requirement::Any => "any",
+            Requirement::Exactly(w) => w.as_str(),
+        })
+    }
+}
+
+impl<T: Word> std::fmt::Display for Requirement<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Requirement::Any => "any",
+            Requirement::Exactly(w) => w.as_str(),
+        })
+    }
+}
+
+crate::words! {
+    /// A hypervisor, named as `systemd-detect-virt --vm` names it.
+    pub enum Hypervisor {
+        None = "none",
+        Kvm = "kvm",
+        Qemu = "qemu",
+        Xen = "xen",
+        Vmware = "vmware",
+        Microsoft = "microsoft",
+        Oracle = "oracle",
+        Amazon = "amazon",
+        Bochs = "bochs",
+        Parallels = "parallels",
+        Bhyve = "bhyve",
+        /// A hypervisor that does not say which it is (only the CPU's flag is set).
+        Vm = "vm",
+    }
+    wanted(None, Kvm, Qemu, Xen, Vmware, Microsoft, Oracle, Amazon, Bochs, Parallels, Bhyve)
+}
+
+crate::words! {
+    /// Whether the host may itself be a container.
+    pub enum Containers {
+        Forbid = "forbid",
+        Allow = "allow",
+    }
+}
+
+crate::words! {
+    /// What a storage path sits on: wanted by the profile, observed on the host.
+    pub enum StorageKind {
+        Nvme = "nvme",
+        /// A SATA, SAS, MMC or USB disk that is not rotational.
+        Ssd = "ssd",
+        /// A virtio disk: its backing cannot be seen from inside the guest.
+        Virtio = "virtio",
+        /// A Xen virtual disk, as hidden as virtio.
+        Xen = "xen",
+        Scsi = "scsi",
+        Rotational = "rotational",
+        /// Disks of different kinds under one path (LVM or md across them).
+        Mixed = "mixed",
+        /// A filesystem on no block device (tmpfs, overlay).
+        Virtual = "virtual",
+        Unknown = "unknown",
+    }
+    wanted(Nvme, Ssd, Virtio, Scsi, Rotational)
 }
 
 impl StorageKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorageKind::Nvme => "nvme",
-            StorageKind::Ssd => "ssd",
-            StorageKind::Virtio => "virtio",
-            StorageKind::Xen => "xen",
-            StorageKind::Scsi => "scsi",
-            StorageKind::Rotational => "rotational",
-            StorageKind::Mixed => "mixed",
-            StorageKind::Virtual => "virtual",
-            StorageKind::Unknown => "unknown",
-        }
-    }
-
-    /// The kinds a profile may require.
-    pub fn parse(text: &str) -> Option<StorageKind> {
-        [StorageKind::Nvme, StorageKind::Ssd, StorageKind::Virtio, StorageKind::Scsi, StorageKind::Rotational]
-            .into_iter()
-            .find(|k| k.as_str() == text)
-    }
-
     /// A transport that hides what backs it: only a measurement can judge it.
     pub fn hides_backing(self) -> bool {
         matches!(self, StorageKind::Virtio | StorageKind::Xen)
@@ -123,16 +165,9 @@ impl StorageKind {
     }
 }
 
-impl std::fmt::Display for StorageKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct HostReq {
-    /// A `systemd-detect-virt` name (`kvm`, `qemu`, `xen`, `vmware`, `microsoft`, `none`, ...).
-    pub hypervisor: Requirement<String>,
+    pub hypervisor: Requirement<Hypervisor>,
     pub forbid_container: bool,
     pub storage: Requirement<StorageKind>,
     pub storage_paths: Vec<PathBuf>,
@@ -147,25 +182,19 @@ pub struct Packages {
     pub lock_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Policy {
-    Allow,
-    Deny,
-    Reject,
-    Disabled,
+crate::words! {
+    /// A ufw default policy; `disabled` is for routed traffic only.
+    pub enum Policy {
+        Allow = "allow",
+        Deny = "deny",
+        Reject = "reject",
+        Disabled = "disabled",
+    }
 }
 
 impl Policy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::Allow => "allow",
-            Policy::Deny => "deny",
-            Policy::Reject => "reject",
-            Policy::Disabled => "disabled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Policy> {
+    /// A policy as ufw's files and iptables write it.
+    pub fn from_ufw(text: &str) -> Option<Policy> {
         match text {
             "allow" | "accept" | "ACCEPT" => Some(Policy::Allow),
             "deny" | "drop" | "DROP" => Some(Policy::Deny),
@@ -176,47 +205,27 @@ impl Policy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Both,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Both => "any",
-        }
+crate::words! {
+    pub enum Proto {
+        Tcp = "tcp",
+        Udp = "udp",
+        #[serde(alias = "both")]
+        Both = "any",
     }
 }
 
-/// What a firewall rule does with the traffic it matches (ufw's words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    Allow,
-    /// Allow, but deny an address that opens 6 or more connections in 30 s (ufw's `limit`).
-    Limit,
-    Deny,
-    Reject,
+crate::words! {
+    /// What a firewall rule does with the traffic it matches (ufw's words).
+    pub enum Action {
+        Allow = "allow",
+        /// Allow, but deny an address that opens 6 or more connections in 30 s (ufw's `limit`).
+        Limit = "limit",
+        Deny = "deny",
+        Reject = "reject",
+    }
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Allow => "allow",
-            Action::Limit => "limit",
-            Action::Deny => "deny",
-            Action::Reject => "reject",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Action> {
-        [Action::Allow, Action::Limit, Action::Deny, Action::Reject].into_iter().find(|a| a.as_str() == text)
-    }
-
     /// Whether traffic the rule matches gets in (rate-limited or not).
     pub fn admits(self) -> bool {
         matches!(self, Action::Allow | Action::Limit)
@@ -236,23 +245,25 @@ pub struct Rule {
     pub target: Target,
 }
 
-/// What a firewall rule guards: the host itself (ufw's rules) or the ports Docker publishes
-/// (routed to containers; see [`Published`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Target {
-    Host,
-    /// A Docker-published port, named as clients connect to it (`-p 8080:80` is 8080).
-    Containers,
+crate::words! {
+    /// What a firewall rule guards: the host itself (ufw's rules) or the ports Docker publishes
+    /// (routed to containers; see [`Published`]).
+    pub enum Target {
+        Host = "host",
+        /// A Docker-published port, named as clients connect to it (`-p 8080:80` is 8080).
+        Containers = "containers",
+    }
 }
 
-/// Who decides which Docker-published ports the outside reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Published {
-    /// Docker's own rules: every published port is open to the world, whatever ufw says.
-    Docker,
-    /// The profile's `target = "containers"` rules, through a vakt block in ufw's after.rules
-    /// that sends Docker's `DOCKER-USER` chain through them and ufw's route rules.
-    Profile,
+crate::words! {
+    /// Who decides which Docker-published ports the outside reaches.
+    pub enum Published {
+        /// Docker's own rules: every published port is open to the world, whatever ufw says.
+        Docker = "docker",
+        /// The profile's `target = "containers"` rules, through a vakt block in ufw's after.rules
+        /// that sends Docker's `DOCKER-USER` chain through them and ufw's route rules.
+        Profile = "profile",
+    }
 }
 
 impl Rule {
@@ -313,26 +324,19 @@ pub enum Advertise {
     Interface(String),
 }
 
-/// What this node is in its swarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The first manager: `swarm init` when the node is in no swarm.
-    Init,
-    /// Joins an existing swarm as a manager.
-    Manager,
-    /// Joins an existing swarm as a worker.
-    Worker,
+crate::words! {
+    /// What this node is in its swarm.
+    pub enum Role {
+        /// The first manager: `swarm init` when the node is in no swarm.
+        Init = "init",
+        /// Joins an existing swarm as a manager.
+        Manager = "manager",
+        /// Joins an existing swarm as a worker.
+        Worker = "worker",
+    }
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Init => "init",
-            Role::Manager => "manager",
-            Role::Worker => "worker",
-        }
-    }
-
     /// Whether the node manages the swarm (listens on the management port).
     pub fn is_manager(self) -> bool {
         matches!(self, Role::Init | Role::Manager)
@@ -436,7 +440,7 @@ pub struct Nginx {
     pub tcp_nodelay: bool,
     pub client_body_buffer_size: Size,
     pub client_max_body_size: Size,
-    pub proxy_http_version: String,
+    pub proxy_http_version: HttpVersion,
     pub proxy_clear_connection: bool,
     pub proxy_read_timeout: Span,
     pub proxy_send_timeout: Span,
@@ -447,6 +451,33 @@ pub struct Nginx {
     /// claim the default server in front of the gateway.
     pub disable_default_site: bool,
     pub tls: Option<NginxTls>,
+}
+
+crate::words! {
+    /// The HTTP version nginx speaks to the gateway.
+    pub enum HttpVersion {
+        V1_0 = "1.0",
+        V1_1 = "1.1",
+    }
+}
+
+crate::words! {
+    /// What becomes of Debian's placeholder site.
+    pub enum DefaultSite {
+        Disable = "disable",
+        Keep = "keep",
+    }
+}
+
+crate::words! {
+    /// A block I/O scheduler, or `keep` to leave the disks' own.
+    pub enum IoScheduler {
+        None = "none",
+        MqDeadline = "mq-deadline",
+        Kyber = "kyber",
+        Bfq = "bfq",
+        Keep = "keep",
+    }
 }
 
 /// HTTPS for the gateway: a certificate from ACME through certbot (webroot mode).
@@ -482,7 +513,8 @@ impl NginxTls {
 
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    pub io_scheduler: Option<String>,
+    /// `None` leaves the schedulers as they are.
+    pub io_scheduler: Option<IoScheduler>,
     pub sysctl: BTreeMap<String, String>,
 }
 
@@ -678,7 +710,10 @@ fn check_document(doc: &Document) -> anyhow::Result<toml::Table> {
         let (line, col) = e.span().map_or((1, 1), |s| locate::line_col(&doc.text, s.start));
         let message = e.message();
         let first = message.lines().next().unwrap_or(message);
-        let text = unknown_key_message(first).unwrap_or_else(|| first.to_string());
+        let key = e.span().map(|s| locate::key_at(&doc.text, s.start));
+        let text = unknown_key_message(first)
+            .or_else(|| unknown_word_message(first, key.flatten()))
+            .unwrap_or_else(|| first.to_string());
         // Only the message, which quotes the offending token: never a line of the file, which
         // may be any file the invoker can name.
         let text = validate::escape_controls(&text);
@@ -700,6 +735,18 @@ fn unknown_key_message(message: &str) -> Option<String> {
         Some(best) => format!("unknown key `{unknown}`; did you mean `{best}`?"),
         None => format!("unknown key `{unknown}`; valid keys here: {}", names.join(", ")),
     })
+}
+
+/// Rewrites serde's "unknown variant `x`, expected one of `a`, `b`" (or "expected `a` or `b`")
+/// as "`key`: "x" is not one of a, b (did you mean `a`?)".
+fn unknown_word_message(message: &str, key: Option<&str>) -> Option<String> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let parts: Vec<&str> = rest.split('`').collect();
+    let unknown = parts.first()?;
+    let words: Vec<&str> = parts.iter().skip(2).step_by(2).copied().collect();
+    let hint = locate::closest(unknown, words.iter().copied()).map(|c| format!(" (did you mean `{c}`?)"));
+    let key = key.map(|k| format!("`{k}`: ")).unwrap_or_default();
+    Some(format!("{key}{} is not one of {}{}", validate::quoted(unknown), words.join(", "), hint.unwrap_or_default()))
 }
 
 /// Merges `from` into `into` per key (tables recursively; anything else, lists included, is
@@ -985,17 +1032,17 @@ mod tests {
         };
         let mut firewall = raw::RawFirewall::default();
         firewall.allow.push(raw::RawRule {
-            action: Some("allow".into()),
+            action: Some(Action::Allow),
             port: raw::RawPort::Number(22),
-            proto: "tcp".into(),
+            proto: Proto::Tcp,
             from: "any".into(),
             comment: Some("ssh".into()),
-            target: Some("host".into()),
+            target: Some(Target::Host),
         });
         firewall.rule.push(raw::RawRule {
-            action: Some("limit".into()),
+            action: Some(Action::Limit),
             port: raw::RawPort::Number(22),
-            proto: "tcp".into(),
+            proto: Proto::Tcp,
             from: "any".into(),
             comment: None,
             target: None,
@@ -1006,7 +1053,7 @@ mod tests {
             firewall: Some(firewall),
             docker: Some(docker),
             swarm: Some(raw::RawSwarm {
-                role: Some("worker".into()),
+                role: Some(Role::Worker),
                 token_file: Some("/etc/vakt/swarm-join-token".into()),
                 ..Default::default()
             }),

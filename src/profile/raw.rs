@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    Action, Containers, DefaultSite, HttpVersion, Hypervisor, IoScheduler, Policy, Proto, Published, Requirement, Role,
+    StorageKind, Target,
+};
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
@@ -19,9 +24,9 @@ pub struct RawProfile {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHost {
-    pub hypervisor: String,
-    pub container: String,
-    pub storage: String,
+    pub hypervisor: Requirement<Hypervisor>,
+    pub container: Containers,
+    pub storage: Requirement<StorageKind>,
     pub storage_paths: Vec<String>,
     pub latency_probe: bool,
     /// Any TOML value, so that a wrong one (-1, 1.5, "500", nan, 2^64) is named with its key
@@ -32,9 +37,9 @@ pub struct RawHost {
 impl Default for RawHost {
     fn default() -> Self {
         RawHost {
-            hypervisor: "kvm".into(),
-            container: "forbid".into(),
-            storage: "nvme".into(),
+            hypervisor: Requirement::Exactly(Hypervisor::Kvm),
+            container: Containers::Forbid,
+            storage: Requirement::Exactly(StorageKind::Nvme),
             storage_paths: vec!["/".into(), "/var/lib/docker".into()],
             latency_probe: true,
             nvme_p50_us: toml::Value::Integer(500),
@@ -60,14 +65,14 @@ impl Default for RawPackages {
 #[serde(deny_unknown_fields, default)]
 pub struct RawFirewall {
     pub enabled: bool,
-    pub incoming: String,
-    pub outgoing: String,
-    pub routed: String,
+    pub incoming: Policy,
+    pub outgoing: Policy,
+    pub routed: Policy,
     pub prune: bool,
     /// Networks the operator administers the host from (the SSH lockout guard's judge).
     pub admin: Vec<String>,
     /// Who decides which Docker-published ports the outside reaches: "docker" or "profile".
-    pub published_ports: String,
+    pub published_ports: Published,
     pub allow: Vec<RawRule>,
     /// Rules with an `action` (allow, limit, deny, reject).
     pub rule: Vec<RawRule>,
@@ -77,12 +82,12 @@ impl Default for RawFirewall {
     fn default() -> Self {
         RawFirewall {
             enabled: true,
-            incoming: "deny".into(),
-            outgoing: "allow".into(),
-            routed: "disabled".into(),
+            incoming: Policy::Deny,
+            outgoing: Policy::Allow,
+            routed: Policy::Disabled,
             prune: false,
             admin: Vec::new(),
-            published_ports: "docker".into(),
+            published_ports: Published::Docker,
             allow: Vec::new(),
             rule: Vec::new(),
         }
@@ -127,21 +132,21 @@ impl<'de> Deserialize<'de> for RawPort {
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
+    pub action: Option<Action>,
     pub port: RawPort,
     #[serde(default = "default_proto")]
-    pub proto: String,
+    pub proto: Proto,
     #[serde(default = "default_from")]
     pub from: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     /// "host" (ufw's own rules, the default) or "containers" (Docker-published ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<Target>,
 }
 
-fn default_proto() -> String {
-    "tcp".into()
+fn default_proto() -> Proto {
+    Proto::Tcp
 }
 
 fn default_from() -> String {
@@ -179,7 +184,7 @@ pub struct RawSwarm {
     pub init: bool,
     /// `init`, `manager` or `worker`; absent, `init` decides (`true`: `init`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub advertise_addr: String,
     pub listen_addr: String,
     /// Managers to join through (`ADDRESS[:PORT]`), for `manager` and `worker`.
@@ -226,13 +231,13 @@ pub struct RawNginx {
     pub tcp_nodelay: bool,
     pub client_body_buffer_size: String,
     pub client_max_body_size: String,
-    pub proxy_http_version: String,
+    pub proxy_http_version: HttpVersion,
     pub proxy_clear_connection: bool,
     pub proxy_read_timeout: String,
     pub proxy_send_timeout: String,
     pub longest_invocation: String,
     pub include_sites: bool,
-    pub default_site: String,
+    pub default_site: DefaultSite,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawNginxTls>,
 }
@@ -295,13 +300,13 @@ impl Default for RawNginx {
             tcp_nodelay: true,
             client_body_buffer_size: "128k".into(),
             client_max_body_size: "50m".into(),
-            proxy_http_version: "1.1".into(),
+            proxy_http_version: HttpVersion::V1_1,
             proxy_clear_connection: true,
             proxy_read_timeout: "300s".into(),
             proxy_send_timeout: "300s".into(),
             longest_invocation: "300s".into(),
             include_sites: true,
-            default_site: "disable".into(),
+            default_site: DefaultSite::Disable,
             tls: None,
         }
     }
@@ -311,13 +316,13 @@ impl Default for RawNginx {
 #[serde(deny_unknown_fields, default)]
 pub struct RawTuning {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub io_scheduler: Option<String>,
+    pub io_scheduler: Option<IoScheduler>,
     pub sysctl: toml::Table,
 }
 
 impl Default for RawTuning {
     fn default() -> Self {
-        RawTuning { io_scheduler: Some("none".into()), sysctl: toml::Table::new() }
+        RawTuning { io_scheduler: Some(IoScheduler::None), sysctl: toml::Table::new() }
     }
 }
 

@@ -84,19 +84,6 @@ pub(super) fn escape_controls(message: &str) -> String {
     crate::escape::controls(message)
 }
 
-fn one_of<'a>(section: &str, key: &str, value: &'a str, allowed: &[&str]) -> Result<&'a str, KeyError> {
-    if allowed.contains(&value) {
-        Ok(value)
-    } else {
-        let hint = locate::closest(value, allowed.iter().copied()).map(|c| format!(" (did you mean `{c}`?)"));
-        Err(err(
-            section,
-            key,
-            format!("{} is not one of {}{}", quoted(value), allowed.join(", "), hint.unwrap_or_default()),
-        ))
-    }
-}
-
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -105,22 +92,13 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// The longest window the watchdog keeps, in samples (a ring of 48-byte entries: about 5 MB).
 pub const MAX_WINDOW_SAMPLES: u128 = 100_000;
 
-const HYPERVISORS: &[&str] = &["any", "none", "kvm", "qemu", "xen", "vmware", "microsoft", "oracle", "amazon"];
-const STORAGE: &[&str] = &["any", "nvme", "virtio", "ssd", "scsi", "rotational"];
-
 pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyError> {
-    let requirement = |v: &str| {
-        if v == "any" { Requirement::Any } else { Requirement::Exactly(v.to_string()) }
-    };
     let host = match raw.host {
         None => None,
         Some(h) => Some(HostReq {
-            hypervisor: requirement(one_of("host", "hypervisor", &h.hypervisor, HYPERVISORS)?),
-            forbid_container: one_of("host", "container", &h.container, &["forbid", "allow"])? == "forbid",
-            storage: match one_of("host", "storage", &h.storage, STORAGE)? {
-                "any" => Requirement::Any,
-                word => Requirement::Exactly(StorageKind::parse(word).unwrap_or(StorageKind::Unknown)),
-            },
+            hypervisor: h.hypervisor,
+            forbid_container: h.container == Containers::Forbid,
+            storage: h.storage,
             storage_paths: absolute_paths("host", "storage_paths", &h.storage_paths)?,
             probe: Some(threshold(&h)?).filter(|_| h.latency_probe),
         }),
@@ -210,8 +188,12 @@ fn valid_interface_name(name: &str) -> bool {
 }
 
 fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
-    let policy = |key: &str, value: &str, allowed: &[&str]| -> Result<Policy, KeyError> {
-        one_of("firewall", key, value, allowed).map(|v| Policy::parse(v).unwrap_or(Policy::Deny))
+    // `disabled` is a policy for routed traffic only.
+    let policy = |key: &str, value: Policy| -> Result<Policy, KeyError> {
+        if value == Policy::Disabled {
+            return Err(err("firewall", key, "\"disabled\" is for `routed` only; use allow, deny or reject"));
+        }
+        Ok(value)
     };
     let mut rules: Vec<(Rule, &str, usize)> = Vec::new();
     let lists = [("allow", f.allow), ("rule", f.rule)];
@@ -231,10 +213,7 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
         }
     }
     let admin = cidrs("firewall", "admin", &f.admin, "203.0.113.0/24")?;
-    let published = match one_of("firewall", "published_ports", &f.published_ports, &["docker", "profile"])? {
-        "profile" => Published::Profile,
-        _ => Published::Docker,
-    };
+    let published = f.published_ports;
     if published == Published::Docker
         && let Some((_, list, i)) = rules.iter().find(|(r, _, _)| r.target == Target::Containers)
     {
@@ -249,9 +228,9 @@ fn validate_firewall(f: raw::RawFirewall) -> Result<Firewall, KeyError> {
     }
     Ok(Firewall {
         enabled: f.enabled,
-        incoming: policy("incoming", &f.incoming, &["allow", "deny", "reject"])?,
-        outgoing: policy("outgoing", &f.outgoing, &["allow", "deny", "reject"])?,
-        routed: policy("routed", &f.routed, &["allow", "deny", "reject", "disabled"])?,
+        incoming: policy("incoming", f.incoming)?,
+        outgoing: policy("outgoing", f.outgoing)?,
+        routed: f.routed,
         prune: f.prune,
         admin,
         published,
@@ -267,17 +246,15 @@ fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError
         key: key.into(),
         message,
     };
-    let action = match (list, r.action.as_deref()) {
+    let action = match (list, r.action) {
         (_, None) => Action::Allow,
-        ("allow", Some("allow")) => Action::Allow,
-        ("allow", Some(other)) => {
+        ("allow", Some(other)) if other != Action::Allow => {
             return Err(at(
                 "action",
-                format!("{} in [[firewall.allow]]: write it as a [[firewall.rule]]", quoted(other)),
+                format!("{} in [[firewall.allow]]: write it as a [[firewall.rule]]", quoted(other.as_str())),
             ));
         }
-        (_, Some(text)) => Action::parse(text)
-            .ok_or_else(|| at("action", format!("{} is not one of allow, limit, deny, reject", quoted(text))))?,
+        (_, Some(action)) => action,
     };
     let ports = match &r.port {
         raw::RawPort::Number(p) => (*p, *p),
@@ -288,12 +265,7 @@ fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError
     if ports.0 == 0 {
         return Err(at("port", "port 0 is not a port; use 1-65535".into()));
     }
-    let proto = match r.proto.as_str() {
-        "tcp" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        "both" | "any" => Proto::Both,
-        other => return Err(at("proto", format!("{} is not one of tcp, udp, both", quoted(other)))),
-    };
+    let proto = r.proto;
     if ports.0 != ports.1 && proto == Proto::Both {
         return Err(at("proto", "ufw needs a port range to be tcp or udp, not both".into()));
     }
@@ -315,11 +287,7 @@ fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError
     if let Some(c) = &r.comment {
         ufw_comment(c).map_err(|m| at("comment", m))?;
     }
-    let target = match r.target.as_deref() {
-        None | Some("host") => Target::Host,
-        Some("containers") => Target::Containers,
-        Some(other) => return Err(at("target", format!("{} is not one of host, containers", quoted(other)))),
-    };
+    let target = r.target.unwrap_or(Target::Host);
     if target == Target::Containers && action == Action::Limit {
         return Err(at("action", "ufw rate-limits the host's own ports only: use allow for containers".into()));
     }
@@ -385,19 +353,13 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     Some(net.trunc())
 }
 
-const ROLES: &[&str] = &["init", "manager", "worker"];
-
 fn validate_swarm(s: raw::RawSwarm) -> Result<Swarm, KeyError> {
-    let role = match s.role.as_deref() {
+    let role = match s.role {
         None => s.init.then_some(Role::Init),
-        Some(text) => Some(match one_of("swarm", "role", text, ROLES)? {
-            "init" if !s.init => {
-                return Err(err("swarm", "role", "role = \"init\" contradicts init = false; remove one of them"));
-            }
-            "init" => Role::Init,
-            "manager" => Role::Manager,
-            _ => Role::Worker,
-        }),
+        Some(Role::Init) if !s.init => {
+            return Err(err("swarm", "role", "role = \"init\" contradicts init = false; remove one of them"));
+        }
+        Some(role) => Some(role),
     };
     for (key, text) in [("advertise_addr", &s.advertise_addr), ("listen_addr", &s.listen_addr)] {
         if let Some(why) = leading_zero(text) {
@@ -653,7 +615,6 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
             format!("{} is not \"auto\" or a number from 1 to 1024", quoted(&n.worker_processes)),
         ));
     }
-    one_of("nginx", "proxy_http_version", &n.proxy_http_version, &["1.0", "1.1"])?;
     if n.upstream.is_empty() {
         return Err(err("nginx", "upstream", "list at least one upstream server, e.g. [\"127.0.0.1:8080\"]"));
     }
@@ -688,7 +649,7 @@ fn validate_nginx(n: raw::RawNginx) -> Result<Nginx, KeyError> {
         longest_invocation: span("nginx", "longest_invocation", &n.longest_invocation, long)?,
         listen: nginx_listen(&n.listen)?,
         include_sites: n.include_sites,
-        disable_default_site: one_of("nginx", "default_site", &n.default_site, &["disable", "keep"])? == "disable",
+        disable_default_site: n.default_site == DefaultSite::Disable,
         tls: match n.tls.map(validate_nginx_tls).transpose()? {
             // Two default servers on one address: nginx -t refuses every render once a
             // certificate exists.
@@ -885,11 +846,7 @@ fn validate_tuning(t: raw::RawTuning) -> Result<Tuning, KeyError> {
         }
         sysctl.insert(key, text);
     }
-    if let Some(s) = &t.io_scheduler {
-        one_of("tuning", "io_scheduler", s, &["none", "mq-deadline", "kyber", "bfq", "keep"])?;
-    }
-    // "keep" leaves the schedulers as they are.
-    Ok(Tuning { io_scheduler: t.io_scheduler.filter(|s| s != "keep"), sysctl })
+    Ok(Tuning { io_scheduler: t.io_scheduler.filter(|s| *s != IoScheduler::Keep), sysctl })
 }
 
 fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {

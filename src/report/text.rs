@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::TextStyle;
-use crate::engine::Report;
+use crate::engine::{Report, Run};
 use crate::resource::host::Machine;
 use crate::resource::{ResourceReport, Status};
 
@@ -30,8 +30,8 @@ fn clean(text: &str) -> String {
 }
 
 pub fn render(report: &Report, style: TextStyle) -> String {
-    let mut out = header(report.command, report.dry_run, &report.profile, &report.machine, style);
-    let would = report.dry_run || report.command == "check";
+    let mut out = header(report.command.as_str(), report.dry_run, &report.profile, &report.machine, style);
+    let would = report.dry_run || report.command == Run::Check;
     for r in &report.resources {
         out.push_str(&resource(r, style, would));
     }

@@ -347,7 +347,7 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
         v4: Family::from_save(&save, false, want),
         v6,
         v6_unread: save6.err(),
-        incoming: setting(&defaults, "DEFAULT_INPUT_POLICY").and_then(|v| Policy::parse(&v)),
+        incoming: setting(&defaults, "DEFAULT_INPUT_POLICY").and_then(|v| Policy::from_ufw(&v)),
         rules,
         names,
     })

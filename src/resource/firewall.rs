@@ -717,7 +717,7 @@ impl Resource for Firewall<'_> {
         let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
         let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
         let (rules, unreadable) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
-        let policy = |key| setting(&defaults, key).and_then(|v| Policy::parse(&v));
+        let policy = |key| setting(&defaults, key).and_then(|v| Policy::from_ufw(&v));
         let mut after = Vec::new();
         for (v6, path) in [(false, "/etc/ufw/after.rules"), (true, "/etc/ufw/after6.rules")] {
             if !v6 || ipv6 {
@@ -1308,7 +1308,7 @@ mod properties {
                 }
             }
             "default" => {
-                let p = Policy::parse(words[2]);
+                let p = Policy::from_ufw(words[2]);
                 match words[3] {
                     "incoming" => o.incoming = p,
                     "outgoing" => o.outgoing = p,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::probe::{self, Class, Outcome, Threshold};
 use super::{Finding, Plan, Resource, Status};
 use crate::host::Host;
-use crate::profile::{HostReq, Requirement, StorageKind};
+use crate::profile::{HostReq, Hypervisor, Requirement, StorageKind};
 
 /// The report header: what machine this is.
 #[derive(Debug, Clone, Serialize)]
@@ -43,8 +43,8 @@ impl Machine {
 
 /// A verdict with the signals that led to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Detection {
-    pub verdict: String,
+pub struct Detection<T> {
+    pub verdict: T,
     pub evidence: Vec<String>,
 }
 
@@ -62,8 +62,9 @@ pub struct StorageVerdict {
 pub struct Observed {
     /// An image prepared offline (`--root` without a captured /proc): nothing to judge yet.
     image: bool,
-    hypervisor: Detection,
-    container: Detection,
+    hypervisor: Detection<Hypervisor>,
+    /// The container technology (`systemd-detect-virt --container`'s name), if in one.
+    container: Detection<Option<String>>,
     storage: Vec<StorageVerdict>,
 }
 
@@ -154,21 +155,19 @@ impl Resource for HostVerdicts<'_> {
         let status = match &self.req.hypervisor {
             Requirement::Any => Status::Ok,
             Requirement::Exactly(want) if *want == hv.verdict => Status::Ok,
-            Requirement::Exactly(_) if hv.verdict == "vm" => Status::Unknown,
+            Requirement::Exactly(_) if hv.verdict == Hypervisor::Vm => Status::Unknown,
             Requirement::Exactly(_) => Status::Drift,
         };
-        let want = match &self.req.hypervisor {
-            Requirement::Any => "any".to_string(),
-            Requirement::Exactly(w) => w.clone(),
-        };
+        let want = self.req.hypervisor;
         let mut f = Finding::new("host.hypervisor", format!("hypervisor is {} (required: {want})", hv.verdict), status);
         f.evidence = hv.evidence.clone();
         plan.pass(f);
 
         let ct = &o.container;
-        let status = if self.req.forbid_container && ct.verdict != "none" { Status::Drift } else { Status::Ok };
+        let status = if self.req.forbid_container && ct.verdict.is_some() { Status::Drift } else { Status::Ok };
         let rule = if self.req.forbid_container { "forbidden" } else { "allowed" };
-        let mut f = Finding::new("host.container", format!("container: {} (containers {rule})", ct.verdict), status);
+        let name = ct.verdict.as_deref().unwrap_or("none");
+        let mut f = Finding::new("host.container", format!("container: {name} (containers {rule})"), status);
         f.evidence = ct.evidence.clone();
         plan.pass(f);
 
@@ -255,20 +254,20 @@ fn storage_finding(want: &Requirement<StorageKind>, threshold: Option<&Threshold
 
 /// Hypervisor from CPUID (live host only), `/sys/hypervisor/type`, DMI and the cpuinfo flag.
 /// Names follow `systemd-detect-virt --vm`.
-pub fn hypervisor(host: &Host) -> Detection {
+pub fn hypervisor(host: &Host) -> Detection<Hypervisor> {
     let mut evidence = Vec::new();
-    let mut votes: Vec<&'static str> = Vec::new();
+    let mut votes: Vec<Hypervisor> = Vec::new();
     if host.is_live()
         && let Some(vendor) = cpuid_vendor()
     {
         let name = match vendor.as_str() {
-            "KVMKVMKVM" => "kvm",
-            "TCGTCGTCGTCG" => "qemu",
-            "Microsoft Hv" => "microsoft",
-            "VMwareVMware" => "vmware",
-            "XenVMMXenVMM" => "xen",
-            "bhyve bhyve " => "bhyve",
-            _ => "vm",
+            "KVMKVMKVM" => Hypervisor::Kvm,
+            "TCGTCGTCGTCG" => Hypervisor::Qemu,
+            "Microsoft Hv" => Hypervisor::Microsoft,
+            "VMwareVMware" => Hypervisor::Vmware,
+            "XenVMMXenVMM" => Hypervisor::Xen,
+            "bhyve bhyve " => Hypervisor::Bhyve,
+            _ => Hypervisor::Vm,
         };
         evidence.push(format!("CPUID 0x40000000 vendor {vendor:?} → {name}"));
         votes.push(name);
@@ -276,7 +275,7 @@ pub fn hypervisor(host: &Host) -> Detection {
     if let Some(t) = host.read_opt("/sys/hypervisor/type") {
         evidence.push(format!("/sys/hypervisor/type = {t}"));
         if t == "xen" {
-            votes.push("xen");
+            votes.push(Hypervisor::Xen);
         }
     }
     let dmi = ["sys_vendor", "product_name", "bios_vendor"]
@@ -296,32 +295,34 @@ pub fn hypervisor(host: &Host) -> Detection {
 
     let verdict = match votes.first() {
         Some(first) => *first,
-        None if flag => "vm",
-        None => "none",
+        None if flag => Hypervisor::Vm,
+        None => Hypervisor::None,
     };
     if votes.iter().any(|v| *v != verdict) {
-        evidence.push(format!("signals disagree ({}); CPUID, then /sys/hypervisor, then DMI decide", votes.join(", ")));
+        let names: Vec<&str> = votes.iter().map(|v| v.as_str()).collect();
+        evidence.push(format!("signals disagree ({}); CPUID, then /sys/hypervisor, then DMI decide", names.join(", ")));
     }
-    Detection { verdict: verdict.into(), evidence }
+    Detection { verdict, evidence }
 }
 
-fn dmi_vendor(value: &str) -> Option<&'static str> {
-    const TABLE: &[(&str, &str)] = &[
-        ("KVM", "kvm"),
-        ("OpenStack", "kvm"),
-        ("KubeVirt", "kvm"),
-        ("Amazon EC2", "amazon"),
-        ("QEMU", "qemu"),
-        ("VMware", "vmware"),
-        ("VMW", "vmware"),
-        ("innotek GmbH", "oracle"),
-        ("VirtualBox", "oracle"),
-        ("Xen", "xen"),
-        ("Bochs", "bochs"),
-        ("Parallels", "parallels"),
-        ("BHYVE", "bhyve"),
-        ("Hyper-V", "microsoft"),
-        ("Virtual Machine", "microsoft"),
+fn dmi_vendor(value: &str) -> Option<Hypervisor> {
+    use Hypervisor::*;
+    const TABLE: &[(&str, Hypervisor)] = &[
+        ("KVM", Kvm),
+        ("OpenStack", Kvm),
+        ("KubeVirt", Kvm),
+        ("Amazon EC2", Amazon),
+        ("QEMU", Qemu),
+        ("VMware", Vmware),
+        ("VMW", Vmware),
+        ("innotek GmbH", Oracle),
+        ("VirtualBox", Oracle),
+        ("Xen", Xen),
+        ("Bochs", Bochs),
+        ("Parallels", Parallels),
+        ("BHYVE", Bhyve),
+        ("Hyper-V", Microsoft),
+        ("Virtual Machine", Microsoft),
     ];
     TABLE.iter().find(|(prefix, _)| value.starts_with(prefix)).map(|(_, name)| *name)
 }
@@ -346,9 +347,9 @@ fn cpuid_vendor() -> Option<String> {
 
 /// Container from the OpenVZ files, systemd's marker, PID 1's environment, runtime marker
 /// files and cgroup paths. Names follow `systemd-detect-virt --container`.
-pub fn container(host: &Host) -> Detection {
+pub fn container(host: &Host) -> Detection<Option<String>> {
     let mut evidence = Vec::new();
-    let found = |verdict: &str, evidence: Vec<String>| Detection { verdict: verdict.into(), evidence };
+    let found = |name: &str, evidence: Vec<String>| Detection { verdict: Some(name.to_string()), evidence };
     if host.path("/proc/vz").exists() && !host.path("/proc/bc").exists() {
         evidence.push("/proc/vz exists and /proc/bc does not (OpenVZ guest)".into());
         if host.path("/proc/user_beancounters").exists() {
@@ -384,7 +385,7 @@ pub fn container(host: &Host) -> Detection {
         "no container marker found (OpenVZ files, /run/systemd/container, PID 1 environment, runtime markers, cgroups)"
             .into(),
     );
-    found("none", evidence)
+    Detection { verdict: None, evidence }
 }
 
 /// The storage under `path`: its mount from mountinfo, then `/sys/dev/block` through
@@ -670,8 +671,8 @@ mod tests {
 
     #[test]
     fn dmi_names_follow_systemd() {
-        assert_eq!(dmi_vendor("QEMU"), Some("qemu"));
-        assert_eq!(dmi_vendor("KVM"), Some("kvm"));
+        assert_eq!(dmi_vendor("QEMU"), Some(Hypervisor::Qemu));
+        assert_eq!(dmi_vendor("KVM"), Some(Hypervisor::Kvm));
         assert_eq!(dmi_vendor("Dell Inc."), None);
     }
 }

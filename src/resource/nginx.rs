@@ -13,7 +13,7 @@ mod tls;
 use super::{Finding, Gauge, Plan, Resource, Status};
 use crate::fsutil;
 use crate::host::Host;
-use crate::profile::Nginx as Wanted;
+use crate::profile::{HttpVersion, Nginx as Wanted};
 
 const NGINX_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -187,7 +187,7 @@ fn proxy_location(c: &mut String, n: &Wanted) {
 /// Plan-time warnings about settings that defeat themselves.
 pub fn lint(n: &Wanted, open_ports: &[u16]) -> Vec<String> {
     let mut w = Vec::new();
-    if n.upstream_keepalive > 0 && (n.proxy_http_version != "1.1" || !n.proxy_clear_connection) {
+    if n.upstream_keepalive > 0 && (n.proxy_http_version != HttpVersion::V1_1 || !n.proxy_clear_connection) {
         w.push("upstream keepalive is inert: it needs proxy_http_version 1.1 and an empty Connection header (proxy_clear_connection = true)".into());
     }
     if n.proxy_read_timeout < n.longest_invocation {

@@ -11,7 +11,7 @@ use std::path::Path;
 use ipnet::IpNet;
 
 use super::{Fact, Finding, Plan, Resource, Status};
-use crate::engine_api::{Engine, EngineFacts, NodeFacts};
+use crate::engine_api::{Engine, EngineFacts, NodeFacts, Reachability, SwarmState};
 use crate::host::Host;
 use crate::profile::{Advertise, Firewall, Role, SWARM_GOSSIP_PORT, SWARM_VXLAN_PORT, Swarm as Wanted, TokenSource};
 use crate::resource::netaddr;
@@ -103,7 +103,8 @@ fn quorum(plan: &mut Plan<Change>, nodes: &[NodeFacts]) {
     let count = managers.len();
     plan.fact(Fact::number("managers", "Managers in the swarm, as a manager lists them.", count as i64));
     plan.fact(Fact::number("nodes", "Nodes in the swarm, as a manager lists them.", nodes.len() as i64));
-    let unreachable: Vec<&&NodeFacts> = managers.iter().filter(|n| n.reachability != "reachable").collect();
+    let unreachable: Vec<&&NodeFacts> =
+        managers.iter().filter(|n| n.reachability != Some(Reachability::Reachable)).collect();
     let tolerates = count.saturating_sub(1) / 2;
     let id = "swarm.quorum";
     if unreachable.is_empty() {
@@ -116,7 +117,13 @@ fn quorum(plan: &mut Plan<Change>, nodes: &[NodeFacts]) {
     } else {
         let mut f = Finding::new(id, format!("{} of {count} managers not reachable", unreachable.len()), Status::Drift);
         for n in &unreachable {
-            f.evidence.push(format!("manager {} ({}, node {}) is {}", n.hostname, n.addr, n.id, n.reachability));
+            f.evidence.push(format!(
+                "manager {} ({}, node {}) is {}",
+                n.hostname,
+                n.addr,
+                n.id,
+                n.reachability.map_or("of unknown reachability", Reachability::as_str)
+            ));
         }
         let needed = count / 2 + 1;
         f.evidence.push(format!(
@@ -163,10 +170,10 @@ impl Resource for Swarm<'_> {
         let facts = engine.as_ref().map_err(Clone::clone).and_then(|e| e.facts().map_err(|e| format!("{e:#}")));
         let (mut token, mut nodes) = (None, None);
         if let (Ok(engine), Ok(facts)) = (&engine, &facts) {
-            if facts.swarm.state == "inactive" && self.joins().is_some() {
+            if facts.swarm.state == SwarmState::Inactive && self.joins().is_some() {
                 token = Some(read_token(host, &self.want.token));
             }
-            if facts.swarm.state == "active" && facts.swarm.manager {
+            if facts.swarm.state == SwarmState::Active && facts.swarm.manager {
                 nodes = Some(engine.nodes().map_err(|e| format!("{e:#}")));
             }
         }
@@ -194,7 +201,7 @@ impl Resource for Swarm<'_> {
             }
         };
         let s = &facts.swarm;
-        if s.state == "active" {
+        if s.state == SwarmState::Active {
             plan.fact(Fact::text("role", if s.manager { "manager" } else { "worker" }));
             if let Some(cluster) = &s.cluster_id {
                 plan.fact(Fact::text("cluster_id", cluster.clone()));
@@ -203,7 +210,7 @@ impl Resource for Swarm<'_> {
         let (addr, why) = match &o.address {
             Ok(a) => a.clone(),
             Err(reason) => {
-                let status = if s.state == "active" { Status::Unknown } else { Status::Failed };
+                let status = if s.state == SwarmState::Active { Status::Unknown } else { Status::Failed };
                 let mut f = Finding::new(id, format!("cannot choose the advertise address: {reason}"), status);
                 f.evidence.push(format!("swarm is {}", s.state));
                 plan.pass(f);
@@ -212,18 +219,18 @@ impl Resource for Swarm<'_> {
         };
         let listen = self.want.listen_addr;
         let node = s.node_id.as_deref().unwrap_or("NODE");
-        match (s.state.as_str(), self.want.role) {
-            ("inactive", None) => {
+        match (s.state, self.want.role) {
+            (SwarmState::Inactive, None) => {
                 plan.pass(Finding::ok(id, "not in a swarm (the profile neither inits nor joins one)"))
             }
-            ("inactive", Some(Role::Init)) => {
+            (SwarmState::Inactive, Some(Role::Init)) => {
                 let cmd = format!(
                     "swarm init through the Engine API (docker swarm init --advertise-addr {addr} --listen-addr {listen})"
                 );
                 let f = Finding::drift(id, "swarm manager (not in a swarm yet)", cmd).with_evidence(why);
                 plan.fix(f, Change::Init { advertise: addr });
             }
-            ("inactive", Some(role)) => {
+            (SwarmState::Inactive, Some(role)) => {
                 let through = self.want.join.join(", ");
                 let title = format!("swarm {} (not in a swarm yet)", role.as_str());
                 let source = self.token_source(None);
@@ -244,8 +251,8 @@ impl Resource for Swarm<'_> {
                     None => plan.pass(Finding::unknown(id, title, "the join token was not read")),
                 }
             }
-            ("active", want) => self.plan_active(&mut plan, facts, want, addr, &why),
-            ("pending", _) => {
+            (SwarmState::Active, want) => self.plan_active(&mut plan, facts, want, addr, &why),
+            (SwarmState::Pending, _) => {
                 let mut f = Finding::unknown(
                     id,
                     "swarm is pending: the node is still trying to join",
@@ -420,7 +427,7 @@ mod tests {
             images: 0,
             containers: 0,
             swarm: SwarmFacts {
-                state: state.into(),
+                state: SwarmState::from_word(state).expect("a swarm state"),
                 manager,
                 node_addr: (state == "active").then(|| "10.0.0.2".into()),
                 node_id: (state == "active").then(|| "n2".into()),
@@ -517,8 +524,8 @@ mod tests {
             hostname: name.into(),
             manager,
             leader: false,
-            reachability: if manager { reach.into() } else { String::new() },
-            state: "ready".into(),
+            reachability: if manager { Reachability::from_word(reach) } else { None },
+            state: crate::engine_api::NodeStatus::Ready,
             addr: "10.0.0.9".into(),
         }
     }

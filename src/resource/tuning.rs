@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::{Finding, Plan, Resource, Status};
 use crate::fsutil;
 use crate::host::Host;
-use crate::profile::Tuning as Wanted;
+use crate::profile::{IoScheduler, Tuning as Wanted};
 
 const SYSCTL_FILE: &str = "/etc/sysctl.d/60-vakt.conf";
 const UDEV_RULE: &str = "/etc/udev/rules.d/60-vakt-scheduler.rules";
@@ -29,7 +29,7 @@ pub struct Observed {
 #[derive(Debug)]
 pub enum Action {
     Sysctl(String, String),
-    Scheduler(String, String),
+    Scheduler(String, IoScheduler),
     File(PathBuf, String),
 }
 
@@ -155,9 +155,10 @@ impl Resource for Tuning<'_> {
             for (disk, current, all) in &o.nvme {
                 let id = format!("tuning.scheduler.{disk}");
                 let title = format!("{disk} uses the {want} I/O scheduler");
-                if current == want {
+                let named = |text: &String| IoScheduler::from_word(text) == Some(*want);
+                if named(current) {
                     plan.pass(Finding::ok(id, title));
-                } else if !all.contains(want) {
+                } else if !all.iter().any(named) {
                     plan.pass(Finding::new(
                         id,
                         format!("{disk} does not offer the {want} scheduler (has {})", all.join(", ")),
@@ -167,7 +168,7 @@ impl Resource for Tuning<'_> {
                     let change = format!("write {want} to /sys/block/{disk}/queue/scheduler");
                     plan.fix(
                         Finding::drift(id, title, change).with_evidence(format!("now {current}")),
-                        Action::Scheduler(disk.clone(), want.clone()),
+                        Action::Scheduler(disk.clone(), *want),
                     );
                 }
             }
@@ -202,7 +203,7 @@ impl Resource for Tuning<'_> {
                 }
                 Action::Scheduler(disk, s) => {
                     let path = host.path(format!("/sys/block/{disk}/queue/scheduler"));
-                    std::fs::write(&path, &s).with_context(|| format!("failed to write {}", path.display()))?;
+                    std::fs::write(&path, s.as_str()).with_context(|| format!("failed to write {}", path.display()))?;
                 }
                 Action::File(path, content) => {
                     if let Some(dir) = path.parent() {

@@ -167,7 +167,7 @@ fn parse_tuple(t: &str, v6: bool) -> Option<UfwRule> {
         Some(_) => return None,
         None => (word, Log::Off),
     };
-    let action = Action::parse(action)?;
+    let action = Action::from_word(action)?;
     let (proto, other_proto) = match core[1] {
         "tcp" => (Proto::Tcp, None),
         "udp" => (Proto::Udp, None),
