@@ -518,16 +518,66 @@ pub struct Tuning {
     pub sysctl: BTreeMap<String, String>,
 }
 
+/// A period bounded at `MIN_MS..=MAX_MS` milliseconds: only [`Period::new`] makes one, so a
+/// timer made from it never gets zero (tokio's `interval` panics on it) nor a typo's week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Period<const MIN_MS: u64, const MAX_MS: u64>(Duration);
+
+impl<const MIN_MS: u64, const MAX_MS: u64> Period<MIN_MS, MAX_MS> {
+    pub const MIN: Duration = Duration::from_millis(MIN_MS);
+    pub const MAX: Duration = Duration::from_millis(MAX_MS);
+
+    pub fn new(d: Duration) -> Option<Self> {
+        (Self::MIN..=Self::MAX).contains(&d).then_some(Period(d))
+    }
+}
+
+impl<const MIN_MS: u64, const MAX_MS: u64> std::ops::Deref for Period<MIN_MS, MAX_MS> {
+    type Target = Duration;
+    fn deref(&self) -> &Duration {
+        &self.0
+    }
+}
+
+/// The watchdog's sampling interval: 100 ms to an hour.
+pub type Interval = Period<100, 3_600_000>;
+/// How often the watchdog audits the host: the audit runs commands with 30 s timeouts, so
+/// more often than a second is a typo; at most 30 days.
+pub type CheckEvery = Period<1_000, 2_592_000_000>;
+
+/// How many intervals the watchdog's window holds: 1 to [`Samples::MAX`]. Its ring grows with
+/// the samples taken, 24 bytes each (the watchdog's window test holds it to that): at most
+/// 2.4 MB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Samples(usize);
+
+impl Samples {
+    pub const MAX: usize = 100_000;
+
+    /// The samples of a window at an interval, when the window holds at least one and at most
+    /// [`Samples::MAX`].
+    pub fn of(window: Duration, interval: Interval) -> Option<Samples> {
+        let n = window.as_nanos() / interval.as_nanos();
+        usize::try_from(n).ok().filter(|n| (1..=Self::MAX).contains(n)).map(Samples)
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Watch {
-    pub interval: Duration,
+    pub interval: Interval,
+    /// At least one interval long: [`Watch::samples`] of them.
     pub window: Duration,
+    pub samples: Samples,
     pub steal_warn: f64,
     pub steal_clear: f64,
     pub iowait_warn: f64,
     pub iowait_clear: f64,
     pub metrics: Option<SocketAddr>,
-    pub check_every: Option<Duration>,
+    pub check_every: Option<CheckEvery>,
 }
 
 /// One profile document with the name it is reported under.
@@ -771,6 +821,23 @@ fn merge(into: &mut toml::Table, from: toml::Table, prefix: &str) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_and_windows_are_bounded_where_they_are_made() {
+        let ms = Duration::from_millis;
+        assert_eq!(Interval::new(Duration::ZERO), None);
+        assert_eq!(Interval::new(ms(99)), None);
+        assert_eq!(Interval::new(ms(3_600_001)), None);
+        let i = Interval::new(ms(100)).expect("the shortest");
+        assert_eq!(Samples::of(ms(99), i), None, "less than one interval");
+        assert_eq!(Samples::of(ms(100) * 100_000, i).map(Samples::get), Some(Samples::MAX));
+        assert_eq!(Samples::of(ms(100) * 100_001, i), None);
+        assert_eq!(Samples::of(Duration::MAX, i), None, "no overflow");
+        assert_eq!(CheckEvery::new(ms(999)), None);
+        let e =
+            parse("t", "[watch]\ninterval = \"100ms\"\nwindow = \"3h\"\n").map(|_| ()).expect_err("too many samples");
+        assert!(e.to_string().contains("`watch.window`"), "{e}");
+    }
 
     fn invalid(text: &str) -> String {
         format!("{:#}", parse("test.toml", text).expect_err("profile should be refused"))
@@ -1101,6 +1168,6 @@ mod tests {
         ];
         let watch = from_documents(&docs).expect("valid").watch.expect("watch");
         assert_eq!(watch.steal_warn, 30.0);
-        assert_eq!(watch.interval, Duration::from_secs(5));
+        assert_eq!(*watch.interval, Duration::from_secs(5));
     }
 }

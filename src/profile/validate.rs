@@ -89,9 +89,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// The longest window the watchdog keeps, in samples (a ring of 48-byte entries: about 5 MB).
-pub const MAX_WINDOW_SAMPLES: u128 = 100_000;
-
 pub(super) fn validate(raw: RawProfile, source: &str) -> Result<Profile, KeyError> {
     let host = match raw.host {
         None => None,
@@ -850,9 +847,11 @@ fn validate_tuning(t: raw::RawTuning) -> Result<Tuning, KeyError> {
 }
 
 fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
-    let interval = duration("watch", "interval", &w.interval, Duration::from_millis(100)..=HOUR)?;
-    let longest = (interval * MAX_WINDOW_SAMPLES as u32).min(7 * DAY);
-    let window = duration("watch", "window", &w.window, interval..=longest)?;
+    let interval = duration("watch", "interval", &w.interval, Interval::MIN..=Interval::MAX)?;
+    let interval = Interval::new(interval).expect("in range");
+    let longest = (*interval * Samples::MAX as u32).min(7 * DAY);
+    let window = duration("watch", "window", &w.window, *interval..=longest)?;
+    let samples = Samples::of(window, interval).expect("a window of one interval to the longest");
     for (key, v) in [
         ("steal_warn", w.steal_warn),
         ("steal_clear", w.steal_clear),
@@ -885,11 +884,15 @@ fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
     };
     let check_every = match &w.check_every {
         None => None,
-        Some(c) => Some(duration("watch", "check_every", c, SECOND..=30 * DAY)?),
+        Some(c) => {
+            let every = duration("watch", "check_every", c, CheckEvery::MIN..=CheckEvery::MAX)?;
+            Some(CheckEvery::new(every).expect("in range"))
+        }
     };
     Ok(Watch {
         interval,
         window,
+        samples,
         steal_warn: w.steal_warn,
         steal_clear: w.steal_clear,
         iowait_warn: w.iowait_warn,

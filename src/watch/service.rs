@@ -15,25 +15,25 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::events::{self, Backoff, message_id};
-use super::limits::{self, Checked};
+use super::limits;
 use super::metrics::Metrics;
 use super::sampler::{self, Sample};
 use super::window::{Monitor, Reading};
 use crate::error::Invalid;
 use crate::host::Host;
 use crate::profile::units::format_duration;
-use crate::profile::{self, Profile};
+use crate::profile::{self, CheckEvery, Profile, Watch as Settings};
 
 pub fn run(profile_spec: Option<String>, root: PathBuf) -> anyhow::Result<u8> {
     let profile = profile::load(profile_spec.as_deref(), &root, true)?;
     let watchdog = limits::watchdog();
-    let checked = usable(&profile, watchdog)?;
+    let settings = usable(&profile, watchdog)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     let code = runtime.block_on(async {
-        let service = Service::start(profile_spec, root, profile, checked, watchdog).await?;
+        let service = Service::start(profile_spec, root, profile, settings, watchdog).await?;
         service.run().await
     });
     // A blocking read or audit still running must not hold up the exit.
@@ -41,13 +41,14 @@ pub fn run(profile_spec: Option<String>, root: PathBuf) -> anyhow::Result<u8> {
     code
 }
 
-/// The watch settings of `p`, checked against the bounds and the watchdog.
-fn usable(p: &Profile, watchdog: Option<Duration>) -> anyhow::Result<Checked> {
+/// The watch settings of `p`, checked against the watchdog.
+fn usable(p: &Profile, watchdog: Option<Duration>) -> anyhow::Result<Settings> {
     let settings = p
         .watch
         .as_ref()
         .ok_or_else(|| Invalid(format!("{} has no [watch] section; add one (see docs/profile.md)", p.source)))?;
-    Ok(limits::check(settings, watchdog)?)
+    limits::feeds(settings, watchdog)?;
+    Ok(settings.clone())
 }
 
 async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -75,7 +76,7 @@ struct Service {
     root: PathBuf,
     host: Host,
     profile: Profile,
-    checked: Checked,
+    settings: Settings,
     watchdog: Option<Duration>,
     monitor: Monitor,
     metrics: Arc<Mutex<Metrics>>,
@@ -95,12 +96,12 @@ impl Service {
         spec: Option<String>,
         root: PathBuf,
         profile: Profile,
-        checked: Checked,
+        settings: Settings,
         watchdog: Option<Duration>,
     ) -> anyhow::Result<Service> {
         let host = Host::new(&root);
         let metrics = Arc::new(Mutex::new(Metrics::default()));
-        let server = match checked.settings.metrics {
+        let server = match settings.metrics {
             Some(addr) => Some(tokio::spawn(super::http::serve(bind_metrics(addr).await?, metrics.clone()))),
             None => None,
         };
@@ -108,18 +109,18 @@ impl Service {
         let sampler = tokio::spawn(sampler::run(
             host.path("/proc/stat"),
             host.path("/proc/pressure"),
-            checked.settings.interval,
+            *settings.interval,
             tx.clone(),
         ));
         Ok(Service {
-            monitor: Monitor::new(&checked),
-            summary: timer(checked.summary_every),
-            audit_timer: checked.settings.check_every.map(timer),
+            monitor: Monitor::new(&settings),
+            summary: timer(settings.window),
+            audit_timer: settings.check_every.map(|e| timer(*e)),
             spec,
             root,
             host,
             profile,
-            checked,
+            settings,
             watchdog,
             metrics,
             server,
@@ -140,13 +141,13 @@ impl Service {
         }
         // `limits::check` made sure a sample completes in every half of the timeout.
         let mut pinger = self.watchdog.map(|w| timer(w / 2));
-        let s = &self.checked.settings;
+        let s = &self.settings;
         tracing::info!(
             MESSAGE_ID = message_id::STARTED,
             VAKT_INTERVAL_MS = s.interval.as_millis() as u64,
             "vakt watch started with {} (interval {}, window {})",
             self.profile.source,
-            format_duration(s.interval),
+            format_duration(*s.interval),
             format_duration(s.window)
         );
         let mut progressed = false;
@@ -179,7 +180,7 @@ impl Service {
                 }
                 _ = self.summary.tick() => {
                     if let Some((reading, sample, line)) = &last {
-                        events::summary(reading, sample, line, self.monitor.settings.interval);
+                        events::summary(reading, sample, line, *self.monitor.settings.interval);
                     }
                 }
                 _ = tick(&mut self.audit_timer) => self.start_audit(),
@@ -207,7 +208,7 @@ impl Service {
         }
         let reading = self.monitor.observe(sample.usage.clone());
         let line = events::status_line(&reading, &sample.pressure, self.monitor.settings.window);
-        events::report_sample(&reading, sample, &line, self.monitor.settings.interval);
+        events::report_sample(&reading, sample, &line, *self.monitor.settings.interval);
         events::update_metrics(&self.metrics, &reading, sample);
         if sample.pressure.iter().all(Option::is_none) && !*psi_told {
             tracing::info!(
@@ -259,32 +260,30 @@ impl Service {
     async fn reload(&mut self) -> anyhow::Result<String> {
         let profile = profile::load(self.spec.as_deref(), &self.root, true)?;
         let new = usable(&profile, self.watchdog)?;
-        let (old, s) = (&self.checked.settings, &new.settings);
+        let (old, s) = (&self.settings, &new);
         let listener = match s.metrics {
             Some(addr) if old.metrics != s.metrics => Some(bind_metrics(addr).await?),
             _ => None,
         };
         let mut changes = Vec::new();
-        let was = |d: Option<Duration>| d.map_or("off".to_string(), format_duration);
+        let was = |d: Option<CheckEvery>| d.map_or("off".to_string(), |d| format_duration(*d));
         if s.interval != old.interval {
-            changes.push(format!("interval {} (was {})", format_duration(s.interval), format_duration(old.interval)));
+            changes.push(format!("interval {} (was {})", format_duration(*s.interval), format_duration(*old.interval)));
             self.sampler.abort();
             self.sampler = tokio::spawn(sampler::run(
                 self.host.path("/proc/stat"),
                 self.host.path("/proc/pressure"),
-                s.interval,
+                *s.interval,
                 self.tx.clone(),
             ));
         }
         if s.window != old.window {
             changes.push(format!("window {} (was {})", format_duration(s.window), format_duration(old.window)));
-        }
-        if new.summary_every != self.checked.summary_every {
-            self.summary = timer(new.summary_every);
+            self.summary = timer(s.window);
         }
         if s.check_every != old.check_every {
             changes.push(format!("check_every {} (was {})", was(s.check_every), was(old.check_every)));
-            self.audit_timer = s.check_every.map(timer);
+            self.audit_timer = s.check_every.map(|e| timer(*e));
         }
         if s.metrics != old.metrics {
             let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
@@ -300,7 +299,7 @@ impl Service {
             changes.push("alarm thresholds".to_string());
         }
         self.monitor.reconfigure(&new);
-        self.checked = new;
+        self.settings = new;
         self.profile = profile;
         Ok(if changes.is_empty() {
             " (no change to the watch settings)".to_string()

@@ -4,8 +4,7 @@
 use std::collections::VecDeque;
 
 use super::cpu::{Ticks, Usage};
-use super::limits::{Checked, MAX_WINDOW_SAMPLES};
-use crate::profile::Watch as Settings;
+use crate::profile::{Samples, Watch as Settings};
 
 /// The last `capacity` intervals; averages are over summed ticks, so they are exact shares.
 #[derive(Debug)]
@@ -15,15 +14,14 @@ pub struct Window {
 }
 
 impl Window {
-    /// Memory grows with the samples actually taken, never with the capacity asked for, and the
-    /// capacity is bounded whatever the caller computed.
-    pub fn new(capacity: usize) -> Window {
-        Window { samples: VecDeque::new(), capacity: capacity.clamp(1, MAX_WINDOW_SAMPLES) }
+    /// Memory grows with the samples actually taken, never with the capacity asked for.
+    pub fn new(capacity: Samples) -> Window {
+        Window { samples: VecDeque::new(), capacity: capacity.get() }
     }
 
     /// Keeps the newest samples that fit the new capacity.
-    pub fn resize(&mut self, capacity: usize) {
-        self.capacity = capacity.clamp(1, MAX_WINDOW_SAMPLES);
+    pub fn resize(&mut self, capacity: Samples) {
+        self.capacity = capacity.get();
         let excess = self.samples.len().saturating_sub(self.capacity);
         self.samples.drain(..excess);
         self.samples.shrink_to_fit();
@@ -98,10 +96,9 @@ pub struct Reading {
 }
 
 impl Monitor {
-    pub fn new(c: &Checked) -> Monitor {
-        let s = &c.settings;
+    pub fn new(s: &Settings) -> Monitor {
         Monitor {
-            window: Window::new(c.window_samples),
+            window: Window::new(s.samples),
             steal: Alarm::new(s.steal_warn, s.steal_clear),
             iowait: Alarm::new(s.iowait_warn, s.iowait_clear),
             settings: s.clone(),
@@ -110,9 +107,8 @@ impl Monitor {
 
     /// Applies reloaded settings: the window keeps its newest samples, raised alarms stay
     /// raised (they clear by the new thresholds), so a reload neither forgets nor repeats.
-    pub fn reconfigure(&mut self, c: &Checked) {
-        let s = &c.settings;
-        self.window.resize(c.window_samples);
+    pub fn reconfigure(&mut self, s: &Settings) {
+        self.window.resize(s.samples);
         self.steal = Alarm { active: self.steal.active, ..Alarm::new(s.steal_warn, s.steal_clear) };
         self.iowait = Alarm { active: self.iowait.active, ..Alarm::new(s.iowait_warn, s.iowait_clear) };
         self.settings = s.clone();
@@ -152,9 +148,14 @@ mod tests {
         assert_eq!(events, vec![Transition::Raised, Transition::Cleared]);
     }
 
+    fn samples(n: u32) -> Samples {
+        let interval = crate::profile::Interval::new(std::time::Duration::from_secs(1)).expect("1s");
+        Samples::of(std::time::Duration::from_secs(n.into()), interval).expect("in range")
+    }
+
     #[test]
     fn window_averages_over_its_capacity() {
-        let mut w = Window::new(2);
+        let mut w = Window::new(samples(2));
         for steal in [100, 0, 10] {
             w.push(Ticks { steal, iowait: 0, total: 100 });
         }
@@ -162,32 +163,36 @@ mod tests {
     }
 
     #[test]
-    fn an_absurd_capacity_is_bounded_and_resizing_keeps_the_newest() {
-        let mut w = Window::new(usize::MAX);
-        assert_eq!(w.capacity, MAX_WINDOW_SAMPLES);
+    fn resizing_keeps_the_newest() {
+        let mut w = Window::new(samples(3));
         for steal in [100, 0, 10] {
             w.push(Ticks { steal, iowait: 0, total: 100 });
         }
-        w.resize(2);
+        w.resize(samples(2));
         assert_eq!(w.total().steal_pct(), 5.0);
-        w.resize(0);
+        w.resize(samples(1));
         assert_eq!(w.total().steal_pct(), 10.0);
     }
 
-    fn checked() -> Checked {
-        let s = crate::profile::parse(
+    /// The profile's bound on the window is stated in bytes: 24 per sample.
+    #[test]
+    fn a_sample_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Ticks>(), 24);
+    }
+
+    fn settings() -> Settings {
+        crate::profile::parse(
             "t",
             "[watch]\ninterval = \"1s\"\nwindow = \"3s\"\nsteal_warn = 10.0\nsteal_clear = 5.0\n",
         )
         .expect("valid")
         .watch
-        .expect("watch");
-        super::super::limits::check(&s, None).expect("usable")
+        .expect("watch")
     }
 
     #[test]
     fn scripted_samples_give_one_warning_and_one_recovery() {
-        let mut monitor = Monitor::new(&checked());
+        let mut monitor = Monitor::new(&settings());
         // Steal per interval, in ticks out of 100: calm, a noisy neighbour, calm again.
         let steal = [0u64, 1, 30, 40, 20, 8, 12, 9, 2, 1, 0, 6, 9, 1];
         let mut counters = [0u64; 8];
