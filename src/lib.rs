@@ -19,5 +19,6 @@ pub mod resource;
 pub mod rooted;
 pub mod runner;
 pub mod secret;
+pub mod sockets;
 pub mod watch;
 pub mod words;

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("engine_api", 2),
     // The machine, through those.
     ("host", 3),
+    ("sockets", 3),
     // One module per managed thing, and the rendered-output invariants they hold.
     ("resource", 4),
     ("invariants", 4),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::host::Host;
+use crate::profile::Proto;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SshFacts {
@@ -281,52 +282,9 @@ fn session(text: &str) -> Option<(IpAddr, u16)> {
 
 /// TCP ports in LISTEN state on sockets held by processes named `sshd`.
 fn listening_ports(host: &Host) -> BTreeSet<u16> {
-    let mut inodes = BTreeSet::new();
-    let Ok(procs) = std::fs::read_dir(host.path("/proc")) else { return BTreeSet::new() };
-    for p in procs.filter_map(|e| e.ok()) {
-        let dir = p.path();
-        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if !crate::fsutil::read_text(dir.join("comm")).is_ok_and(|c| c.trim() == "sshd") {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else { continue };
-        for fd in fds.filter_map(|e| e.ok()) {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && let Some(inode) =
-                    target.to_str().and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
-            {
-                inodes.insert(inode);
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return BTreeSet::new();
-    }
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| host.read_opt(t))
-        .flat_map(|t| listen_entries(&t))
-        .filter(|(_, inode)| inodes.contains(inode))
-        .map(|(port, _)| port)
-        .collect()
-}
-
-/// (local port, inode) of LISTEN sockets in a /proc/net/tcp table.
-fn listen_entries(table: &str) -> Vec<(u16, u64)> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.get(3) != Some(&"0A") {
-                return None;
-            }
-            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-            Some((port, f.get(9)?.parse().ok()?))
-        })
-        .collect()
+    let listeners = crate::sockets::listeners(host).unwrap_or_default();
+    let sshd = |l: &crate::sockets::Listener| l.holder.as_ref().is_some_and(|h| h.comm == "sshd");
+    listeners.iter().filter(|l| l.proto == Proto::Tcp && sshd(l)).map(|l| l.addr.port()).collect()
 }
 
 #[cfg(test)]
@@ -411,9 +369,28 @@ mod tests {
     }
 
     #[test]
-    fn parses_session_and_listen_tables() {
+    fn parses_session() {
         assert_eq!(session("203.0.113.9 51234 10.0.0.5 2222"), Some(("203.0.113.9".parse().expect("ip"), 2222)));
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1\n   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 4242 1\n";
-        assert_eq!(listen_entries(table), vec![(2222, 31337)]);
+    }
+
+    /// Under a root whose `/proc` has an sshd holding a listening socket and another process
+    /// holding a second one, only sshd's port counts.
+    #[test]
+    fn listening_ports_are_sshds_own() {
+        let header =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let tcp = format!(
+            "{header}   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0 0 0 0\n   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 0 0 0\n"
+        );
+        let root = tree(&[("proc/net/tcp", &tcp), ("proc/net/udp", header)]);
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        let rest = &stat[stat.rfind(')').expect("comm") + 1..];
+        for (pid, comm, inode) in [(700, "sshd", 31337), (701, "nginx", 4242)] {
+            let dir = root.path().join(format!("proc/{pid}"));
+            std::fs::create_dir_all(dir.join("fd")).expect("fd dir");
+            std::fs::write(dir.join("stat"), format!("{pid} ({comm}){rest}")).expect("stat");
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join("fd/3")).expect("fd");
+        }
+        assert_eq!(listening_ports(&Host::new(root.path())), [2222].into());
     }
 }

@@ -2,10 +2,8 @@
 //! their owners (procfs), Docker's DNAT rules and ufw's loaded chains (`iptables-save`,
 //! `ip6tables-save`). Parsing is a pure function of the saved tables.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use anyhow::Context;
 
 use crate::host::Host;
 use crate::profile::{Firewall as Wanted, Proto, Published};
@@ -105,55 +103,22 @@ pub fn parse_dnat(save: &str, v6: bool) -> Vec<Dnat> {
 /// Listening TCP sockets and unconnected UDP sockets on non-loopback addresses, both families,
 /// with the process holding each.
 pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
-    let mut wanted: HashMap<u64, (Proto, SocketAddr)> = HashMap::new();
-    let mut kernel = Vec::new();
     let outside = |a: &SocketAddr| !a.ip().is_loopback() && a.port() != 0;
-    let mut tcp = procfs::net::tcp().context("failed to read /proc/net/tcp")?;
-    tcp.extend(procfs::net::tcp6().unwrap_or_default());
-    for e in tcp.into_iter().filter(|e| e.state == procfs::net::TcpState::Listen && outside(&e.local_address)) {
-        wanted.insert(e.inode, (Proto::Tcp, e.local_address));
-    }
-    let mut udp = procfs::net::udp().context("failed to read /proc/net/udp")?;
-    udp.extend(procfs::net::udp6().unwrap_or_default());
-    // A connected UDP socket only hears its peer; an unconnected one hears anyone.
-    let unconnected = |e: &procfs::net::UdpNetEntry| e.remote_address.port() == 0;
-    for e in udp.into_iter().filter(|e| unconnected(e) && outside(&e.local_address)) {
-        match e.inode {
-            // Kernel sockets (a VXLAN tunnel's, for instance) have no inode and no process.
-            0 => kernel.push(Listener {
-                proto: Proto::Udp,
-                addr: e.local_address,
-                owner: Some("a kernel socket".into()),
-            }),
-            inode => drop(wanted.insert(inode, (Proto::Udp, e.local_address))),
-        }
-    }
-    let mut found = owners(host, &mut wanted)?;
-    found.extend(wanted.into_values().map(|(proto, addr)| Listener { proto, addr, owner: None }));
-    found.extend(kernel);
-    found.sort_by_key(|l| (l.proto, l.addr.port(), l.addr.is_ipv6(), l.addr.ip()));
-    Ok(found)
-}
-
-/// The sockets of `wanted` that a process holds, removed from it.
-fn owners(host: &Host, wanted: &mut HashMap<u64, (Proto, SocketAddr)>) -> anyhow::Result<Vec<Listener>> {
-    let mut found = Vec::new();
-    let procs = procfs::process::all_processes_with_root(host.path("/proc")).context("failed to list processes")?;
-    for process in procs.flatten() {
-        if wanted.is_empty() {
-            break;
-        }
-        let Ok(fds) = process.fd() else { continue };
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Socket(inode) = fd.target
-                && let Some((proto, addr)) = wanted.remove(&inode)
-            {
+    let mut found: Vec<Listener> = crate::sockets::listeners(host)?
+        .into_iter()
+        .filter(|l| outside(&l.addr))
+        .map(|l| Listener {
+            proto: l.proto,
+            addr: l.addr,
+            owner: match (l.holder, l.inode) {
                 // A process names itself (prctl): its name is the user's text, escaped here.
-                let comm = crate::escape::controls(&process.stat().map(|s| s.comm).unwrap_or_default());
-                found.push(Listener { proto, addr, owner: Some(format!("{comm} (pid {})", process.pid)) });
-            }
-        }
-    }
+                (Some(h), _) => Some(format!("{} (pid {})", crate::escape::controls(&h.comm), h.pid)),
+                (None, 0) => Some("a kernel socket".into()),
+                (None, _) => None,
+            },
+        })
+        .collect();
+    found.sort_by_key(|l| (l.proto, l.addr.port(), l.addr.is_ipv6(), l.addr.ip()));
     Ok(found)
 }
 

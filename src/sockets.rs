@@ -1,0 +1,89 @@
+//! The sockets the host listens on and the processes holding them, read through procfs from
+//! `/proc` under the root: the one reader the SSH port discovery and the exposure audit share.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use procfs::FromReadSI;
+
+use crate::host::Host;
+use crate::profile::Proto;
+
+/// A process holding a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: i32,
+    /// The name the process gave itself (prctl): any text, escape it before printing.
+    pub comm: String,
+}
+
+/// A listening TCP socket or an unconnected UDP one (which hears anyone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    /// 0 for a kernel socket (a VXLAN tunnel's), which no process holds.
+    pub inode: u64,
+    /// The first process found holding it; none for a kernel socket or one whose holder is
+    /// gone or hidden.
+    pub holder: Option<Holder>,
+}
+
+/// Every listener of both families, in table order, with its holder.
+pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
+    let info = procfs::current_system_info();
+    let table = |name: &str| host.path(format!("/proc/net/{name}"));
+    let mut tcp = procfs::net::TcpNetEntries::from_file(table("tcp"), info).context("failed to read /proc/net/tcp")?.0;
+    tcp.extend(procfs::net::TcpNetEntries::from_file(table("tcp6"), info).map(|t| t.0).unwrap_or_default());
+    let mut udp = procfs::net::UdpNetEntries::from_file(table("udp"), info).context("failed to read /proc/net/udp")?.0;
+    udp.extend(procfs::net::UdpNetEntries::from_file(table("udp6"), info).map(|t| t.0).unwrap_or_default());
+
+    let tcp = tcp
+        .into_iter()
+        .filter(|e| e.state == procfs::net::TcpState::Listen)
+        .map(|e| (Proto::Tcp, e.local_address, e.inode));
+    let udp = udp.into_iter().filter(|e| e.remote_address.port() == 0).map(|e| (Proto::Udp, e.local_address, e.inode));
+    let found: Vec<(Proto, SocketAddr, u64)> = tcp.chain(udp).collect();
+    let mut holders = holders(host, found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect())?;
+    Ok(found
+        .into_iter()
+        .map(|(proto, addr, inode)| Listener { proto, addr, inode, holder: holders.remove(&inode) })
+        .collect())
+}
+
+/// The process holding each of `wanted`'s inodes, as far as `/proc` shows them.
+fn holders(host: &Host, mut wanted: HashSet<u64>) -> anyhow::Result<HashMap<u64, Holder>> {
+    let mut found = HashMap::new();
+    let procs = procfs::process::all_processes_with_root(host.path("/proc")).context("failed to list processes")?;
+    for process in procs.flatten() {
+        if wanted.is_empty() {
+            break;
+        }
+        let Ok(fds) = process.fd() else { continue };
+        for fd in fds.flatten() {
+            if let procfs::process::FDTarget::Socket(inode) = fd.target
+                && wanted.remove(&inode)
+            {
+                let comm = process.stat().map(|s| s.comm).unwrap_or_default();
+                found.insert(inode, Holder { pid: process.pid, comm });
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test's own listening socket is found, with this process as its holder.
+    #[test]
+    fn finds_its_own_listener_and_holder() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let found = listeners(&Host::new("/")).expect("read /proc");
+        let me = found.iter().find(|l| l.proto == Proto::Tcp && l.addr == addr).expect("our listener");
+        assert_eq!(me.holder.as_ref().map(|h| h.pid), Some(std::process::id() as i32), "{me:?}");
+    }
+}
