@@ -426,7 +426,7 @@ fn the_model_predicts_every_verdict_the_kernel_gives() {
         let read = |rel: &str| std::fs::read_to_string(lab.sb.file(rel)).expect("ufw file");
         let (rules, unreadable) = parse_rules(&read("/etc/ufw/user.rules"), Some(&read("/etc/ufw/user6.rules")));
         assert!(unreadable.is_empty(), "{}: {unreadable:?}", list.name);
-        let policy = Policy::parse(
+        let policy = Policy::from_ufw(
             read("/etc/default/ufw")
                 .lines()
                 .find_map(|l| l.strip_prefix("DEFAULT_INPUT_POLICY="))
