@@ -8,6 +8,7 @@ pub mod engine;
 mod engine_api;
 pub mod error;
 pub mod escape;
+pub mod exposition;
 pub mod failpoint;
 pub mod fsutil;
 pub mod host;

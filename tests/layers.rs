@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Leaves: no import of the crate's own modules but each other.
     ("error", 0),
     ("escape", 0),
+    ("exposition", 0),
     ("failpoint", 0),
     ("logging", 0),
     ("cli", 0),

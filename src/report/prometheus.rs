@@ -1,77 +1,67 @@
-//! Prometheus text for node_exporter's textfile collector.
-
-use std::fmt::Write;
+//! Prometheus text for node_exporter's textfile collector: the audit's findings, facts and
+//! gauges, written with [`crate::exposition`].
 
 use crate::engine::Report;
+use crate::exposition::{Kind, Writer};
 use crate::resource::{FactValue, Status};
-
-fn label(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 /// Whether the audit could run at all; 0 when the profile or invocation was invalid.
 pub fn render_up(up: bool) -> String {
-    format!(
-        "# HELP vakt_check_up Whether the audit could run (1) or not (0, see vakt's error output).\n# TYPE vakt_check_up gauge\nvakt_check_up {}\n",
-        u8::from(up)
-    )
+    let mut w = Writer::default();
+    up_family(&mut w, up);
+    w.into_text()
+}
+
+fn up_family(w: &mut Writer, up: bool) {
+    let help = "Whether the audit could run (1) or not (0, see vakt's error output).";
+    w.single("vakt_check_up", Kind::Gauge, help, u8::from(up));
 }
 
 /// Each resource's facts: a gauge per number (`vakt_swarm_managers 3`) and one info series
 /// carrying the text facts as labels (`vakt_swarm_info{role="manager",...} 1`).
-fn render_facts(report: &Report, out: &mut String) {
+fn render_facts(report: &Report, w: &mut Writer) {
     for r in &report.resources {
         let mut labels = Vec::new();
         for f in &r.facts {
             match &f.value {
                 FactValue::Number(n) => {
-                    let name = format!("vakt_{}_{}", r.id, f.name);
-                    let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} gauge\n{name} {n}", f.help);
+                    w.single(&format!("vakt_{}_{}", r.id, f.name), Kind::Gauge, f.help, n);
                 }
-                FactValue::Text(t) => labels.push(format!("{}=\"{}\"", f.name, label(t))),
+                FactValue::Text(t) => labels.push((f.name, t.as_str())),
             }
         }
         if !labels.is_empty() {
             let name = format!("vakt_{}_info", r.id);
-            let _ = writeln!(
-                out,
-                "# HELP {name} Facts about the {} resource, as labels.\n# TYPE {name} gauge\n{name}{{{}}} 1",
-                r.id,
-                labels.join(",")
-            );
+            w.family(&name, Kind::Gauge, &format!("Facts about the {} resource, as labels.", r.id));
+            w.sample(&name, &labels, 1);
         }
     }
 }
 
 pub fn render(report: &Report) -> String {
-    let mut out = render_up(true);
-    out.push_str("# HELP vakt_check_ok Whether an audited item complies (1) or not (0); skipped items are absent.\n");
-    out.push_str("# TYPE vakt_check_ok gauge\n");
+    let mut w = Writer::default();
+    up_family(&mut w, true);
+    let help = "Whether an audited item complies (1) or not (0); skipped items are absent.";
+    w.family("vakt_check_ok", Kind::Gauge, help);
     for r in &report.resources {
         for f in r.findings.iter().filter(|f| f.status != Status::Skipped) {
             let ok = u8::from(matches!(f.status, Status::Ok | Status::Changed));
-            let _ = writeln!(
-                out,
-                "vakt_check_ok{{resource=\"{}\",id=\"{}\",status=\"{}\"}} {ok}",
-                r.id,
-                label(&f.id),
-                f.status.as_str()
-            );
+            w.sample("vakt_check_ok", &[("resource", r.id), ("id", &f.id), ("status", f.status.as_str())], ok);
         }
     }
-    render_facts(report, &mut out);
+    render_facts(report, &mut w);
     // Resources' own gauges, grouped by name so each has one HELP and TYPE.
     let mut gauges: Vec<&crate::resource::Gauge> = report.resources.iter().flat_map(|r| &r.gauges).collect();
     gauges.sort_by_key(|g| g.name);
     for (i, g) in gauges.iter().enumerate() {
         if i == 0 || gauges[i - 1].name != g.name {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+            w.family(g.name, Kind::Gauge, g.help);
         }
-        let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
-        let _ = writeln!(out, "{}{{{}}} {}", g.name, labels.join(","), g.value);
+        let labels: Vec<(&str, &str)> = g.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        w.sample(g.name, &labels, g.value);
     }
     let s = &report.summary;
-    out.push_str("# HELP vakt_check_findings Audited items by status.\n# TYPE vakt_check_findings gauge\n");
+    w.family("vakt_check_findings", Kind::Gauge, "Audited items by status.");
     for (status, n) in [
         ("ok", s.ok),
         ("changed", s.changed),
@@ -80,14 +70,12 @@ pub fn render(report: &Report) -> String {
         ("unknown", s.unknown),
         ("skipped", s.skipped),
     ] {
-        let _ = writeln!(out, "vakt_check_findings{{status=\"{status}\"}} {n}");
+        w.sample("vakt_check_findings", &[("status", status)], n);
     }
-    out.push_str(
-        "# HELP vakt_check_duration_seconds Wall time of the audit.\n# TYPE vakt_check_duration_seconds gauge\n",
-    );
-    let _ = writeln!(out, "vakt_check_duration_seconds {:.3}", report.elapsed_ms as f64 / 1000.0);
+    let seconds = format!("{:.3}", report.elapsed_ms as f64 / 1000.0);
+    w.single("vakt_check_duration_seconds", Kind::Gauge, "Wall time of the audit.", seconds);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    out.push_str("# HELP vakt_check_timestamp_seconds When the audit ran, in seconds since the epoch.\n# TYPE vakt_check_timestamp_seconds gauge\n");
-    let _ = writeln!(out, "vakt_check_timestamp_seconds {now}");
-    out
+    let help = "When the audit ran, in seconds since the epoch.";
+    w.single("vakt_check_timestamp_seconds", Kind::Gauge, help, now);
+    w.into_text()
 }

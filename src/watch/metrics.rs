@@ -1,10 +1,9 @@
-//! The Prometheus endpoint: the classic text exposition format (what node_exporter serves and
-//! `promtool check metrics` accepts), with names that sit beside node_exporter's. Serving it
-//! is `http.rs`'s job.
+//! The Prometheus endpoint's figures, with names that sit beside node_exporter's, written with
+//! [`crate::exposition`]. Serving them is `http.rs`'s job.
 
-use std::fmt::Write;
+use crate::exposition::{Kind, Writer};
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use crate::exposition::CONTENT_TYPE;
 
 /// The latest figures; written by the service loop, read by the HTTP handler.
 #[derive(Debug, Default, Clone)]
@@ -27,96 +26,60 @@ pub struct Metrics {
     pub last_audit: Option<f64>,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
-
-fn one(v: f64) -> Vec<(String, f64)> {
-    vec![(String::new(), v)]
-}
-
 impl Metrics {
     pub fn render(&self) -> String {
-        let mut o = String::new();
-        family(
-            &mut o,
+        let mut w = Writer::default();
+        let gauge = |w: &mut Writer, name: &str, help: &str, v: f64| {
+            w.single(name, Kind::Gauge, help, v);
+        };
+        gauge(
+            &mut w,
             "vakt_cpu_steal_ratio",
-            "gauge",
             "Share of CPU time stolen by the hypervisor over the last interval.",
-            &one(self.steal),
+            self.steal,
         );
-        family(
-            &mut o,
+        gauge(
+            &mut w,
             "vakt_cpu_iowait_ratio",
-            "gauge",
             "Share of CPU time spent waiting for I/O over the last interval.",
-            &one(self.iowait),
+            self.iowait,
         );
-        family(
-            &mut o,
+        gauge(
+            &mut w,
             "vakt_cpu_steal_window_ratio",
-            "gauge",
             "Share of CPU time stolen over the alarm window.",
-            &one(self.steal_window),
+            self.steal_window,
         );
-        family(
-            &mut o,
+        gauge(
+            &mut w,
             "vakt_cpu_iowait_window_ratio",
-            "gauge",
             "Share of CPU time in I/O wait over the alarm window.",
-            &one(self.iowait_window),
+            self.iowait_window,
         );
-        let worst = vec![
-            ("{mode=\"steal\"}".to_string(), self.worst_steal),
-            ("{mode=\"iowait\"}".to_string(), self.worst_iowait),
-        ];
-        family(
-            &mut o,
-            "vakt_cpu_worst_ratio",
-            "gauge",
-            "The worst single CPU's share over the last interval, by mode.",
-            &worst,
-        );
+        w.family("vakt_cpu_worst_ratio", Kind::Gauge, "The worst single CPU's share over the last interval, by mode.")
+            .sample("vakt_cpu_worst_ratio", &[("mode", "steal")], self.worst_steal)
+            .sample("vakt_cpu_worst_ratio", &[("mode", "iowait")], self.worst_iowait);
         if !self.pressure.is_empty() {
-            let p: Vec<(String, f64)> =
-                self.pressure.iter().map(|(r, k, v)| (format!("{{resource=\"{r}\",kind=\"{k}\"}}"), *v)).collect();
-            family(
-                &mut o,
-                "vakt_pressure_avg10_ratio",
-                "gauge",
-                "Pressure stall information, 10 s average, by resource and kind.",
-                &p,
-            );
+            let name = "vakt_pressure_avg10_ratio";
+            w.family(name, Kind::Gauge, "Pressure stall information, 10 s average, by resource and kind.");
+            for (resource, kind, v) in &self.pressure {
+                w.sample(name, &[("resource", resource), ("kind", kind)], v);
+            }
         }
-        let alarms = vec![
-            ("{kind=\"steal\"}".to_string(), f64::from(u8::from(self.steal_alarm))),
-            ("{kind=\"iowait\"}".to_string(), f64::from(u8::from(self.iowait_alarm))),
-        ];
-        family(&mut o, "vakt_alarm_active", "gauge", "Whether an alarm is raised (1) or not (0).", &alarms);
-        family(&mut o, "vakt_samples_total", "counter", "Samples of /proc/stat taken.", &one(self.samples as f64));
-        family(
-            &mut o,
-            "vakt_sample_errors_total",
-            "counter",
-            "Reads of /proc/stat that gave no figures (unreadable, no CPU lines, counters stuck).",
-            &one(self.sample_errors as f64),
-        );
+        w.family("vakt_alarm_active", Kind::Gauge, "Whether an alarm is raised (1) or not (0).")
+            .sample("vakt_alarm_active", &[("kind", "steal")], u8::from(self.steal_alarm))
+            .sample("vakt_alarm_active", &[("kind", "iowait")], u8::from(self.iowait_alarm));
+        w.single("vakt_samples_total", Kind::Counter, "Samples of /proc/stat taken.", self.samples);
+        let help = "Reads of /proc/stat that gave no figures (unreadable, no CPU lines, counters stuck).";
+        w.single("vakt_sample_errors_total", Kind::Counter, help, self.sample_errors);
         if let Some(at) = self.last_audit {
-            let f: Vec<(String, f64)> =
-                self.findings.iter().map(|(s, n)| (format!("{{state=\"{s}\"}}"), *n as f64)).collect();
-            family(&mut o, "vakt_check_findings", "gauge", "Findings of the last periodic audit, by state.", &f);
-            family(
-                &mut o,
-                "vakt_check_last_run_timestamp_seconds",
-                "gauge",
-                "When the last periodic audit ran.",
-                &one(at),
-            );
+            w.family("vakt_check_findings", Kind::Gauge, "Findings of the last periodic audit, by state.");
+            for (state, n) in &self.findings {
+                w.sample("vakt_check_findings", &[("state", state)], n);
+            }
+            w.single("vakt_check_last_run_timestamp_seconds", Kind::Gauge, "When the last periodic audit ran.", at);
         }
-        o
+        w.into_text()
     }
 }
 
