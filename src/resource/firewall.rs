@@ -1275,15 +1275,7 @@ mod properties {
                 for v6 in fams(o) {
                     let t = tuple(action, v6);
                     // ufw keeps one rule per traffic: the same traffic with another action is replaced.
-                    if let Some(same) = o.rules.iter_mut().find(|r| {
-                        r.v6 == v6 && {
-                            let mut r2 = (*r).clone();
-                            r2.action = t.action;
-                            r2.log = t.log;
-                            r2.text.clone_from(&t.text);
-                            r2 == t
-                        }
-                    }) {
+                    if let Some(same) = o.rules.iter_mut().find(|r| r.same_traffic_as(&t)) {
                         *same = t;
                     } else {
                         let v4_len = o.rules.iter().filter(|r| !r.v6).count();
@@ -1296,15 +1288,7 @@ mod properties {
                 let action = if log.is_empty() { words[2].to_string() } else { format!("{}_{log}", words[2]) };
                 for v6 in fams(o) {
                     let t = tuple(&action, v6);
-                    o.rules.retain(|r| {
-                        !(r.v6 == v6
-                            && r.is_plain()
-                            && r.action == t.action
-                            && r.log == t.log
-                            && r.proto == t.proto
-                            && r.dports == t.dports
-                            && r.src == t.src)
-                    });
+                    o.rules.retain(|r| !(r.same_traffic_as(&t) && r.action == t.action && r.log == t.log));
                 }
             }
             "default" => {
@@ -1385,7 +1369,7 @@ mod properties {
             // ufw keeps one rule per traffic and family.
             let mut kept: Vec<UfwRule> = Vec::new();
             for t in existing.drain(..) {
-                if !kept.iter().any(|k| k.v6 == t.v6 && k.proto == t.proto && k.dports == t.dports && k.src == t.src && k.app == t.app) {
+                if !kept.iter().any(|k| k.same_traffic_as(&t)) {
                     kept.push(t);
                 }
             }

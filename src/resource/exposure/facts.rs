@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-
 use crate::host::Host;
 use crate::profile::{Firewall as Wanted, Proto, Published};
 use crate::resource::firewall::published;

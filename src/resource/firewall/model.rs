@@ -42,10 +42,6 @@ impl Ports {
             Ports::List(l) => l.iter().any(|(a, b)| (*a..=*b).contains(&port)),
         }
     }
-
-    fn is_exactly(&self, range: (u16, u16)) -> bool {
-        matches!(self, Ports::List(l) if l.as_slice() == [range])
-    }
 }
 
 impl std::fmt::Display for Ports {
@@ -256,17 +252,24 @@ impl UfwRule {
         self.action == rule.action && self.same_traffic(rule)
     }
 
-    /// The same traffic whatever the action: ufw keeps one rule per traffic, and adding the
-    /// profile's rule would *replace* this one ("Rule updated").
+    /// The same traffic as the profile's `rule` in this family, whatever the action: adding
+    /// `rule` would *replace* this one ("Rule updated").
     pub fn same_traffic(&self, rule: &Rule) -> bool {
-        self.scope == Scope::Input
-            && self.app.is_none()
-            && self.other_proto.is_none()
-            && self.proto == rule.proto
-            && self.dports.is_exactly(rule.ports)
-            && self.dst.prefix_len() == 0
-            && self.sports == Ports::Any
-            && self.src == rule.from.unwrap_or_else(|| any_net(self.v6))
+        self.same_traffic_as(&from_profile(rule, self.v6))
+    }
+
+    /// The same traffic whatever the action and logging, as ufw judges it: it keeps one rule
+    /// per traffic and family.
+    pub fn same_traffic_as(&self, other: &UfwRule) -> bool {
+        self.v6 == other.v6
+            && self.scope == other.scope
+            && self.app == other.app
+            && self.other_proto == other.other_proto
+            && self.proto == other.proto
+            && self.dports == other.dports
+            && self.dst == other.dst
+            && self.sports == other.sports
+            && self.src == other.src
     }
 
     /// A rule vakt could have written: it may prune it or judge its order.
