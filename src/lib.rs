@@ -12,6 +12,7 @@ pub mod exposition;
 pub mod failpoint;
 pub mod fsutil;
 pub mod host;
+#[cfg(any(test, feature = "invariants"))]
 pub mod invariants;
 pub mod logging;
 pub mod profile;
