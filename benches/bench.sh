@@ -34,7 +34,7 @@ for r in json.load(open(sys.argv[1]))["results"]:
     print(f"{r['command']}: median {r['median']*1000:.1f} ms (min {t[0]*1000:.1f}, max {t[-1]*1000:.1f}, {len(t)} runs)")
 PY
 
-# The exposure audit at scale (issue 22): three runs, the median total.
+# The exposure audit at scale: three runs, the median total.
 scale=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/exposure_scale
 for i in 1 2 3; do "$scale"; done | sort -t' ' -k18 -n | sed -n 2p | sed 's/^/median of 3: /' >> "$OUT"
 

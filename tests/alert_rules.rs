@@ -1,4 +1,4 @@
-//! The Prometheus alerting rules vakt ships (`dist/prometheus/vakt.rules.yml`, issue 25) pass
+//! The Prometheus alerting rules vakt ships (`dist/prometheus/vakt.rules.yml`) pass
 //! the real `promtool`: the file checks, and its unit tests (steal, I/O wait, the gateway
 //! bottleneck against a quiet hour, audit drift, certificate expiry, the watchdog down) hold.
 

@@ -370,7 +370,7 @@ fn tree(dir: &std::path::Path) -> Vec<String> {
 
 /// dockerd 20.10 writes its trust key to /etc/docker/key.json whatever --config-file says; on a
 /// fresh CI machine that file (or the directory) appearing failed the host-untouched check of
-/// the test command (issue 12). The engine must see a fresh /etc/docker of its own and write there.
+/// the test command. The engine must see a fresh /etc/docker of its own and write there.
 #[test]
 fn the_private_engine_writes_its_key_in_its_own_etc_docker_not_the_machines() {
     if !ready() {

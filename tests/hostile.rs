@@ -1,4 +1,4 @@
-//! Hostile input (issue 11): profile values that would reach a file, an argv or a clock, the
+//! Hostile input: profile values that would reach a file, an argv or a clock, the
 //! profile file and `--root` themselves, and output that a reader closes or cannot take. Each
 //! test drives the built binary as an operator (or an attacker with a profile) would.
 

@@ -1,4 +1,4 @@
-//! The module import graph reads in one direction (issue 24): the profile at the bottom, then
+//! The module import graph reads in one direction: the profile at the bottom, then
 //! the host, the resources, the engine and reports, and the commands and the watchdog on top.
 //! A module may import its own layer or any layer below, never one above, and the top-level
 //! modules import each other without a circle. Read from the `crate::` paths of each file's

@@ -1,4 +1,4 @@
-//! HTTPS for the gateway (issue 17) with real components only: Debian's pebble as the ACME
+//! HTTPS for the gateway with real components only: Debian's pebble as the ACME
 //! server (its own test CA), real certbot in webroot mode, real nginx, a gateway stand-in
 //! behind it. Everything runs in a private network namespace where `gateway.test` resolves to
 //! loopback through a hosts file bound in a private mount namespace; certbot's default config

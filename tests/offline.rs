@@ -1,4 +1,4 @@
-//! Preparing an image offline (`vakt --root IMAGE apply`, issue 12): the shipped profile
+//! Preparing an image offline (`vakt --root IMAGE apply`): the shipped profile
 //! converges what lives in the image's files, defers what needs the running system to the
 //! first boot, and runs nothing that acts on this machine. Stand-ins first on PATH record any
 //! call of a command that would (systemctl, apt-get, kill, sysctl, docker, modprobe); the run
@@ -92,7 +92,7 @@ fn the_shipped_profile_prepares_an_image_without_touching_this_machine() {
         assert_eq!(status_of(&report, changed), "changed", "{changed}:\n{}", apply.stdout);
     }
     // The gateway is a published port: the shipped profile opens it for containers, through
-    // vakt's block in the image's after.rules (issue 14), not as a ufw host rule.
+    // vakt's block in the image's after.rules, not as a ufw host rule.
     assert!(!std::fs::read_to_string(img.join("etc/ufw/user.rules")).expect("rules").contains("allow tcp 8080 "));
     let after = std::fs::read_to_string(img.join("etc/ufw/after.rules")).expect("after.rules");
     assert!(

@@ -1,4 +1,4 @@
-//! The packages resource against existing dpkg state (issue 13): a copy of this machine's real
+//! The packages resource against existing dpkg state: a copy of this machine's real
 //! dpkg database under a `--root` tree, put into a hold or an interrupted installation by the
 //! real dpkg and apt-mark, then checked and applied by the built binary.
 
