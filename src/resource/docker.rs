@@ -166,6 +166,153 @@ fn flags_for(key: &str) -> Vec<String> {
     flags
 }
 
+impl Docker<'_> {
+    /// What stops any change: a key dockerd also gets as a flag, live-restore under a swarm,
+    /// a storage driver switch under existing data, a daemon.json change where Docker cannot be
+    /// checked afterwards. Each with its status: failed, or unknown where vakt cannot tell.
+    fn guard(
+        &self,
+        o: &Observed,
+        existing: &Map<String, Value>,
+        merged: &Map<String, Value>,
+        needs_write: bool,
+    ) -> Vec<(Status, String)> {
+        let shown = o.path.display();
+        let mut refusals: Vec<(Status, String)> = Vec::new();
+        for key in self.want.daemon.keys() {
+            if let Some(flag) = flags_for(key).into_iter().find(|f| o.exec_flags.contains(f)) {
+                refusals.push((Status::Failed, format!(
+                    "`{key}` is also given as {flag} in docker.service's ExecStart: dockerd refuses to start when both are set; remove the flag (systemctl edit docker) or the key"
+                )));
+            }
+        }
+        if self.swarm_init && merged.get("live-restore") == Some(&Value::Bool(true)) {
+            // dockerd refuses swarm mode with live-restore (moby/moby#29299).
+            refusals.push((Status::Failed, format!("{shown} has live-restore = true and the profile inits a swarm: dockerd will not run swarm mode with it; remove live-restore")));
+        }
+        if let Ok(facts) = &o.engine
+            && facts.driver != self.want.storage_driver
+            && (facts.images > 0 || facts.containers > 0)
+            && !self.want.allow_driver_switch
+        {
+            refusals.push((Status::Failed, format!(
+                "Docker runs on {} with {} images and {} containers; switching to {} would hide them. Set allow_driver_switch = true to do it anyway",
+                facts.driver, facts.images, facts.containers, self.want.storage_driver
+            )));
+        }
+        if let (Err(_), Some((root, held))) = (&o.engine, &o.on_disk)
+            && !self.want.allow_driver_switch
+            && let Some(refusal) = offline_switch_refusal(
+                &self.want.storage_driver,
+                existing.get("storage-driver").and_then(Value::as_str),
+                root,
+                held,
+            )
+        {
+            refusals.push(refusal);
+        }
+        if let Err(reason) = &o.socket
+            && needs_write
+            && self.want.restart
+            && !o.offline
+        {
+            refusals.push((Status::Failed, format!(
+                "{reason}; vakt changes daemon.json and restarts Docker only where it can check through the Engine API that Docker came back"
+            )));
+        }
+        // Failures first, as the report lists them.
+        refusals.sort_by_key(|(status, _)| *status != Status::Failed);
+        refusals
+    }
+
+    /// What writing daemon.json means here, as each finding states it.
+    fn write_change(&self, o: &Observed) -> String {
+        let shown = o.path.display();
+        match (&o.file, restarts(self.want, o)) {
+            _ if o.offline => format!("write {shown} (Docker reads it when it starts at the first boot)"),
+            _ if o.engine.is_err() => {
+                format!(
+                    "write {shown} (Docker is not answering; vakt does not start it, it reads the file when it starts)"
+                )
+            }
+            (FileState::Missing, true) => format!("create {shown} and restart docker"),
+            (FileState::Missing, false) => format!("create {shown}"),
+            (_, true) => format!("write {shown} and restart docker"),
+            (_, false) => format!("write {shown}"),
+        }
+    }
+
+    /// One finding per key the profile owns.
+    fn plan_keys(&self, existing: &Map<String, Value>, change: &str, plan: &mut Plan<Action>) {
+        for (key, value) in &self.want.daemon {
+            let id = format!("docker.daemon.{key}");
+            let title = format!("daemon.json {key} = {value}");
+            match existing.get(key) {
+                Some(v) if v == value => plan.pass(Finding::ok(id, title)),
+                Some(v) => plan.pass(Finding::drift(id, title, change).with_evidence(format!("now {v}"))),
+                None => plan.pass(Finding::drift(id, title, change).with_evidence("not set")),
+            }
+        }
+    }
+
+    /// The rewrite of daemon.json (the operator's keys kept), its diff on the first drift.
+    fn plan_write(&self, o: &Observed, existing: &Map<String, Value>, plan: &mut Plan<Action>) {
+        let shown = o.path.display();
+        let old = match &o.file {
+            FileState::Present { text, .. } => text.clone(),
+            _ => String::new(),
+        };
+        let rendered = rewrite(&old, existing, &self.want.daemon);
+        let diff = similar::TextDiff::from_lines(&old, &rendered)
+            .unified_diff()
+            .header(&format!("{shown}"), &format!("{shown} (vakt)"))
+            .to_string();
+        if let Some(first) = plan.findings.iter_mut().find(|f| f.status == Status::Drift) {
+            first.diff = Some(diff);
+        }
+        plan.actions.push(Action::Write(rendered));
+    }
+
+    /// The running engine's driver, and the restart that brings it to the file's.
+    fn plan_engine(&self, o: &Observed, needs_write: bool, write_change: String, plan: &mut Plan<Action>) {
+        let id = "docker.engine.driver";
+        let title = format!("Docker runs on {}", self.want.storage_driver);
+        match &o.engine {
+            _ if o.offline => {
+                plan.pass(Finding::deferred(id, title, "start Docker and check its driver through the Engine API"))
+            }
+            Err(reason) if needs_write && self.want.restart => plan.pass(
+                Finding::unknown(id, title, reason.clone())
+                    .with_evidence("vakt neither starts nor restarts a Docker that is not answering"),
+            ),
+            Err(reason) => plan.pass(Finding::unknown(id, title, reason.clone())),
+            Ok(facts) if facts.driver == self.want.storage_driver => {
+                plan.pass(Finding::ok(id, title));
+                if o.restart_pending && self.want.restart && !needs_write {
+                    let f = Finding::drift("docker.restart", "Docker runs the daemon.json on disk", "restart docker")
+                        .with_evidence("an earlier restart was interrupted");
+                    plan.fix(f, Action::Restart);
+                }
+            }
+            Ok(facts) if needs_write && self.want.restart => {
+                plan.pass(
+                    Finding::drift(id, title, write_change)
+                        .with_evidence(format!("engine {} runs on {}", facts.version, facts.driver)),
+                );
+            }
+            Ok(facts) if self.want.restart => {
+                let f = Finding::drift(id, title, "restart docker")
+                    .with_evidence(format!("engine runs on {}", facts.driver));
+                plan.fix(f, Action::Restart);
+            }
+            Ok(facts) => plan.pass(
+                Finding::drift(id, title, "restart docker yourself (restart = false)")
+                    .with_evidence(format!("engine runs on {}", facts.driver)),
+            ),
+        }
+    }
+}
+
 impl Resource for Docker<'_> {
     type Observed = Observed;
     type Action = Action;
@@ -212,10 +359,9 @@ impl Resource for Docker<'_> {
 
     fn plan(&self, o: &Observed) -> Plan<Action> {
         let mut plan = Plan::default();
-        let shown = o.path.display();
         let existing = match &o.file {
             FileState::Invalid(e) => {
-                let msg = format!("{shown}: {e}; fix or remove the file, vakt will not overwrite it");
+                let msg = format!("{}: {e}; fix or remove the file, vakt will not overwrite it", o.path.display());
                 plan.pass(Finding::new("docker.daemon-json", msg, Status::Failed));
                 return plan;
             }
@@ -224,133 +370,19 @@ impl Resource for Docker<'_> {
         };
         let merged = merge(&existing, &self.want.daemon);
         let needs_write = merged != existing || matches!(o.file, FileState::Missing);
-
-        let mut refusals: Vec<String> = Vec::new();
-        let mut unverified: Vec<String> = Vec::new();
-        for key in self.want.daemon.keys() {
-            if let Some(flag) = flags_for(key).into_iter().find(|f| o.exec_flags.contains(f)) {
-                refusals.push(format!(
-                    "`{key}` is also given as {flag} in docker.service's ExecStart: dockerd refuses to start when both are set; remove the flag (systemctl edit docker) or the key"
-                ));
-            }
-        }
-        if self.swarm_init && merged.get("live-restore") == Some(&Value::Bool(true)) {
-            // dockerd refuses swarm mode with live-restore (moby/moby#29299).
-            refusals.push(format!("{shown} has live-restore = true and the profile inits a swarm: dockerd will not run swarm mode with it; remove live-restore"));
-        }
-        let engine_driver = o.engine.as_ref().ok().map(|f| f.driver.clone());
-        if let Ok(facts) = &o.engine
-            && facts.driver != self.want.storage_driver
-            && (facts.images > 0 || facts.containers > 0)
-            && !self.want.allow_driver_switch
-        {
-            refusals.push(format!(
-                "Docker runs on {} with {} images and {} containers; switching to {} would hide them. Set allow_driver_switch = true to do it anyway",
-                facts.driver, facts.images, facts.containers, self.want.storage_driver
-            ));
-        }
-        if let (Err(_), Some((root, held))) = (&o.engine, &o.on_disk)
-            && !self.want.allow_driver_switch
-            && let Some((status, said)) = offline_switch_refusal(
-                &self.want.storage_driver,
-                existing.get("storage-driver").and_then(Value::as_str),
-                root,
-                held,
-            )
-        {
-            if status == Status::Unknown { unverified.push(said) } else { refusals.push(said) }
-        }
-        if let Err(reason) = &o.socket
-            && needs_write
-            && self.want.restart
-            && !o.offline
-        {
-            refusals.push(format!(
-                "{reason}; vakt changes daemon.json and restarts Docker only where it can check through the Engine API that Docker came back"
-            ));
-        }
-        if !refusals.is_empty() || !unverified.is_empty() {
-            for r in refusals {
-                plan.pass(Finding::new("docker.guard", r, Status::Failed));
-            }
-            for r in unverified {
-                plan.pass(Finding::new("docker.guard", r, Status::Unknown));
+        let guard = self.guard(o, &existing, &merged, needs_write);
+        if !guard.is_empty() {
+            for (status, why) in guard {
+                plan.pass(Finding::new("docker.guard", why, status));
             }
             return plan;
         }
-
-        let write_change = match (&o.file, restarts(self.want, o)) {
-            _ if o.offline => format!("write {shown} (Docker reads it when it starts at the first boot)"),
-            _ if o.engine.is_err() => {
-                format!(
-                    "write {shown} (Docker is not answering; vakt does not start it, it reads the file when it starts)"
-                )
-            }
-            (FileState::Missing, true) => format!("create {shown} and restart docker"),
-            (FileState::Missing, false) => format!("create {shown}"),
-            (_, true) => format!("write {shown} and restart docker"),
-            (_, false) => format!("write {shown}"),
-        };
-        for (key, value) in &self.want.daemon {
-            let id = format!("docker.daemon.{key}");
-            let title = format!("daemon.json {key} = {value}");
-            match existing.get(key) {
-                Some(v) if v == value => plan.pass(Finding::ok(id, title)),
-                Some(v) => plan.pass(Finding::drift(id, title, write_change.clone()).with_evidence(format!("now {v}"))),
-                None => plan.pass(Finding::drift(id, title, write_change.clone()).with_evidence("not set")),
-            }
-        }
+        let write_change = self.write_change(o);
+        self.plan_keys(&existing, &write_change, &mut plan);
         if needs_write {
-            let old = match &o.file {
-                FileState::Present { text, .. } => text.clone(),
-                _ => String::new(),
-            };
-            let rendered = rewrite(&old, &existing, &self.want.daemon);
-            let diff = similar::TextDiff::from_lines(&old, &rendered)
-                .unified_diff()
-                .header(&format!("{shown}"), &format!("{shown} (vakt)"))
-                .to_string();
-            if let Some(first) = plan.findings.iter_mut().find(|f| f.status == Status::Drift) {
-                first.diff = Some(diff);
-            }
-            plan.actions.push(Action::Write(rendered));
+            self.plan_write(o, &existing, &mut plan);
         }
-
-        let id = "docker.engine.driver";
-        let title = format!("Docker runs on {}", self.want.storage_driver);
-        match (&o.engine, engine_driver) {
-            _ if o.offline => {
-                plan.pass(Finding::deferred(id, title, "start Docker and check its driver through the Engine API"))
-            }
-            (Err(reason), _) if needs_write && self.want.restart => plan.pass(
-                Finding::unknown(id, title, reason.clone())
-                    .with_evidence("vakt neither starts nor restarts a Docker that is not answering"),
-            ),
-            (Err(reason), _) => plan.pass(Finding::unknown(id, title, reason.clone())),
-            (Ok(_), Some(d)) if d == self.want.storage_driver => {
-                plan.pass(Finding::ok(id, title));
-                if o.restart_pending && self.want.restart && !needs_write {
-                    let f = Finding::drift("docker.restart", "Docker runs the daemon.json on disk", "restart docker")
-                        .with_evidence("an earlier restart was interrupted");
-                    plan.fix(f, Action::Restart);
-                }
-            }
-            (Ok(facts), _) if needs_write && self.want.restart => {
-                plan.pass(
-                    Finding::drift(id, title, write_change)
-                        .with_evidence(format!("engine {} runs on {}", facts.version, facts.driver)),
-                );
-            }
-            (Ok(facts), _) if self.want.restart => {
-                let f = Finding::drift(id, title, "restart docker")
-                    .with_evidence(format!("engine runs on {}", facts.driver));
-                plan.fix(f, Action::Restart);
-            }
-            (Ok(facts), _) => plan.pass(
-                Finding::drift(id, title, "restart docker yourself (restart = false)")
-                    .with_evidence(format!("engine runs on {}", facts.driver)),
-            ),
-        }
+        self.plan_engine(o, needs_write, write_change, &mut plan);
         plan
     }
 

@@ -261,7 +261,34 @@ enum Place {
     Insert(usize),
 }
 
-type Run<'a> = dyn Fn(Vec<String>) -> (String, Action) + 'a;
+/// A command a finding names, and what apply does with it: run it now, or (an image
+/// prepared offline) leave it to the first boot, decided where the command is made.
+#[derive(Debug)]
+struct Command {
+    text: String,
+    now: Option<Action>,
+}
+
+type Run<'a> = dyn Fn(Vec<String>) -> Command + 'a;
+
+/// `finding`, a drift fixed by `commands`: their actions join the plan (one already planned,
+/// such as a shared `ufw reload` or a `ufw delete` that covers both families, is not repeated);
+/// when every command waits for the first boot, the finding says so instead.
+fn fix_by(plan: &mut Plan<Action>, finding: Finding, commands: Vec<Command>) {
+    let text = commands.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join("; ");
+    if commands.iter().all(|c| c.now.is_none()) {
+        let mut deferred = Finding::deferred(finding.id, finding.title, text);
+        deferred.evidence.splice(0..0, finding.evidence);
+        plan.pass(deferred);
+        return;
+    }
+    plan.pass(Finding { change: Some(text), ..finding });
+    for action in commands.into_iter().filter_map(|c| c.now) {
+        if !plan.actions.contains(&action) {
+            plan.actions.push(action);
+        }
+    }
+}
 
 impl Firewall<'_> {
     /// The profile's host rules in ufw, in the profile's order: a missing rule goes right
@@ -352,15 +379,14 @@ impl Firewall<'_> {
                     }
                 }
             }
-            let (texts, actions): (Vec<String>, Vec<Action>) = argvs.into_iter().map(run).unzip();
+            let commands: Vec<Command> = argvs.into_iter().map(run).collect();
             let fams: Vec<&str> = missing.iter().map(|v6| family(*v6)).collect();
-            let mut f = Finding::drift(rule_id(rule), rule_title(rule), texts.join("; "))
+            let mut f = Finding::new(rule_id(rule), rule_title(rule), Status::Drift)
                 .with_evidence(format!("missing for {}", fams.join(" and ")));
             if inserts {
                 f.evidence.push("inserted before the rules the profile lists after it: the first match decides".into());
             }
-            plan.findings.push(f);
-            plan.actions.extend(actions);
+            fix_by(plan, f, commands);
         }
         self.check_order(&profile, &lists, o.ipv6, plan);
         lists
@@ -447,13 +473,8 @@ impl Firewall<'_> {
                 Some(argv) if want.prune => {
                     lists[usize::from(extra.v6)].retain(|t| t != *extra);
                     // `ufw delete ... from any` removes both families at once: plan it once.
-                    let (text, action) = run(argv);
-                    let f = Finding::drift(id, format!("extra rule {}", extra.describe()), text);
-                    if plan.actions.contains(&action) {
-                        plan.pass(f);
-                    } else {
-                        plan.fix(f, action);
-                    }
+                    let f = Finding::new(id, format!("extra rule {}", extra.describe()), Status::Drift);
+                    fix_by(plan, f, vec![run(argv)]);
                 }
                 Some(_) => plan
                     .warn(format!("extra rule not in the profile, left alone (prune = false): {}", extra.describe())),
@@ -613,26 +634,13 @@ impl Firewall<'_> {
     /// What netfilter really holds: ufw's rules loaded when ufw.conf says enabled, vakt's
     /// DOCKER-USER rules loaded (or gone, once the profile stops governing published ports).
     /// One `ufw reload` fixes whatever a reload fixes.
-    fn plan_live(
-        &self,
-        o: &Observed,
-        plan: &mut Plan<Action>,
-        wrote: bool,
-        run: &impl Fn(Vec<String>) -> (String, Action),
-    ) {
+    fn plan_live(&self, o: &Observed, plan: &mut Plan<Action>, wrote: bool, run: &Run) {
         let want = self.want;
         let on = want.published == Published::Profile;
         let enabling = plan.actions.iter().any(|a| matches!(a, Action::Run(v) if v.iter().any(|w| w == "enable")));
         let active = o.enabled && want.enabled && !enabling;
-        let reload = |plan: &mut Plan<Action>, f: Finding| {
-            let (text, action) = run(vec!["ufw".into(), "reload".into()]);
-            let f = Finding { change: Some(text), ..f };
-            if plan.actions.contains(&action) {
-                plan.pass(f);
-            } else {
-                plan.fix(f, action);
-            }
-        };
+        let reload =
+            |plan: &mut Plan<Action>, f: Finding| fix_by(plan, f, vec![run(vec!["ufw".into(), "reload".into()])]);
         // Removing the block needs no reload: ufw never loads DOCKER-USER again, and vakt's
         // rules leave the kernel below.
         if active && wrote && on {
@@ -684,18 +692,12 @@ impl Firewall<'_> {
             } else if !on && published::has_vakt_rules(loaded) {
                 let tool = if *v6 { "ip6tables" } else { "iptables" };
                 let argvs = [vec![tool, "-F", "DOCKER-USER"], vec![tool, "-A", "DOCKER-USER", "-j", "RETURN"]];
-                let (texts, actions): (Vec<String>, Vec<Action>) =
-                    argvs.into_iter().map(|a| run(a.into_iter().map(String::from).collect())).unzip();
-                let f = Finding::drift(
-                    id,
-                    format!("vakt's DOCKER-USER rules are gone ({})", family(*v6)),
-                    texts.join("; "),
-                )
-                .with_evidence(
-                    "published_ports = \"docker\": Docker's own rules decide; ufw does not manage DOCKER-USER",
-                );
-                plan.findings.push(f);
-                plan.actions.extend(actions);
+                let commands = argvs.into_iter().map(|a| run(a.into_iter().map(String::from).collect())).collect();
+                let f = Finding::new(id, format!("vakt's DOCKER-USER rules are gone ({})", family(*v6)), Status::Drift)
+                    .with_evidence(
+                        "published_ports = \"docker\": Docker's own rules decide; ufw does not manage DOCKER-USER",
+                    );
+                fix_by(plan, f, commands);
             }
         }
     }
@@ -756,12 +758,13 @@ impl Resource for Firewall<'_> {
         // Offline, ufw edits the image's files as long as the image's ufw is disabled: then
         // it loads nothing into a kernel. Enabling (or an enabled image) waits for the first boot.
         let defer = |argv: &[String]| o.offline.is_some() && (o.enabled || is_switch(argv));
-        let run = |argv: Vec<String>| {
-            let argv = match &o.offline {
-                Some(root) if !defer(&argv) => in_root(argv, root),
-                _ => argv,
-            };
-            (shell_words(&argv), Action::Run(argv))
+        let run = |argv: Vec<String>| match &o.offline {
+            _ if defer(&argv) => Command { text: shell_words(&argv), now: None },
+            Some(root) => {
+                let argv = in_root(argv, root);
+                Command { text: shell_words(&argv), now: Some(Action::Run(argv)) }
+            }
+            None => Command { text: shell_words(&argv), now: Some(Action::Run(argv)) },
         };
 
         let wrote = self.plan_published_files(o, &mut plan);
@@ -780,9 +783,13 @@ impl Resource for Firewall<'_> {
             if got == Some(wanted) {
                 plan.pass(Finding::ok(id, title));
             } else {
-                let (text, action) = run(vec!["ufw".into(), "default".into(), wanted.as_str().into(), name.into()]);
+                let command = run(vec!["ufw".into(), "default".into(), wanted.as_str().into(), name.into()]);
                 let was = got.map_or("unset", |p| p.as_str());
-                plan.fix(Finding::drift(id, title, text).with_evidence(format!("now {was}")), action);
+                fix_by(
+                    &mut plan,
+                    Finding::new(id, title, Status::Drift).with_evidence(format!("now {was}")),
+                    vec![command],
+                );
             }
         }
         let title = if want.enabled { "ufw enabled" } else { "ufw disabled" };
@@ -790,8 +797,8 @@ impl Resource for Firewall<'_> {
             plan.pass(Finding::ok("firewall.enabled", title));
         } else {
             let argv = if want.enabled { vec!["ufw", "--force", "enable"] } else { vec!["ufw", "disable"] };
-            let (text, action) = run(argv.into_iter().map(String::from).collect());
-            plan.fix(Finding::drift("firewall.enabled", title, text), action);
+            let command = run(argv.into_iter().map(String::from).collect());
+            fix_by(&mut plan, Finding::new("firewall.enabled", title, Status::Drift), vec![command]);
         }
         self.plan_live(o, &mut plan, wrote, &run);
         if o.docker_present && want.published == Published::Docker {
@@ -810,21 +817,6 @@ impl Resource for Firewall<'_> {
                     .push("refused: the SSH lockout guard stopped every firewall change (firewall.ssh-guard)".into());
             }
             plan.findings.push(guard);
-        }
-        let deferred: Vec<String> = plan
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Run(argv) if defer(argv) => Some(shell_words(argv)),
-                _ => None,
-            })
-            .collect();
-        plan.actions.retain(|a| !matches!(a, Action::Run(argv) if defer(argv)));
-        for f in plan.findings.iter_mut() {
-            let all_deferred = |c: &mut String| c.split("; ").all(|part| deferred.iter().any(|d| d == part));
-            if let Some(change) = f.change.take_if(|c| f.status == Status::Drift && all_deferred(c)) {
-                *f = Finding::deferred(f.id.clone(), f.title.clone(), change);
-            }
         }
         plan
     }
