@@ -72,6 +72,34 @@ fn numbers_that_overflow_or_make_no_sense_are_refused_with_the_range() {
     refused("[nginx]\nworker_processes = \"99999\"\n", "nginx.worker_processes", "1 to 1024");
     refused("[firewall]\n[[firewall.allow]]\nport = 70000\n", "p.toml:3:8", "not a port; use 1 to 65535");
     refused("[firewall]\n[[firewall.allow]]\nport = \"22x\"\n", "firewall.allow[0].port", "not a port (1-65535)");
+    let w = |kv: &str| format!("[watch]\n[watch.workload]\n{kv}\n");
+    refused(&w("timeout = \"20s\"\nevery = \"10s\""), "watch.workload.timeout", "not shorter than every");
+    refused(&w("max_body = \"1g\""), "watch.workload.max_body", "use 1024 to 16m");
+    refused(&w("fall = 0.0"), "watch.workload.fall", "above 0 and at most 100");
+    refused(&w("baseline = \"1s\""), "watch.workload.baseline", "out of range");
+    refused(&w("rate_query = \"up\\nx\""), "watch.workload.rate_query", "one line");
+}
+
+/// A Prometheus URL is checked where it is read, and its password is never shown.
+#[test]
+fn a_prometheus_url_is_plain_http_and_its_password_stays_hidden() {
+    let w = |url: &str| format!("[watch]\n[watch.workload]\nprometheus = \"{url}\"\n");
+    refused(&w("https://prom.example:9090"), "watch.workload.prometheus", "not an http:// URL");
+    refused(&w("http://prom.example:99999"), "watch.workload.prometheus", "the port is 1 to 65535");
+    refused(&w("http://prom.example:9090/api?x=1"), "watch.workload.prometheus", "no query");
+    for url in ["http://admin:hunter2@bad host:9090", "https://admin:hunter2@prom.example"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = run(vakt().args(["profile", "validate", &write_profile(dir.path(), &w(url))]));
+        assert_eq!(out.code, 2, "{url}");
+        assert!(out.stderr.contains("***@") && !out.stderr.contains("hunter2"), "{}", out.stderr);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write_profile(dir.path(), &w("http://admin:hunter2@127.0.0.1:9090/prometheus"));
+    let valid = run(vakt().args(["profile", "validate", &p]));
+    assert_eq!(valid.code, 0, "{}", valid.stderr);
+    let shown = run(vakt().args(["profile", "show", "-p", &p]));
+    assert!(shown.stdout.contains("prometheus = \"http://***@127.0.0.1:9090/prometheus\""), "{}", shown.stdout);
+    assert!(!shown.stdout.contains("hunter2"), "{}", shown.stdout);
 }
 
 #[test]

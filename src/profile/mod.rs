@@ -578,6 +578,59 @@ pub struct Watch {
     pub iowait_clear: f64,
     pub metrics: Option<SocketAddr>,
     pub check_every: Option<CheckEvery>,
+    pub workload: Option<Workload>,
+}
+
+/// How often the watchdog asks for the workload's figures: a second to an hour.
+pub type WorkloadEvery = Period<1_000, 3_600_000>;
+
+/// `[watch.workload]`: the gateway's invocation rate and service count, read from Prometheus
+/// beside the host's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub prometheus: PromUrl,
+    pub rate_query: String,
+    pub services_query: String,
+    pub every: WorkloadEvery,
+    /// Below `every`: one question is over before the next is asked.
+    pub timeout: Duration,
+    pub max_body: usize,
+    /// A fall of at least this share (0 to 1) of the baseline rate counts.
+    pub fall: f64,
+    /// How many answers the baseline is made of (1 to [`Workload::MAX_BASELINE`]).
+    pub baseline: usize,
+    /// I/O pressure (`some` avg10, percent) that counts as the host's fault.
+    pub io_pressure_warn: f64,
+}
+
+impl Workload {
+    pub const MAX_BASELINE: usize = 10_000;
+}
+
+/// A Prometheus server's address as vakt dials it: plain HTTP to a host and port, with
+/// optional basic-auth credentials that are never shown ([`PromUrl::shown`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PromUrl {
+    pub host: String,
+    pub port: u16,
+    /// A path prefix (`/prometheus`), empty or starting with `/`, without a trailing one.
+    pub prefix: String,
+    /// `user:password`, as written.
+    pub credentials: Option<String>,
+}
+
+impl PromUrl {
+    /// The URL as messages show it: credentials replaced by `***`.
+    pub fn shown(&self) -> String {
+        let auth = if self.credentials.is_some() { "***@" } else { "" };
+        format!("http://{auth}{}:{}{}", self.host, self.port, self.prefix)
+    }
+}
+
+impl std::fmt::Debug for PromUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
 }
 
 /// One profile document with the name it is reported under.
@@ -611,7 +664,15 @@ pub fn parse(name: &str, text: &str) -> anyhow::Result<Profile> {
 pub fn show(spec: Option<&str>, root: &Path) -> anyhow::Result<String> {
     let docs = documents(spec, root, true)?;
     let profile = from_documents(&docs)?;
-    let body = toml::to_string_pretty(&merged_raw(&docs)?).context("failed to print the profile as TOML")?;
+    let mut raw = merged_raw(&docs)?;
+    // A Prometheus password is never printed.
+    if let (Some(w), Some(shown)) = (
+        raw.watch.as_mut().and_then(|w| w.workload.as_mut()),
+        profile.watch.as_ref().and_then(|w| w.workload.as_ref()).map(|w| w.prometheus.shown()),
+    ) {
+        w.prometheus = shown;
+    }
+    let body = toml::to_string_pretty(&raw).context("failed to print the profile as TOML")?;
     Ok(format!("# effective profile from {}\n{body}", profile.source))
 }
 

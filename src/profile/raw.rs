@@ -339,6 +339,43 @@ pub struct RawWatch {
     pub metrics: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<RawWorkload>,
+}
+
+/// `[watch.workload]`: where the gateway's invocation rate and service count come from.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWorkload {
+    /// The Prometheus server's base URL (`http://HOST:PORT`).
+    pub prometheus: String,
+    pub rate_query: String,
+    pub services_query: String,
+    pub every: String,
+    pub timeout: String,
+    pub max_body: String,
+    /// How far the rate must fall below its baseline, in percent, to count as a fall.
+    pub fall: f64,
+    /// How far back the baseline reaches.
+    pub baseline: String,
+    /// I/O pressure (`some`, 10 s average, percent) that counts as the host's fault.
+    pub io_pressure_warn: f64,
+}
+
+impl Default for RawWorkload {
+    fn default() -> Self {
+        RawWorkload {
+            prometheus: "http://127.0.0.1:9090".into(),
+            rate_query: "sum(rate(gateway_function_invocation_total{code=\"200\"}[1m]))".into(),
+            services_query: "sum(gateway_service_count)".into(),
+            every: "15s".into(),
+            timeout: "2s".into(),
+            max_body: "64k".into(),
+            fall: 50.0,
+            baseline: "10m".into(),
+            io_pressure_warn: 20.0,
+        }
+    }
 }
 
 impl Default for RawWatch {
@@ -352,6 +389,7 @@ impl Default for RawWatch {
             iowait_clear: 10.0,
             metrics: None,
             check_every: None,
+            workload: None,
         }
     }
 }

@@ -889,7 +889,9 @@ fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
             Some(CheckEvery::new(every).expect("in range"))
         }
     };
+    let workload = w.workload.map(validate_workload).transpose()?;
     Ok(Watch {
+        workload,
         interval,
         window,
         samples,
@@ -900,4 +902,95 @@ fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
         metrics,
         check_every,
     })
+}
+
+fn validate_workload(w: raw::RawWorkload) -> Result<Workload, KeyError> {
+    const SECTION: &str = "watch.workload";
+    let prometheus = prom_url(&w.prometheus).map_err(|m| err(SECTION, "prometheus", m))?;
+    for (key, query) in [("rate_query", &w.rate_query), ("services_query", &w.services_query)] {
+        if query.trim().is_empty() || query.len() > 1024 || query.chars().any(char::is_control) {
+            let m = format!("{} is not a PromQL query: one line of at most 1024 characters", quoted(query));
+            return Err(err(SECTION, key, m));
+        }
+    }
+    let every = duration(SECTION, "every", &w.every, WorkloadEvery::MIN..=WorkloadEvery::MAX)?;
+    let every = WorkloadEvery::new(every).expect("in range");
+    let timeout = duration(SECTION, "timeout", &w.timeout, Duration::from_millis(100)..=30 * SECOND)?;
+    if timeout >= *every {
+        let m = format!(
+            "{} is not shorter than every ({}): one question must end before the next",
+            quoted(&w.timeout),
+            w.every
+        );
+        return Err(err(SECTION, "timeout", m));
+    }
+    let max_body = size(SECTION, "max_body", &w.max_body, 1024, "16m")?.bytes();
+    for (key, v) in [("fall", w.fall), ("io_pressure_warn", w.io_pressure_warn)] {
+        if !(v > 0.0 && v <= 100.0) {
+            return Err(err(SECTION, key, format!("{v} is not a percentage above 0 and at most 100")));
+        }
+    }
+    let longest = (*every * Workload::MAX_BASELINE as u32).min(7 * DAY);
+    let baseline = duration(SECTION, "baseline", &w.baseline, *every..=longest)?;
+    Ok(Workload {
+        prometheus,
+        rate_query: w.rate_query,
+        services_query: w.services_query,
+        every,
+        timeout,
+        max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+        fall: w.fall / 100.0,
+        baseline: (baseline.as_nanos() / every.as_nanos()) as usize,
+        io_pressure_warn: w.io_pressure_warn,
+    })
+}
+
+/// `http://[USER:PASSWORD@]HOST[:PORT][/PREFIX]`: what vakt's Prometheus client dials.
+fn prom_url(text: &str) -> Result<PromUrl, String> {
+    let shown = || quoted(&text.split_once('@').map_or(text.to_string(), |(_, rest)| format!("http://***@{rest}")));
+    let Some(rest) = text.strip_prefix("http://") else {
+        return Err(format!(
+            "{} is not an http:// URL (vakt asks Prometheus over plain HTTP: use its local address)",
+            shown()
+        ));
+    };
+    let (authority, prefix) = rest.find('/').map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
+    let (credentials, hostport) = match authority.rsplit_once('@') {
+        Some((c, h)) if c.contains(':') && !c.chars().any(|ch| ch.is_control() || ch.is_whitespace()) => {
+            (Some(c.to_string()), h)
+        }
+        Some(_) => return Err(format!("{}: credentials are USER:PASSWORD", shown())),
+        None => (None, authority),
+    };
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) =
+                v6.split_once(']').ok_or_else(|| format!("{}: an IPv6 address needs its ]", shown()))?;
+            addr.parse::<std::net::Ipv6Addr>().map_err(|_| format!("{}: `{addr}` is not an IPv6 address", shown()))?;
+            (format!("[{addr}]"), after.strip_prefix(':'))
+        }
+        None => {
+            let (h, p) = hostport.split_once(':').map_or((hostport, None), |(h, p)| (h, Some(p)));
+            (h.to_string(), p)
+        }
+    };
+    let host_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && !host.starts_with(['-', '.']));
+    if !host_ok {
+        return Err(format!("{}: `{}` is not a host name or address", shown(), escape_controls(&host)));
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => {
+            p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("{}: the port is 1 to 65535", shown()))?
+        }
+    };
+    let prefix = prefix.trim_end_matches('/');
+    if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-~".contains(c)) {
+        return Err(format!("{}: the path may hold letters, digits and / _ . - ~ only (no query)", shown()));
+    }
+    Ok(PromUrl { host, port, prefix: prefix.to_string(), credentials })
 }

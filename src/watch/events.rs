@@ -9,6 +9,7 @@ use super::metrics::Metrics;
 use super::psi::{self, Pressure};
 use super::sampler::Sample;
 use super::window::{Reading, Transition};
+use super::workload::{Event, Judge};
 use crate::profile::units::format_duration;
 
 /// One fixed journald MESSAGE_ID per event type (`journalctl MESSAGE_ID=...`).
@@ -28,6 +29,10 @@ pub mod message_id {
     pub const SAMPLE_FAILED: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d1c";
     pub const SAMPLE_RECOVERED: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d1d";
     pub const METRICS_ACCEPT_FAILED: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d1e";
+    pub const BOTTLENECK: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d1f";
+    pub const BOTTLENECK_CLEAR: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d20";
+    pub const QUIET: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d21";
+    pub const WORKLOAD_FAILED: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d22";
 }
 
 /// One structured event with every figure as a `VAKT_*` journald field.
@@ -135,6 +140,39 @@ pub fn update_metrics(m: &Mutex<Metrics>, r: &Reading, s: &Sample) {
     m.steal_alarm = r.steal_alarm;
     m.iowait_alarm = r.iowait_alarm;
     m.samples += 1;
+}
+
+/// A change in the workload's judgement, to the journal.
+pub fn workload_event(e: &Event) {
+    match e {
+        Event::Bottleneck(t) => tracing::warn!(MESSAGE_ID = message_id::BOTTLENECK, "bottleneck: {t}"),
+        Event::Cleared(t) => tracing::info!(MESSAGE_ID = message_id::BOTTLENECK_CLEAR, "{t}"),
+        Event::Quiet(t) => tracing::info!(MESSAGE_ID = message_id::QUIET, "quiet: {t}"),
+    }
+}
+
+/// The workload's figures (none when the last answer failed) and the event it led to.
+pub fn update_workload_metrics(m: &Mutex<Metrics>, judge: Option<&Judge>, event: Option<&Event>) {
+    let Ok(mut m) = m.lock() else { return };
+    let w = m.workload.get_or_insert_with(Default::default);
+    match judge {
+        Some(j) => {
+            w.up = true;
+            w.rate = j.last.map(|f| f.rate);
+            w.services = j.last.map(|f| f.services);
+            w.baseline = j.baseline;
+            w.bottleneck = j.bottleneck;
+        }
+        None => {
+            w.up = false;
+            w.errors += 1;
+        }
+    }
+    match event {
+        Some(Event::Bottleneck(_)) => w.bottlenecks += 1,
+        Some(Event::Quiet(_)) => w.quiets += 1,
+        _ => {}
+    }
 }
 
 pub fn report_audit(report: &crate::engine::Report, m: &Mutex<Metrics>) {

@@ -24,6 +24,21 @@ pub struct Metrics {
     /// (state, count) of the last periodic audit, and when it ran.
     pub findings: Vec<(&'static str, usize)>,
     pub last_audit: Option<f64>,
+    /// With `[watch.workload]`: the gateway's figures and their judgement.
+    pub workload: Option<WorkloadMetrics>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct WorkloadMetrics {
+    /// Whether the last question to Prometheus was answered.
+    pub up: bool,
+    pub rate: Option<f64>,
+    pub services: Option<f64>,
+    pub baseline: Option<f64>,
+    pub bottleneck: bool,
+    pub errors: u64,
+    pub bottlenecks: u64,
+    pub quiets: u64,
 }
 
 impl Metrics {
@@ -69,9 +84,38 @@ impl Metrics {
         w.family("vakt_alarm_active", Kind::Gauge, "Whether an alarm is raised (1) or not (0).")
             .sample("vakt_alarm_active", &[("kind", "steal")], u8::from(self.steal_alarm))
             .sample("vakt_alarm_active", &[("kind", "iowait")], u8::from(self.iowait_alarm));
+        if let Some(wl) = &self.workload {
+            w.sample("vakt_alarm_active", &[("kind", "bottleneck")], u8::from(wl.bottleneck));
+        }
         w.single("vakt_samples_total", Kind::Counter, "Samples of /proc/stat taken.", self.samples);
         let help = "Reads of /proc/stat that gave no figures (unreadable, no CPU lines, counters stuck).";
         w.single("vakt_sample_errors_total", Kind::Counter, help, self.sample_errors);
+        if let Some(wl) = &self.workload {
+            w.single(
+                "vakt_workload_up",
+                Kind::Gauge,
+                "Whether the last question about the workload was answered.",
+                u8::from(wl.up),
+            );
+            for (name, help, v) in [
+                ("vakt_workload_invocation_rate", "The gateway's invocations per second (rate_query).", wl.rate),
+                ("vakt_workload_baseline_rate", "The invocation rate's recent baseline.", wl.baseline),
+                ("vakt_workload_services", "The gateway's deployed services (services_query).", wl.services),
+            ] {
+                if let Some(v) = v {
+                    w.single(name, Kind::Gauge, help, v);
+                }
+            }
+            w.single(
+                "vakt_workload_errors_total",
+                Kind::Counter,
+                "Questions about the workload that got no answer.",
+                wl.errors,
+            );
+            w.family("vakt_workload_falls_total", Kind::Counter, "Falls of the invocation rate, by verdict.")
+                .sample("vakt_workload_falls_total", &[("verdict", "bottleneck")], wl.bottlenecks)
+                .sample("vakt_workload_falls_total", &[("verdict", "quiet")], wl.quiets);
+        }
         if let Some(at) = self.last_audit {
             w.family("vakt_check_findings", Kind::Gauge, "Findings of the last periodic audit, by state.");
             for (state, n) in &self.findings {

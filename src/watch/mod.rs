@@ -14,6 +14,7 @@ pub mod psi;
 mod sampler;
 mod service;
 mod window;
+mod workload;
 
 pub use events::message_id;
 pub use service::run;

@@ -19,6 +19,7 @@ use super::limits;
 use super::metrics::Metrics;
 use super::sampler::{self, Sample};
 use super::window::{Monitor, Reading};
+use super::workload::{self, Figures, HostLimits, HostSignals, Judge};
 use crate::error::Invalid;
 use crate::host::Host;
 use crate::profile::units::format_duration;
@@ -89,6 +90,45 @@ struct Service {
     audit_timer: Option<Interval>,
     audit: Option<JoinHandle<()>>,
     sample_failures: Backoff,
+    workload: Option<WorkloadTask>,
+    /// The host's figures of the last sample, for judging the workload's.
+    host_signals: HostSignals,
+}
+
+/// `[watch.workload]` running: the task asking Prometheus, its answers, and their judge.
+struct WorkloadTask {
+    task: JoinHandle<()>,
+    rx: mpsc::Receiver<Result<Figures, String>>,
+    judge: Judge,
+    /// The workload's part of the status line.
+    line: String,
+    failures: Backoff,
+}
+
+impl WorkloadTask {
+    fn start(w: &crate::profile::Workload) -> WorkloadTask {
+        let (tx, rx) = mpsc::channel(2);
+        WorkloadTask {
+            task: tokio::spawn(workload::run(w.clone(), tx)),
+            rx,
+            judge: Judge::new(w),
+            line: format!("workload: asking {}", w.prometheus.shown()),
+            failures: Backoff::default(),
+        }
+    }
+}
+
+impl Drop for WorkloadTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(w: &mut Option<WorkloadTask>) -> Option<Result<Figures, String>> {
+    match w {
+        Some(w) => w.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Service {
@@ -112,6 +152,7 @@ impl Service {
             *settings.interval,
             tx.clone(),
         ));
+        let settings_workload = settings.workload.clone();
         Ok(Service {
             monitor: Monitor::new(&settings),
             summary: timer(settings.window),
@@ -129,6 +170,8 @@ impl Service {
             sampler,
             audit: None,
             sample_failures: Backoff::default(),
+            workload: settings_workload.as_ref().map(WorkloadTask::start),
+            host_signals: HostSignals::default(),
         })
     }
 
@@ -184,6 +227,7 @@ impl Service {
                     }
                 }
                 _ = tick(&mut self.audit_timer) => self.start_audit(),
+                Some(a) = answer(&mut self.workload) => self.workload_answer(a),
                 _ = hup.recv() => match self.reload().await {
                     Ok(changes) => tracing::info!(MESSAGE_ID = message_id::RELOADED, "reloaded {}{changes}", self.profile.source),
                     Err(e) => tracing::error!(MESSAGE_ID = message_id::RELOAD_FAILED, "reload failed, keeping the running profile: {e:#}"),
@@ -207,7 +251,15 @@ impl Service {
             );
         }
         let reading = self.monitor.observe(sample.usage.clone());
-        let line = events::status_line(&reading, &sample.pressure, self.monitor.settings.window);
+        self.host_signals = HostSignals {
+            iowait_pct: reading.window_iowait,
+            steal_pct: reading.window_steal,
+            io_pressure: sample.pressure[1].map(|p| p.some.avg10),
+        };
+        let mut line = events::status_line(&reading, &sample.pressure, self.monitor.settings.window);
+        if let Some(w) = &self.workload {
+            line = format!("{line}; {}", w.line);
+        }
         events::report_sample(&reading, sample, &line, *self.monitor.settings.interval);
         events::update_metrics(&self.metrics, &reading, sample);
         if sample.pressure.iter().all(Option::is_none) && !*psi_told {
@@ -218,6 +270,49 @@ impl Service {
             *psi_told = true;
         }
         (reading, line)
+    }
+
+    /// Takes one answer about the workload: judged against the host's last figures, an event
+    /// when the judgement changes, the metrics and the status line's workload part. A failed
+    /// answer is said (backing off in the journal) and judged not at all.
+    fn workload_answer(&mut self, answer: Result<Figures, String>) {
+        let s = &self.settings;
+        let Some(w) = &mut self.workload else { return };
+        let limits = HostLimits {
+            iowait_warn: s.iowait_warn,
+            iowait_clear: s.iowait_clear,
+            steal_warn: s.steal_warn,
+            steal_clear: s.steal_clear,
+            io_pressure_warn: s.workload.as_ref().map_or(f64::INFINITY, |w| w.io_pressure_warn),
+        };
+        match answer {
+            Ok(f) => {
+                if w.failures.recovered().is_some() {
+                    tracing::info!(
+                        MESSAGE_ID = message_id::WORKLOAD_FAILED,
+                        "the workload's figures are readable again"
+                    );
+                }
+                let event = w.judge.observe(f, &self.host_signals, &limits);
+                if let Some(e) = &event {
+                    events::workload_event(e);
+                }
+                let baseline = w.judge.baseline.map_or("none yet".to_string(), |b| format!("{b:.2}/s"));
+                let state = if w.judge.bottleneck { ", BOTTLENECK" } else { "" };
+                w.line = format!("workload {:.2}/s (baseline {baseline}), {} services{state}", f.rate, f.services);
+                events::update_workload_metrics(&self.metrics, Some(&w.judge), event.as_ref());
+            }
+            Err(e) => {
+                w.line = format!("workload unknown: {e}");
+                if let Some(logged) = w.failures.fail(Instant::now(), &e) {
+                    tracing::warn!(
+                        MESSAGE_ID = message_id::WORKLOAD_FAILED,
+                        "cannot read the workload's figures: {logged}"
+                    );
+                }
+                events::update_workload_metrics(&self.metrics, None, None);
+            }
+        }
     }
 
     fn sample_failed(&mut self, e: &anyhow::Error) {
@@ -297,6 +392,12 @@ impl Service {
             != (old.steal_warn, old.steal_clear, old.iowait_warn, old.iowait_clear)
         {
             changes.push("alarm thresholds".to_string());
+        }
+        if s.workload != old.workload {
+            let shown =
+                |w: &Option<crate::profile::Workload>| w.as_ref().map_or("off".to_string(), |w| w.prometheus.shown());
+            changes.push(format!("workload {} (was {})", shown(&s.workload), shown(&old.workload)));
+            self.workload = s.workload.as_ref().map(WorkloadTask::start);
         }
         self.monitor.reconfigure(&new);
         self.settings = new;
