@@ -578,8 +578,15 @@ pub struct Watch {
     pub iowait_clear: f64,
     pub metrics: Option<SocketAddr>,
     pub check_every: Option<CheckEvery>,
+    /// Off unless set: the storage probe reads for about a second each time.
+    pub latency_every: Option<LatencyEvery>,
+    pub latency_warn: Duration,
     pub workload: Option<Workload>,
 }
+
+/// How often the watchdog measures disk latency: a minute to a day (each probe reads for up to
+/// a second, and never on a busy disk).
+pub type LatencyEvery = Period<60_000, 86_400_000>;
 
 /// How often the watchdog asks for the workload's figures: a second to an hour.
 pub type WorkloadEvery = Period<1_000, 3_600_000>;

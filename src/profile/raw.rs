@@ -339,6 +339,11 @@ pub struct RawWatch {
     pub metrics: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_every: Option<String>,
+    /// How often to measure the read latency of the disks under `/` and Docker's data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_every: Option<String>,
+    /// A disk's p99 read latency that counts as the host's fault in a workload's fall.
+    pub latency_warn: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<RawWorkload>,
 }
@@ -389,6 +394,8 @@ impl Default for RawWatch {
             iowait_clear: 10.0,
             metrics: None,
             check_every: None,
+            latency_every: None,
+            latency_warn: "20ms".into(),
             workload: None,
         }
     }

@@ -889,8 +889,18 @@ fn validate_watch(w: raw::RawWatch) -> Result<Watch, KeyError> {
             Some(CheckEvery::new(every).expect("in range"))
         }
     };
+    let latency_every = match &w.latency_every {
+        None => None,
+        Some(t) => {
+            let every = duration("watch", "latency_every", t, LatencyEvery::MIN..=LatencyEvery::MAX)?;
+            Some(LatencyEvery::new(every).expect("in range"))
+        }
+    };
+    let latency_warn = duration("watch", "latency_warn", &w.latency_warn, Duration::from_micros(100)..=10 * SECOND)?;
     let workload = w.workload.map(validate_workload).transpose()?;
     Ok(Watch {
+        latency_every,
+        latency_warn,
         workload,
         interval,
         window,

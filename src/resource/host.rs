@@ -465,6 +465,37 @@ pub fn storage(host: &Host, path: &Path, probes: Option<&mut Probes>) -> Storage
     StorageVerdict { probes: probed, ..verdict(overall, evidence) }
 }
 
+/// The read latency of each disk that holds `path` (the watchdog's periodic measurement), by
+/// the probe's own bounds: never a rotational or a busy disk. One disk holding the path is
+/// read at blocks of files under it. Disks named in `done` are left out.
+pub fn latency(host: &Host, path: &Path, done: &[String]) -> Vec<(String, Outcome)> {
+    let Some(mountinfo) = host.read_opt("/proc/self/mountinfo") else { return Vec::new() };
+    let (Some(mount), _) = mount_of(&mountinfo, path) else { return Vec::new() };
+    let Some(dev_dir) = resolve_link(host, &host.path(format!("/sys/dev/block/{}", mount.dev))) else {
+        return Vec::new();
+    };
+    let mut disks = Vec::new();
+    walk_to_disks(host, &dev_dir, &mut disks, &mut Vec::new(), 0);
+    let written = match dev_dir.file_name() {
+        Some(name) if disks.len() == 1 => {
+            let under = if host.path(path).exists() { host.path(path) } else { host.path(&mount.point) };
+            probe::written_under(&under, format!("/dev/{}", name.to_string_lossy()))
+        }
+        _ => None,
+    };
+    disks
+        .iter()
+        .map(|d| disk_info(d))
+        .filter(|info| !done.contains(&info.name))
+        .map(|info| {
+            let rotational = info.rotational == Some(true) && !info.kind().hides_backing();
+            let outcome =
+                probe::run(host, &info.name, rotational, written.as_ref(), |f| f.samples >= probe::MIN_SAMPLES);
+            (info.name, outcome)
+        })
+        .collect()
+}
+
 pub struct Mount {
     pub point: String,
     pub dev: String,

@@ -112,6 +112,8 @@ pub struct Figures {
     pub p50: Duration,
     pub p90: Duration,
     pub p99: Duration,
+    /// The latencies of the samples added up (a Prometheus summary's `_sum`).
+    pub sum: Duration,
     /// Reads per second over all reads issued (queue depth 1).
     pub iops: f64,
     pub elapsed: Duration,
@@ -341,6 +343,7 @@ fn measure(file: &std::fs::File, sample: &Sample) -> io::Result<Figures> {
     }
     let elapsed = began.elapsed();
     let samples = latencies.len();
+    let sum = latencies.iter().sum();
     let (p50, p90, p99) = percentiles(&mut latencies).unwrap_or_default();
     Ok(Figures {
         reads,
@@ -348,6 +351,7 @@ fn measure(file: &std::fs::File, sample: &Sample) -> io::Result<Figures> {
         p50,
         p90,
         p99,
+        sum,
         iops: reads as f64 / elapsed.as_secs_f64().max(1e-9),
         elapsed,
         rounds: 1,
@@ -364,7 +368,17 @@ mod tests {
 
     fn figures(samples: usize, p50: u64, p90: u64) -> Figures {
         let p99 = us(p90 * 10);
-        Figures { reads: samples, samples, p50: us(p50), p90: us(p90), p99, iops: 1.0, elapsed: us(1), rounds: 1 }
+        Figures {
+            reads: samples,
+            samples,
+            p50: us(p50),
+            p90: us(p90),
+            p99,
+            sum: us(p50) * samples as u32,
+            iops: 1.0,
+            elapsed: us(1),
+            rounds: 1,
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod message_id {
     pub const BOTTLENECK_CLEAR: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d20";
     pub const QUIET: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d21";
     pub const WORKLOAD_FAILED: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d22";
+    pub const LATENCY: &str = "8b0e3c7a52f44f6f9a1d6c0e4b2a7d23";
 }
 
 /// One structured event with every figure as a `VAKT_*` journald field.

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub last_audit: Option<f64>,
     /// With `[watch.workload]`: the gateway's figures and their judgement.
     pub workload: Option<WorkloadMetrics>,
+    /// With `latency_every`: each disk's last latency probe.
+    pub disks: Vec<(String, crate::resource::probe::Figures)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -116,6 +118,18 @@ impl Metrics {
                 .sample("vakt_workload_falls_total", &[("verdict", "bottleneck")], wl.bottlenecks)
                 .sample("vakt_workload_falls_total", &[("verdict", "quiet")], wl.quiets);
         }
+        if !self.disks.is_empty() {
+            let name = "vakt_disk_read_latency_seconds";
+            let help = "Read latency of the disk's last probe (4 KiB O_DIRECT reads at queue depth 1).";
+            w.family(name, Kind::Summary, help);
+            for (disk, f) in &self.disks {
+                for (q, v) in [("0.5", f.p50), ("0.9", f.p90), ("0.99", f.p99)] {
+                    w.sample(name, &[("disk", disk), ("quantile", q)], v.as_secs_f64());
+                }
+                w.sample(&format!("{name}_sum"), &[("disk", disk)], f.sum.as_secs_f64());
+                w.sample(&format!("{name}_count"), &[("disk", disk)], f.samples);
+            }
+        }
         if let Some(at) = self.last_audit {
             w.family("vakt_check_findings", Kind::Gauge, "Findings of the last periodic audit, by state.");
             for (state, n) in &self.findings {
@@ -139,5 +153,32 @@ mod tests {
         assert!(text.contains("# HELP vakt_samples_total Samples of /proc/stat taken.\n# TYPE vakt_samples_total counter\nvakt_samples_total 3\n"), "{text}");
         assert!(text.contains("vakt_alarm_active{kind=\"steal\"} 1"), "{text}");
         assert!(!text.contains("vakt_check_findings"), "no audit, no audit metrics");
+        assert!(!text.contains("vakt_disk_read_latency_seconds"), "no probe, no latency");
+    }
+
+    #[test]
+    fn disk_latency_is_a_summary() {
+        let ms = std::time::Duration::from_micros;
+        let f = crate::resource::probe::Figures {
+            reads: 900,
+            samples: 800,
+            p50: ms(250),
+            p90: ms(400),
+            p99: ms(1500),
+            sum: ms(240_000),
+            iops: 900.0,
+            elapsed: ms(1_000_000),
+            rounds: 1,
+        };
+        let text = Metrics { disks: vec![("vda".into(), f)], ..Default::default() }.render();
+        for line in [
+            "# TYPE vakt_disk_read_latency_seconds summary",
+            "vakt_disk_read_latency_seconds{disk=\"vda\",quantile=\"0.5\"} 0.00025",
+            "vakt_disk_read_latency_seconds{disk=\"vda\",quantile=\"0.99\"} 0.0015",
+            "vakt_disk_read_latency_seconds_sum{disk=\"vda\"} 0.24",
+            "vakt_disk_read_latency_seconds_count{disk=\"vda\"} 800",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod cpu;
 mod events;
 mod http;
+mod latency;
 mod limits;
 mod metrics;
 pub mod psi;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::events::{self, Backoff, message_id};
+use super::latency;
 use super::limits;
 use super::metrics::Metrics;
 use super::sampler::{self, Sample};
@@ -93,6 +94,39 @@ struct Service {
     workload: Option<WorkloadTask>,
     /// The host's figures of the last sample, for judging the workload's.
     host_signals: HostSignals,
+    latency: Option<LatencyTask>,
+}
+
+/// `latency_every` running: the probing task, its rounds, and each disk's last figures.
+struct LatencyTask {
+    task: JoinHandle<()>,
+    rx: mpsc::Receiver<latency::Round>,
+    disks: Vec<(String, crate::resource::probe::Figures)>,
+}
+
+impl LatencyTask {
+    fn start(root: &std::path::Path, every: crate::profile::LatencyEvery) -> LatencyTask {
+        let (tx, rx) = mpsc::channel(1);
+        LatencyTask { task: tokio::spawn(latency::run(root.to_path_buf(), *every, tx)), rx, disks: Vec::new() }
+    }
+
+    /// The slowest disk by its p99.
+    fn slowest(&self) -> Option<(String, Duration)> {
+        self.disks.iter().max_by_key(|(_, f)| f.p99).map(|(d, f)| (d.clone(), f.p99))
+    }
+}
+
+impl Drop for LatencyTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn round(l: &mut Option<LatencyTask>) -> Option<latency::Round> {
+    match l {
+        Some(l) => l.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `[watch.workload]` running: the task asking Prometheus, its answers, and their judge.
@@ -153,6 +187,7 @@ impl Service {
             tx.clone(),
         ));
         let settings_workload = settings.workload.clone();
+        let latency = settings.latency_every.map(|e| LatencyTask::start(&root, e));
         Ok(Service {
             monitor: Monitor::new(&settings),
             summary: timer(settings.window),
@@ -172,6 +207,7 @@ impl Service {
             sample_failures: Backoff::default(),
             workload: settings_workload.as_ref().map(WorkloadTask::start),
             host_signals: HostSignals::default(),
+            latency,
         })
     }
 
@@ -228,6 +264,7 @@ impl Service {
                 }
                 _ = tick(&mut self.audit_timer) => self.start_audit(),
                 Some(a) = answer(&mut self.workload) => self.workload_answer(a),
+                Some(r) = round(&mut self.latency) => self.latency_round(r),
                 _ = hup.recv() => match self.reload().await {
                     Ok(changes) => tracing::info!(MESSAGE_ID = message_id::RELOADED, "reloaded {}{changes}", self.profile.source),
                     Err(e) => tracing::error!(MESSAGE_ID = message_id::RELOAD_FAILED, "reload failed, keeping the running profile: {e:#}"),
@@ -251,12 +288,17 @@ impl Service {
             );
         }
         let reading = self.monitor.observe(sample.usage.clone());
+        let disk_p99 = self.latency.as_ref().and_then(LatencyTask::slowest);
         self.host_signals = HostSignals {
             iowait_pct: reading.window_iowait,
             steal_pct: reading.window_steal,
             io_pressure: sample.pressure[1].map(|p| p.some.avg10),
+            disk_p99: disk_p99.clone(),
         };
         let mut line = events::status_line(&reading, &sample.pressure, self.monitor.settings.window);
+        if let Some((disk, p99)) = &disk_p99 {
+            line = format!("{line}, {disk} p99 {:.1} ms", p99.as_secs_f64() * 1000.0);
+        }
         if let Some(w) = &self.workload {
             line = format!("{line}; {}", w.line);
         }
@@ -284,6 +326,7 @@ impl Service {
             steal_warn: s.steal_warn,
             steal_clear: s.steal_clear,
             io_pressure_warn: s.workload.as_ref().map_or(f64::INFINITY, |w| w.io_pressure_warn),
+            latency_warn: s.latency_warn,
         };
         match answer {
             Ok(f) => {
@@ -312,6 +355,28 @@ impl Service {
                 }
                 events::update_workload_metrics(&self.metrics, None, None);
             }
+        }
+    }
+
+    /// Takes one round of disk latency probes: each measured disk's figures replace its last,
+    /// to the journal and the metrics; a probe that did not run says why.
+    fn latency_round(&mut self, round: latency::Round) {
+        let Some(l) = &mut self.latency else { return };
+        for (disk, outcome) in round {
+            match outcome {
+                crate::resource::probe::Outcome::Measured(f) => {
+                    tracing::info!(MESSAGE_ID = message_id::LATENCY, "disk latency {disk}: {f}");
+                    l.disks.retain(|(d, _)| *d != disk);
+                    l.disks.push((disk, f));
+                }
+                crate::resource::probe::Outcome::NotRun(why) => {
+                    tracing::info!(MESSAGE_ID = message_id::LATENCY, "disk latency {disk}: not measured: {why}")
+                }
+            }
+        }
+        l.disks.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Ok(mut m) = self.metrics.lock() {
+            m.disks.clone_from(&l.disks);
         }
     }
 
@@ -392,6 +457,11 @@ impl Service {
             != (old.steal_warn, old.steal_clear, old.iowait_warn, old.iowait_clear)
         {
             changes.push("alarm thresholds".to_string());
+        }
+        if s.latency_every != old.latency_every {
+            let was = |e: Option<crate::profile::LatencyEvery>| e.map_or("off".to_string(), |e| format_duration(*e));
+            changes.push(format!("latency_every {} (was {})", was(s.latency_every), was(old.latency_every)));
+            self.latency = s.latency_every.map(|e| LatencyTask::start(&self.root, e));
         }
         if s.workload != old.workload {
             let shown =

@@ -129,12 +129,14 @@ fn value(body: &[u8]) -> Result<f64, String> {
 }
 
 /// What the host's own figures say when the workload's are judged.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct HostSignals {
     pub iowait_pct: f64,
     pub steal_pct: f64,
     /// I/O pressure, `some` avg10, percent; `None` without PSI.
     pub io_pressure: Option<f64>,
+    /// The slowest disk's last p99 read latency, when disk latency is measured.
+    pub disk_p99: Option<(String, Duration)>,
 }
 
 /// The thresholds the host's figures are held to.
@@ -145,6 +147,7 @@ pub struct HostLimits {
     pub steal_warn: f64,
     pub steal_clear: f64,
     pub io_pressure_warn: f64,
+    pub latency_warn: Duration,
 }
 
 impl HostLimits {
@@ -159,6 +162,13 @@ impl HostLimits {
         if h.steal_pct >= self.steal_warn {
             return Some(format!("steal rose to {:.1} % (warn {} %)", h.steal_pct, self.steal_warn));
         }
+        if let Some((disk, p99)) = h.disk_p99.as_ref().filter(|(_, p99)| *p99 >= self.latency_warn) {
+            return Some(format!(
+                "{disk}'s p99 read latency rose to {:.1} ms (warn {:.1} ms)",
+                p99.as_secs_f64() * 1000.0,
+                self.latency_warn.as_secs_f64() * 1000.0
+            ));
+        }
         None
     }
 
@@ -166,6 +176,7 @@ impl HostLimits {
         h.iowait_pct < self.iowait_clear
             && h.steal_pct < self.steal_clear
             && h.io_pressure.is_none_or(|p| p < self.io_pressure_warn / 2.0)
+            && h.disk_p99.as_ref().is_none_or(|(_, p99)| *p99 < self.latency_warn / 2)
     }
 }
 
@@ -279,6 +290,7 @@ mod tests {
         steal_warn: 10.0,
         steal_clear: 5.0,
         io_pressure_warn: 20.0,
+        latency_warn: Duration::from_millis(20),
     };
 
     fn run(judge: &mut Judge, rates: &[f64], host: HostSignals) -> Vec<Event> {
@@ -288,7 +300,7 @@ mod tests {
     #[test]
     fn a_fall_with_the_host_at_fault_is_a_bottleneck_once_then_clears() {
         let mut j = Judge::new(&workload());
-        let busy = HostSignals { iowait_pct: 35.0, steal_pct: 1.0, io_pressure: Some(40.0) };
+        let busy = HostSignals { iowait_pct: 35.0, steal_pct: 1.0, io_pressure: Some(40.0), disk_p99: None };
         assert_eq!(run(&mut j, &[100.0, 100.0, 100.0], HostSignals::default()), vec![]);
         let events = run(&mut j, &[30.0, 25.0, 20.0], busy);
         assert_eq!(events.len(), 1, "{events:?}");
@@ -297,6 +309,17 @@ mod tests {
         assert!(j.bottleneck);
         let events = run(&mut j, &[95.0], HostSignals::default());
         assert!(matches!(&events[..], [Event::Cleared(t)] if t.contains("invocations are back")), "{events:?}");
+    }
+
+    #[test]
+    fn a_slow_disk_is_a_host_signal_too() {
+        let mut j = Judge::new(&workload());
+        let slow = HostSignals { disk_p99: Some(("vda".into(), Duration::from_millis(35))), ..Default::default() };
+        let events = run(&mut j, &[100.0, 100.0, 20.0], slow);
+        assert!(
+            matches!(&events[..], [Event::Bottleneck(t)] if t.contains("vda's p99 read latency rose to 35.0 ms (warn 20.0 ms)")),
+            "{events:?}"
+        );
     }
 
     #[test]
