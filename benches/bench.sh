@@ -41,8 +41,12 @@ for i in 1 2 3; do "$scale"; done | sort -t' ' -k18 -n | sed -n 2p | sed 's/^/me
 mkdir -p "$T/host"
 unshare -m -n --propagation private bash benches/converged.sh "$T/host" "$VAKT" "$RUNS" "$OUT"
 
-# Footprint: vakt watch at a 1 s interval with metrics on, beside node_exporter, same window.
-printf '[watch]\ninterval = "1s"\nwindow = "1m"\nmetrics = "127.0.0.1:19477"\n' > "$T/watch.toml"
+# Footprint: vakt watch at a 1 s interval with metrics on and the workload asked of a real
+# Prometheus every second (scraping node_exporter: the queries' answers are what count, not
+# their meaning), beside node_exporter, same window.
+printf '[watch]\ninterval = "1s"\nwindow = "1m"\nmetrics = "127.0.0.1:19477"\n\n[watch.workload]\nprometheus = "http://127.0.0.1:19090"\nrate_query = "sum(rate(node_cpu_seconds_total[5s]))"\nservices_query = "count(node_cpu_seconds_total)"\nevery = "1s"\ntimeout = "500ms"\nbaseline = "1m"\n' > "$T/watch.toml"
+printf 'global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ["127.0.0.1:19100"]\n' > "$T/prometheus.yml"
+prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/prom" --web.listen-address=127.0.0.1:19090 >/dev/null 2>&1 & ppid=$!
 "$VAKT" watch -p "$T/watch.toml" 2>/dev/null & wpid=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:19100 >/dev/null 2>&1 & npid=$!
 sleep 2
@@ -54,7 +58,8 @@ done
 w1=$(ticks $wpid); n1=$(ticks $npid)
 hz=$(getconf CLK_TCK)
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-echo "vakt watch over ${WATCH_SECS}s (1 s interval, scraped every second): VmRSS $(rss $wpid) KiB, CPU $(python3 -c "print(f'{($w1-$w0)/$hz/$WATCH_SECS*100:.3f}')") % of one core" >> "$OUT"
+up=$(curl -s 127.0.0.1:19477/metrics | awk '$1=="vakt_workload_up"{print $2}')
+echo "vakt watch over ${WATCH_SECS}s (1 s interval, scraped every second, the workload asked of Prometheus every second, vakt_workload_up ${up:-absent}): VmRSS $(rss $wpid) KiB, CPU $(python3 -c "print(f'{($w1-$w0)/$hz/$WATCH_SECS*100:.3f}')") % of one core" >> "$OUT"
 echo "node_exporter, same window and scrapes: VmRSS $(rss $npid) KiB, CPU $(python3 -c "print(f'{($n1-$n0)/$hz/$WATCH_SECS*100:.3f}')") % of one core" >> "$OUT"
-kill $wpid $npid
+kill $wpid $npid $ppid
 cat "$OUT"
