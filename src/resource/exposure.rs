@@ -14,8 +14,8 @@ use std::time::Duration;
 
 pub use facts::{Dnat, Family, Guard, Listener, parse_dnat};
 
+use super::firewall::UfwFiles;
 use super::firewall::model::{self, UfwRule};
-use super::firewall::{parse_rules, setting};
 use super::{Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, Publications};
 use crate::host::Host;
@@ -319,9 +319,8 @@ fn families(addr: &SocketAddr) -> Vec<(bool, &'static str)> {
 }
 
 fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyhow::Result<Facts> {
-    let conf = host.read("/etc/ufw/ufw.conf")?;
-    let defaults = host.read("/etc/default/ufw")?;
-    let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
+    let ufw = UfwFiles::read(host)?;
+    let ipv6 = ufw.ipv6;
     let save = host.runner.run_ok(&["iptables-save"], Duration::from_secs(10))?.stdout;
     let save6 = host
         .runner
@@ -335,20 +334,18 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
     };
     let mut dnat = parse_dnat(&save, false);
     dnat.extend(save6.as_deref().map(|s| parse_dnat(s, true)).unwrap_or_default());
-    let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
-    let (rules, _) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
     let names = host.docker_socket(docker_host).and_then(|s| {
         Engine::connect(&s).and_then(|e| e.remembering(&host.engine_info).publications()).map_err(|e| format!("{e:#}"))
     });
     Ok(Facts {
         listeners: facts::listeners(host)?,
         dnat,
-        ufw_enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
+        ufw_enabled: ufw.enabled,
         v4: Family::from_save(&save, false, want),
         v6,
         v6_unread: save6.err(),
-        incoming: setting(&defaults, "DEFAULT_INPUT_POLICY").and_then(|v| Policy::from_ufw(&v)),
-        rules,
+        incoming: ufw.incoming,
+        rules: ufw.rules,
         names,
     })
 }

@@ -75,6 +75,41 @@ pub fn parse_rules(v4: &str, v6: Option<&str>) -> (Vec<UfwRule>, Vec<Unreadable>
 }
 
 /// `KEY=value` (quotes stripped) from ufw.conf or /etc/default/ufw.
+/// ufw's own state on disk, as both the firewall and the exposure audit read it: whether it
+/// is enabled, whether it manages IPv6, its default policies and its rules.
+#[derive(Debug)]
+pub(crate) struct UfwFiles {
+    pub enabled: bool,
+    pub ipv6: bool,
+    pub incoming: Option<Policy>,
+    pub outgoing: Option<Policy>,
+    pub routed: Option<Policy>,
+    pub rules: Vec<UfwRule>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl UfwFiles {
+    pub fn read(host: &Host) -> anyhow::Result<UfwFiles> {
+        let conf = host
+            .read("/etc/ufw/ufw.conf")
+            .context("ufw is not installed or not set up; add `ufw` to [packages] install")?;
+        let defaults = host.read("/etc/default/ufw")?;
+        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
+        let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
+        let (rules, unreadable) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
+        let policy = |key| setting(&defaults, key).and_then(|v| Policy::from_ufw(&v));
+        Ok(UfwFiles {
+            enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
+            ipv6,
+            incoming: policy("DEFAULT_INPUT_POLICY"),
+            outgoing: policy("DEFAULT_OUTPUT_POLICY"),
+            routed: policy("DEFAULT_FORWARD_POLICY"),
+            rules,
+            unreadable,
+        })
+    }
+}
+
 pub(crate) fn setting(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
@@ -712,14 +747,8 @@ impl Resource for Firewall<'_> {
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
-        let conf = host
-            .read("/etc/ufw/ufw.conf")
-            .context("ufw is not installed or not set up; add `ufw` to [packages] install")?;
-        let defaults = host.read("/etc/default/ufw")?;
-        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
-        let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
-        let (rules, unreadable) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
-        let policy = |key| setting(&defaults, key).and_then(|v| Policy::from_ufw(&v));
+        let ufw = UfwFiles::read(host)?;
+        let ipv6 = ufw.ipv6;
         let mut after = Vec::new();
         for (v6, path) in [(false, "/etc/ufw/after.rules"), (true, "/etc/ufw/after6.rules")] {
             if !v6 || ipv6 {
@@ -737,13 +766,13 @@ impl Resource for Firewall<'_> {
             (netfilter.join().unwrap_or_else(|_| Some(Err("reading the live firewall panicked".into()))), ssh)
         });
         Ok(Observed {
-            enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
+            enabled: ufw.enabled,
             ipv6,
-            incoming: policy("DEFAULT_INPUT_POLICY"),
-            outgoing: policy("DEFAULT_OUTPUT_POLICY"),
-            routed: policy("DEFAULT_FORWARD_POLICY"),
-            rules,
-            unreadable,
+            incoming: ufw.incoming,
+            outgoing: ufw.outgoing,
+            routed: ufw.routed,
+            rules: ufw.rules,
+            unreadable: ufw.unreadable,
             ssh,
             docker_present: host.runs_docker(),
             offline: (!host.is_live()).then(|| host.root().to_path_buf()),

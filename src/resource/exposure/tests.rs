@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::engine_api::{PublishMode, PublishedPort, Publisher};
+use crate::resource::firewall::parse_rules;
 
 fn want(text: &str) -> Wanted {
     crate::profile::parse("t", text).expect("valid").firewall.expect("firewall")
