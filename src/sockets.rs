@@ -30,14 +30,27 @@ pub struct Listener {
     pub holder: Option<Holder>,
 }
 
-/// Every listener of both families, in table order, with its holder.
-pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
+/// Which listeners to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Only {
+    /// Every listener, TCP and UDP, with whichever process holds it.
+    All,
+    /// TCP listeners, holders looked for only among processes of this name (the others'
+    /// file descriptors are not walked).
+    TcpHeldBy(&'static str),
+}
+
+/// The listeners of both families, in table order, with their holders.
+pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
     let info = procfs::current_system_info();
     let table = |name: &str| host.path(format!("/proc/net/{name}"));
     let mut tcp = procfs::net::TcpNetEntries::from_file(table("tcp"), info).context("failed to read /proc/net/tcp")?.0;
     tcp.extend(procfs::net::TcpNetEntries::from_file(table("tcp6"), info).map(|t| t.0).unwrap_or_default());
-    let mut udp = procfs::net::UdpNetEntries::from_file(table("udp"), info).context("failed to read /proc/net/udp")?.0;
-    udp.extend(procfs::net::UdpNetEntries::from_file(table("udp6"), info).map(|t| t.0).unwrap_or_default());
+    let mut udp = Vec::new();
+    if let Only::All = only {
+        udp = procfs::net::UdpNetEntries::from_file(table("udp"), info).context("failed to read /proc/net/udp")?.0;
+        udp.extend(procfs::net::UdpNetEntries::from_file(table("udp6"), info).map(|t| t.0).unwrap_or_default());
+    }
 
     let tcp = tcp
         .into_iter()
@@ -45,28 +58,36 @@ pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
         .map(|e| (Proto::Tcp, e.local_address, e.inode));
     let udp = udp.into_iter().filter(|e| e.remote_address.port() == 0).map(|e| (Proto::Udp, e.local_address, e.inode));
     let found: Vec<(Proto, SocketAddr, u64)> = tcp.chain(udp).collect();
-    let mut holders = holders(host, found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect())?;
+    let name = match only {
+        Only::All => None,
+        Only::TcpHeldBy(name) => Some(name),
+    };
+    let mut holders = holders(host, found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect(), name)?;
     Ok(found
         .into_iter()
         .map(|(proto, addr, inode)| Listener { proto, addr, inode, holder: holders.remove(&inode) })
         .collect())
 }
 
-/// The process holding each of `wanted`'s inodes, as far as `/proc` shows them.
-fn holders(host: &Host, mut wanted: HashSet<u64>) -> anyhow::Result<HashMap<u64, Holder>> {
+/// The process holding each of `wanted`'s inodes, as far as `/proc` shows them; with `name`,
+/// among the processes of that name only.
+fn holders(host: &Host, mut wanted: HashSet<u64>, name: Option<&str>) -> anyhow::Result<HashMap<u64, Holder>> {
     let mut found = HashMap::new();
     let procs = procfs::process::all_processes_with_root(host.path("/proc")).context("failed to list processes")?;
     for process in procs.flatten() {
         if wanted.is_empty() {
             break;
         }
+        let comm = || process.stat().map(|s| s.comm).unwrap_or_default();
+        if name.is_some_and(|n| comm() != n) {
+            continue;
+        }
         let Ok(fds) = process.fd() else { continue };
         for fd in fds.flatten() {
             if let procfs::process::FDTarget::Socket(inode) = fd.target
                 && wanted.remove(&inode)
             {
-                let comm = process.stat().map(|s| s.comm).unwrap_or_default();
-                found.insert(inode, Holder { pid: process.pid, comm });
+                found.insert(inode, Holder { pid: process.pid, comm: comm() });
             }
         }
     }
@@ -82,7 +103,7 @@ mod tests {
     fn finds_its_own_listener_and_holder() {
         let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = socket.local_addr().expect("addr");
-        let found = listeners(&Host::new("/")).expect("read /proc");
+        let found = listeners(&Host::new("/"), Only::All).expect("read /proc");
         let me = found.iter().find(|l| l.proto == Proto::Tcp && l.addr == addr).expect("our listener");
         assert_eq!(me.holder.as_ref().map(|h| h.pid), Some(std::process::id() as i32), "{me:?}");
     }

@@ -282,9 +282,8 @@ fn session(text: &str) -> Option<(IpAddr, u16)> {
 
 /// TCP ports in LISTEN state on sockets held by processes named `sshd`.
 fn listening_ports(host: &Host) -> BTreeSet<u16> {
-    let listeners = crate::sockets::listeners(host).unwrap_or_default();
-    let sshd = |l: &crate::sockets::Listener| l.holder.as_ref().is_some_and(|h| h.comm == "sshd");
-    listeners.iter().filter(|l| l.proto == Proto::Tcp && sshd(l)).map(|l| l.addr.port()).collect()
+    let listeners = crate::sockets::listeners(host, crate::sockets::Only::TcpHeldBy("sshd")).unwrap_or_default();
+    listeners.iter().filter(|l| l.proto == Proto::Tcp && l.holder.is_some()).map(|l| l.addr.port()).collect()
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ pub fn parse_dnat(save: &str, v6: bool) -> Vec<Dnat> {
 /// with the process holding each.
 pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
     let outside = |a: &SocketAddr| !a.ip().is_loopback() && a.port() != 0;
-    let mut found: Vec<Listener> = crate::sockets::listeners(host)?
+    let mut found: Vec<Listener> = crate::sockets::listeners(host, crate::sockets::Only::All)?
         .into_iter()
         .filter(|l| outside(&l.addr))
         .map(|l| Listener {
