@@ -54,6 +54,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the watchdog: steal time, I/O wait and pressure to journald, systemd and Prometheus
     Watch(WatchArgs),
+    /// Keep the firewall change of `apply --confirm`, or revert it now (--revert)
+    Confirm(ConfirmArgs),
     /// Validate or show profiles
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -79,8 +81,24 @@ pub struct ApplyArgs {
     /// Show what would change, change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Revert the firewall to its state before this apply unless `vakt confirm` runs within
+    /// DURATION (10s to 1h) of the apply's end; a systemd timer does it, so it also happens
+    /// when the SSH session dies
+    #[arg(long, value_name = "DURATION", conflicts_with = "dry_run")]
+    pub confirm: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Revert the pending change now instead of keeping it (only ID's, when given)
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    pub revert: Option<String>,
+    /// Set by the revert timer: revert only once the pending change's deadline has come (an
+    /// apply that outlasted its window re-arms the deadline from its end)
+    #[arg(long, hide = true, requires = "revert")]
+    pub timer: bool,
 }
 
 #[derive(Debug, Args)]

@@ -189,7 +189,13 @@ const LOCK_WAIT: Duration = Duration::from_secs(300);
 
 /// Takes `/run/vakt.lock` (under the root); waits for another apply, with a message, up to a bound.
 pub fn lock_apply(root: &Path) -> anyhow::Result<ApplyLock> {
-    lock_with_bound(&crate::rooted::under(root, "/run/vakt.lock"), LOCK_WAIT)
+    lock_apply_within(root, LOCK_WAIT)
+}
+
+/// [`lock_apply`] with another bound: the firewall's revert waits out an apply however long
+/// it runs (packages, a Docker restart), since giving up would leave the change in place.
+pub fn lock_apply_within(root: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {
+    lock_with_bound(&crate::rooted::under(root, "/run/vakt.lock"), bound)
 }
 
 fn lock_with_bound(path: &Path, bound: Duration) -> anyhow::Result<ApplyLock> {

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => cmd::apply::run(&cli, args),
         Command::Check(args) => cmd::check::run(&cli, args),
         Command::Watch(args) => cmd::watch::run(&cli, args),
+        Command::Confirm(args) => cmd::confirm::run(&cli, args),
         Command::Profile(p) => cmd::profile::run(&cli, p),
     });
     match result {

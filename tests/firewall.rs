@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::netns::UfwSandbox;
+use common::netns::{ARTICLE, UfwSandbox};
 use common::*;
 
 fn ready() -> bool {
@@ -14,18 +14,6 @@ fn profile(sandbox: &UfwSandbox, body: &str) -> String {
     std::fs::write(&path, body).expect("write profile");
     path.display().to_string()
 }
-
-const ARTICLE: &str = "[firewall]
-[[firewall.allow]]
-port = 22
-comment = \"ssh\"
-[[firewall.allow]]
-port = 80
-[[firewall.allow]]
-port = 8080
-[[firewall.allow]]
-port = 2377
-";
 
 /// check (drift) → apply (changed) → apply (nothing run) → check (pass); returns apply's changes.
 fn quartet(sb: &UfwSandbox, profile: &str) -> Vec<String> {

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod confirm;
 pub mod profile;
 pub mod watch;
 

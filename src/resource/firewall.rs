@@ -4,6 +4,7 @@
 
 pub mod model;
 pub(crate) mod published;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -10,6 +10,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Run, run};
 
+/// The article's firewall: SSH, HTTP, the gateway and swarm management, from anywhere.
+pub const ARTICLE: &str = "[firewall]
+[[firewall.allow]]
+port = 22
+comment = \"ssh\"
+[[firewall.allow]]
+port = 80
+[[firewall.allow]]
+port = 8080
+[[firewall.allow]]
+port = 2377
+";
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub struct UfwSandbox {
@@ -63,14 +76,16 @@ impl UfwSandbox {
         self.dir.path().join(rel.trim_start_matches('/'))
     }
 
-    /// `argv` inside the namespace, with the sandbox's ufw state mounted over the host paths.
+    /// `argv` inside the namespace, with the sandbox's ufw state mounted over the host paths (and
+    /// its /var/lib over the machine's, when the tree has one: vakt's own state then stays in it).
     pub fn command(&self, argv: &[&str]) -> Command {
         let root = self.root().display().to_string();
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.netns, "unshare", "-m", "--propagation", "private", "sh", "-ec"])
             .arg(format!(
                 "for d in etc/ufw etc/default/ufw etc/ssh etc/systemd/system lib/systemd/system run; do \
-                 mount --bind {root}/$d /$d; done; exec \"$@\""
+                 mount --bind {root}/$d /$d; done; \
+                 if [ -d {root}/var/lib ]; then mount --bind {root}/var/lib /var/lib; fi; exec \"$@\""
             ))
             .arg("sandbox")
             .args(argv)

@@ -188,6 +188,126 @@ echo | nc -w 3 127.0.0.1 9999 | grep -q VAKT-BANNER && ok "port 9999 has a liste
 echo "VAKT-VMTEST: probe now"
 sleep 25
 kill "$(cat /tmp/nc.pid)" 2>/dev/null
+confirm_switch
+}
+
+# The dead man's switch (issue 26) under real systemd: `vakt apply --confirm 30s` of a
+# profile that closes port 80, which a client outside the host then cannot reach. Without
+# `vakt confirm` the revert timer puts ufw back; with it, the change stays. The client is a
+# network namespace behind a veth pair: its packets pass ufw's INPUT rules as any client's do
+# (the host's own loopback would not). A watcher records each change of its answer with the
+# time, for the timeline.
+now() { date +%s.%N | cut -c1-14; }
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1fs", b - a }'; }
+reach() { ip netns exec outside curl -s -o /dev/null -w '%{http_code}' --max-time 1 http://192.0.2.1/ 2>/dev/null; }
+# What the revert must put back: ufw's view, its files, and in the kernel's filter tables the
+# policies, ufw's chains and DOCKER-USER (packet counters left out). Docker's own FORWARD
+# rules are left out: any `ufw reload` appends ufw's jumps after the ones Docker appended
+# since ufw last started, and Docker's rules are not the firewall vakt changed.
+fw_state() {
+  ufw status verbose
+  (cd /etc/ufw && sha256sum ufw.conf user.rules user6.rules before.rules before6.rules after.rules after6.rules sysctl.conf)
+  sha256sum /etc/default/ufw
+  ls /etc/ufw | grep vakt-prev
+  for t in iptables-save ip6tables-save; do
+    $t -t filter | grep -E '^:(INPUT|FORWARD|OUTPUT) |ufw|DOCKER-USER' | sed 's/ \[[0-9]*:[0-9]*\]$//'
+  done
+}
+watch_access() {
+  last=""
+  while [ ! -e /tmp/stop-watch ]; do
+    c=$(reach)
+    [ "$c" != "$last" ] && echo "$(now) $c" >> /tmp/access.log && last=$c
+    sleep 0.5
+  done
+}
+# first_after T CODE: the time of the first answer CODE recorded at or after T.
+first_after() { awk -v t="$1" -v c="$2" '$1 >= t && $2 == c { print $1; exit }' /tmp/access.log; }
+# change_id FILE: the id an apply --confirm reported.
+change_id() { sed -n 's/^firewall change \([0-9-]*\) will be reverted at .*/\1/p' "$1"; }
+cut_profile() {
+  printf '%s\n' '# The test profile'"'"'s firewall without port 80: prune removes its rule.' '[firewall]' \
+    'enabled = true' 'incoming = "deny"' 'outgoing = "allow"' 'prune = true' \
+    '[[firewall.allow]]' 'port = 22' 'comment = "ssh"' \
+    '[[firewall.allow]]' 'port = 8080' 'comment = "openfaas gateway"' \
+    '[[firewall.allow]]' 'port = 2377' 'comment = "swarm management"' > /tmp/cut.toml
+}
+confirm_switch() {
+  echo "== apply --confirm: the dead man's switch"
+  ip netns add outside
+  ip link add vkt0 type veth peer name vkt1 netns outside
+  ip addr add 192.0.2.1/24 dev vkt0 && ip link set vkt0 up
+  ip -n outside addr add 192.0.2.2/24 dev vkt1 && ip -n outside link set vkt1 up && ip -n outside link set lo up
+  code=$(reach)
+  [ "$code" = 502 ] && ok "from outside the host, port 80 answers (nginx: 502)" || fail "port 80 from outside: '$code'"
+  cut_profile
+  before=$(fw_state)
+  : > /tmp/access.log
+  rm -f /tmp/stop-watch
+  watch_access &
+  sleep 2
+
+  echo "== --confirm 30s, no confirm: the revert timer puts ufw back"
+  t0=$(now)
+  vakt apply -p /tmp/cut.toml --confirm 30s > /tmp/confirm-apply.txt 2>&1; rc=$?
+  t1=$(now)
+  id=$(change_id /tmp/confirm-apply.txt)
+  [ $rc = 0 ] && [ -n "$id" ] && ok "apply --confirm 30s: exit 0; it says: $(grep '^firewall change' /tmp/confirm-apply.txt)" || { fail "apply --confirm: rc $rc"; diag < /tmp/confirm-apply.txt; }
+  changed=$(fw_state)
+  [ "$changed" != "$before" ] && ! ufw status | grep -q "^80/tcp " && ok "the change took effect: ufw no longer allows 80/tcp" || fail "the change did not take effect"
+  systemctl is-active --quiet "vakt-revert-$id.timer" && ok "systemd holds the revert timer vakt-revert-$id.timer" || fail "no active vakt-revert-$id.timer: $(systemctl list-timers --all --no-legend | grep vakt)"
+  systemctl is-active --quiet "vakt-revert-$id-during-apply.timer" && fail "the timer armed before the apply is still active" || ok "the timer armed before the apply gave way to the one from the apply's end"
+  vakt apply > /tmp/second.txt 2>&1; rc=$?
+  [ $rc = 2 ] && grep -q "a firewall change is pending confirmation: $id" /tmp/second.txt && ok "a second apply is refused (exit 2), naming $id" || { fail "second apply: rc $rc"; diag < /tmp/second.txt; }
+  vakt check --only firewall -p /tmp/cut.toml > /dev/null 2>&1 && ok "check still works while the change is pending" || fail "check fails while the change is pending"
+  for i in $(seq 1 120); do
+    t_cut=$(first_after "$t0" 000)
+    [ -n "$t_cut" ] && [ -n "$(first_after "$t_cut" 502)" ] && break
+    sleep 0.5
+  done
+  t_back=$(first_after "${t_cut:-$t0}" 502)
+  # The revert says what it did once it is done (after ufw is back): wait for its line.
+  for i in $(seq 1 60); do
+    journalctl -u "vakt-revert-$id.service" -o cat --no-pager | grep -q "^reverted: " && break
+    sleep 1
+  done
+  t_fired=$(journalctl -u "vakt-revert-$id.service" -o short-unix --no-pager | awk '/Started/ { print $1; exit }')
+  t_reverted=$(journalctl -u "vakt-revert-$id.service" -o short-unix --no-pager | awk '/reverted: / { print $1; exit }')
+  journalctl -u "vakt-revert-$id.service" -o cat --no-pager | grep -E "^(reverted|nothing|not yet)" | sed 's/^/confirm: journal: /'
+  echo "confirm: timeline (no confirm): apply started +0.0s, apply returned $(since "$t0" "$t1"), access cut $(since "$t0" "${t_cut:-$t0}"), revert timer fired $(since "$t0" "${t_fired:-$t0}"), revert done $(since "$t0" "${t_reverted:-$t0}"), access back $(since "$t0" "${t_back:-$t0}")"
+  # The window counts from the apply's end (the change is complete then, and only then can
+  # the operator confirm): access is back within 40s of it, 30s plus the revert's own time.
+  if [ -n "$t_cut" ] && [ -n "$t_back" ] && awk -v a="$t1" -v b="$t_back" 'BEGIN { exit !(b - a <= 40) }'; then
+    ok "access returned $(since "$t1" "$t_back") after the apply returned (within 40s), $(since "$t_cut" "$t_back") after it was cut"
+  else
+    fail "access did not return within 40s of the apply's end (apply returned $t1, cut ${t_cut:-never}, back ${t_back:-never})"; diag < /tmp/access.log
+  fi
+  after=$(fw_state)
+  [ "$after" = "$before" ] && ok "ufw status, ufw's files and the kernel's filter tables equal the previous ones" || { fail "the revert left a different firewall"; echo "$before" > /tmp/fw.before; echo "$after" > /tmp/fw.after; diff /tmp/fw.before /tmp/fw.after | diag; }
+  [ -n "$t_reverted" ] && ok "the revert logged to the journal (unit vakt-revert-$id.service)" || fail "no revert in the journal"
+  vakt confirm --revert "$id" > /tmp/revert2.txt 2>&1; rc=$?
+  [ $rc = 0 ] && grep -q "^nothing to revert: firewall change $id is not pending" /tmp/revert2.txt && ok "a second revert: exit 0, $(cat /tmp/revert2.txt)" || { fail "second revert: rc $rc"; diag < /tmp/revert2.txt; }
+
+  echo "== --confirm 30s, then vakt confirm: the change stays"
+  t0=$(now)
+  vakt apply -p /tmp/cut.toml --confirm 30s > /tmp/confirm-apply2.txt 2>&1; rc=$?
+  id=$(change_id /tmp/confirm-apply2.txt)
+  [ $rc = 0 ] && [ -n "$id" ] && ok "apply --confirm 30s again: change $id" || { fail "apply --confirm: rc $rc"; diag < /tmp/confirm-apply2.txt; }
+  changed=$(fw_state)
+  sleep 3
+  t_confirm=$(now)
+  vakt confirm > /tmp/confirm.txt 2>&1; rc=$?
+  [ $rc = 0 ] && grep -q "^confirmed: firewall change of .* kept (revert timer vakt-revert-$id cancelled)" /tmp/confirm.txt && ok "vakt confirm: $(cat /tmp/confirm.txt)" || { fail "vakt confirm: rc $rc"; diag < /tmp/confirm.txt; }
+  systemctl list-timers --all --no-legend | grep -q vakt-revert && fail "a revert timer is left: $(systemctl list-timers --all --no-legend | grep vakt-revert)" || ok "no revert timer is left"
+  while awk -v a="$t0" -v b="$(now)" 'BEGIN { exit !(b - a < 40) }'; do sleep 1; done
+  code=$(reach)
+  [ "$code" = 000 ] && [ "$(fw_state)" = "$changed" ] && ok "40s after the apply the change stays: port 80 unreachable from outside, ufw as the apply left it" || fail "the confirmed change did not stay (port 80: $code)"
+  echo "confirm: timeline (confirmed): apply started +0.0s, access cut $(since "$t0" "$(first_after "$t0" 000)"), confirmed $(since "$t0" "$t_confirm"), still cut at $(since "$t0" "$(now)")"
+  vakt confirm > /tmp/confirm2.txt 2>&1; rc=$?
+  [ $rc = 0 ] && grep -q "^nothing to confirm" /tmp/confirm2.txt && ok "a second confirm: exit 0, $(cat /tmp/confirm2.txt)" || { fail "second confirm: rc $rc"; diag < /tmp/confirm2.txt; }
+  touch /tmp/stop-watch
+  vakt apply > /tmp/restore.txt 2>&1 && [ "$(reach)" = 502 ] && ok "the test profile applied again: port 80 answers" || fail "could not apply the test profile again"
+  sed 's/^/confirm: access /' /tmp/access.log
 }
 
 virtio_first() {

@@ -126,7 +126,7 @@ boot() {
     root_args=(-device "virtio-blk-pci,drive=d0")
     kernel_args="console=ttyS0 root=/dev/vda rw panic=-1 net.ifnames=0"
   fi
-  timeout --kill-after=10 600 qemu-system-x86_64 -accel tcg -m 2048 -smp 1 -nodefaults -display none -monitor none \
+  timeout --kill-after=10 900 qemu-system-x86_64 -accel tcg -m 2048 -smp 1 -nodefaults -display none -monitor none \
     -serial "file:$log" -no-reboot -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$kernel_args" \
     -drive "file=$disks/$name.raw,if=none,id=d0,format=raw,cache=unsafe" "${root_args[@]}" \
     -drive "file=$work/$name.img,if=none,id=p0,format=raw" -device virtio-blk-pci,drive=p0,serial=vaktpayload \
@@ -137,7 +137,7 @@ boot() {
 
 # result NAME LOG: the guest's exit code from the payload disk, its assertions from the console.
 result() {
-  grep -aE "^(ok|FAIL|==|probe:|provision:|check:|diag:)|VAKT-VMTEST" "$2" | tr -d '\r' || true
+  grep -aE "^(ok|FAIL|==|probe:|provision:|check:|confirm:|diag:)|VAKT-VMTEST" "$2" | tr -d '\r' || true
   local rc
   rc=$(debugfs -R "cat /rc" "$work/$1.img" 2>/dev/null | tr -d '[:space:]')
   [ "$rc" = 0 ] && return 0
