@@ -42,6 +42,13 @@ pub enum Only {
 
 /// The listeners of both families, in table order, with their holders.
 pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
+    // Reading the socket tables costs milliseconds in a container's network namespace: not
+    // when no process of the name runs (no sshd, no SSH port to find).
+    if let Only::TcpHeldBy(name) = only
+        && !runs(host, name)
+    {
+        return Ok(Vec::new());
+    }
     let info = procfs::current_system_info();
     let table = |name: &str| host.path(format!("/proc/net/{name}"));
     let mut tcp = procfs::net::TcpNetEntries::from_file(table("tcp"), info).context("failed to read /proc/net/tcp")?.0;
@@ -69,18 +76,34 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
         .collect())
 }
 
+/// Whether a process named `name` runs.
+fn runs(host: &Host, name: &str) -> bool {
+    let proc = host.path("/proc");
+    let Ok(entries) = std::fs::read_dir(&proc) else { return false };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .any(|e| crate::fsutil::read_text(e.path().join("comm")).is_ok_and(|c| c.trim_end_matches('\n') == name))
+}
+
 /// The process holding each of `wanted`'s inodes, as far as `/proc` shows them; with `name`,
 /// among the processes of that name only.
 fn holders(host: &Host, mut wanted: HashSet<u64>, name: Option<&str>) -> anyhow::Result<HashMap<u64, Holder>> {
     let mut found = HashMap::new();
-    let procs = procfs::process::all_processes_with_root(host.path("/proc")).context("failed to list processes")?;
+    let proc = host.path("/proc");
+    let procs = procfs::process::all_processes_with_root(&proc).context("failed to list processes")?;
     for process in procs.flatten() {
         if wanted.is_empty() {
             break;
         }
         let comm = || process.stat().map(|s| s.comm).unwrap_or_default();
-        if name.is_some_and(|n| comm() != n) {
-            continue;
+        // The name alone, from the small `comm` file: a full `stat` parse of every process
+        // costs more than the whole SSH discovery otherwise does.
+        if let Some(n) = name {
+            let own = crate::fsutil::read_text(proc.join(process.pid.to_string()).join("comm")).unwrap_or_default();
+            if own.trim_end_matches('\n') != n {
+                continue;
+            }
         }
         let Ok(fds) = process.fd() else { continue };
         for fd in fds.flatten() {
