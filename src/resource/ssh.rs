@@ -388,6 +388,7 @@ mod tests {
             let dir = root.path().join(format!("proc/{pid}"));
             std::fs::create_dir_all(dir.join("fd")).expect("fd dir");
             std::fs::write(dir.join("stat"), format!("{pid} ({comm}){rest}")).expect("stat");
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).expect("comm");
             std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join("fd/3")).expect("fd");
         }
         assert_eq!(listening_ports(&Host::new(root.path())), [2222].into());
