@@ -276,10 +276,14 @@ prepare_offline() {
   grep -E "^skipped " "$work/$1.offline.txt" | awk '{print "offline: deferred " $2}'
 }
 
-sed 's/^hypervisor = "kvm"$/hypervisor = "qemu"/' "$top/profiles/openfaas-swarm.toml" > "$work/shipped.toml"
+# Besides the hypervisor, the NVMe-class bound: under QEMU's software emulation an emulated
+# virtio read's median moves with the host's load (measured here: 150-650 µs, p50 574-631 µs
+# in one run with two VMs and a CI beside them), so the guest is judged against 1.5 ms.
+sed -e 's/^hypervisor = "kvm"$/hypervisor = "qemu"/' -e 's/^# nvme_p50_us = 500 .*$/nvme_p50_us = 1500/' \
+  "$top/profiles/openfaas-swarm.toml" > "$work/shipped.toml"
 changed=$(diff "$top/profiles/openfaas-swarm.toml" "$work/shipped.toml" | grep -c '^[<>]' || true)
-if [ "$changed" != 2 ] || ! grep -qx 'hypervisor = "qemu"' "$work/shipped.toml"; then
-  echo "FAIL: the shipped profile has no single hypervisor = \"kvm\" line to adjust"; exit 1
+if [ "$changed" != 4 ] || ! grep -qx 'hypervisor = "qemu"' "$work/shipped.toml" || ! grep -qx 'nvme_p50_us = 1500' "$work/shipped.toml"; then
+  echo "FAIL: the shipped profile has no single hypervisor = \"kvm\" and nvme_p50_us line to adjust"; exit 1
 fi
 root_disk nvme "$here/profile.toml"
 root_disk virtio "$work/shipped.toml"
