@@ -78,6 +78,8 @@ fn numbers_that_overflow_or_make_no_sense_are_refused_with_the_range() {
     refused(&w("fall = 0.0"), "watch.workload.fall", "above 0 and at most 100");
     refused(&w("baseline = \"1s\""), "watch.workload.baseline", "out of range");
     refused(&w("rate_query = \"up\\nx\""), "watch.workload.rate_query", "one line");
+    refused("[watch]\nlatency_every = \"1s\"\n", "watch.latency_every", "use 1m to 1d");
+    refused("[watch]\nlatency_warn = \"18446744073709552s\"\n", "watch.latency_warn", "too long");
 }
 
 /// A Prometheus URL is checked where it is read, and its password is never shown.
