@@ -143,6 +143,15 @@ fn assert_same(lab: &Lab, before: &State, what: &str) {
     assert_eq!(before.kernel, now.kernel, "{what}: the kernel's rules differ");
 }
 
+/// A lab with BEFORE applied, and its state then.
+fn with_before() -> (Lab, State) {
+    let lab = Lab::new();
+    let before = lab.profile("before.toml", BEFORE);
+    assert_eq!(lab.vakt(&["apply", "-p", &before]).code, 0);
+    let state = lab.state();
+    (lab, state)
+}
+
 /// Applies BEFORE, then CHANGE with `--confirm 30s`; returns the state before the change and
 /// the change's id.
 fn confirmed_change(lab: &Lab) -> (State, String) {
@@ -223,11 +232,15 @@ fn the_revert_puts_ufw_back_exactly() {
         "user.rules",
         "removed ",
         "after.rules.vakt-prev (it did not exist before)",
-        "ran `ufw reload`",
+        // ufw stayed enabled with the same chains: its saved chains are loaded in one step
+        // per family, not through `ufw reload`'s many commands.
+        "loaded ufw's chains (IPv4) as they were: ",
+        "loaded ufw's chains (IPv6) as they were: ",
         "removed DOCKER-USER (IPv4), which did not exist before",
     ] {
         assert!(out.stdout.contains(said), "{said}: {}", out.stdout);
     }
+    assert!(!out.stdout.contains("ufw reload"), "{}", out.stdout);
     assert_same(&lab, &before, "after the revert");
     assert!(lab.pending_dirs().is_empty());
 
@@ -284,14 +297,31 @@ fn confirming_keeps_the_change() {
 }
 
 #[test]
+fn a_change_that_switches_ufw_off_is_reverted_through_ufw() {
+    if !ready() {
+        return;
+    }
+    // ufw's chains are gone after the change, so its saved ones cannot be loaded over them:
+    // the revert falls back to ufw's own `ufw reload`, and the end is the same.
+    let (lab, state) = with_before();
+    let off = lab.profile("off.toml", "[firewall]\nenabled = false\n");
+    let out = lab.vakt(&["apply", "-p", &off, "--confirm", "30s"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(lab.state() != state, "the change took effect");
+    let id = armed_id(&lab.calls("systemd-run")[1]);
+    let out = lab.vakt(&["confirm", "--revert", &id]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ran `ufw reload`"), "{}", out.stdout);
+    assert!(!out.stdout.contains("loaded ufw's chains"), "{}", out.stdout);
+    assert_same(&lab, &state, "after the revert");
+}
+
+#[test]
 fn without_systemd_the_apply_is_refused_and_nothing_changes() {
     if !ready() {
         return;
     }
-    let lab = Lab::new();
-    let before = lab.profile("before.toml", BEFORE);
-    assert_eq!(lab.vakt(&["apply", "-p", &before]).code, 0);
-    let state = lab.state();
+    let (lab, state) = with_before();
     std::fs::write(lab.bin.join("systemd-run.fail"), "").expect("fail");
     let change = lab.profile("change.toml", CHANGE);
     let out = lab.vakt(&["apply", "-p", &change, "--confirm", "1m", "--format", "json"]);

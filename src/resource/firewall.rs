@@ -1167,7 +1167,12 @@ mod tests {
         let want = profile(GOVERNED);
         let fw = Firewall::new(&want, vec![]);
         let mut o = with_after(observed(v4(USER_RULES)), "*filter\nCOMMIT\n");
-        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
+        o.netfilter = live(Netfilter {
+            ufw_loaded: true,
+            docker_user: Some(vec![]),
+            docker_user_hooked: true,
+            ..Default::default()
+        });
         let plan = fw.plan(&o);
         let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
         assert_eq!(
@@ -1187,12 +1192,22 @@ mod tests {
         let mut o = with_after(o.clone(), text);
         let mut rules = published::chain_rules(&want, false);
         rules.push("-A DOCKER-USER -j RETURN".into());
-        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(rules), docker_user_hooked: true });
+        o.netfilter = live(Netfilter {
+            ufw_loaded: true,
+            docker_user: Some(rules),
+            docker_user_hooked: true,
+            ..Default::default()
+        });
         let plan = fw.plan(&o);
         assert!(plan.actions.is_empty(), "{:?}", plan.findings);
 
         // Docker flushed nothing, but someone did: the live rules are gone, a reload restores them.
-        o.netfilter = live(Netfilter { ufw_loaded: true, docker_user: Some(vec![]), docker_user_hooked: true });
+        o.netfilter = live(Netfilter {
+            ufw_loaded: true,
+            docker_user: Some(vec![]),
+            docker_user_hooked: true,
+            ..Default::default()
+        });
         let plan = fw.plan(&o);
         let live = plan.findings.iter().find(|f| f.id == "firewall.published-ports.live").expect("live finding");
         assert_eq!((live.status, live.change.as_deref()), (Status::Drift, Some("ufw reload")));
@@ -1223,6 +1238,7 @@ mod tests {
             ufw_loaded: true,
             docker_user: Some(published::chain_rules(&on, false)),
             docker_user_hooked: true,
+            ..Default::default()
         });
         let plan = Firewall::new(&want, vec![]).plan(&o);
         let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();

@@ -31,6 +31,19 @@ pub async fn run(root: PathBuf, every: Duration, tx: mpsc::Sender<Round>) {
     }
 }
 
+/// What to do when the probe could not open a disk because the unit's sandbox hides it
+/// (vakt.service ships with no device nodes and no disk group): the shipped drop-in.
+pub fn sandbox_hint(why: &str) -> &'static str {
+    let hidden =
+        why.starts_with("no device node ") || why.contains("Permission denied") || why.contains("not permitted");
+    if hidden {
+        " (under vakt.service, install the drop-in /usr/share/vakt/systemd/disk-latency.conf as \
+         /etc/systemd/system/vakt.service.d/disk-latency.conf to let it read the disks)"
+    } else {
+        ""
+    }
+}
+
 fn measure(host: &Host) -> Round {
     let mut round: Round = Vec::new();
     for path in PATHS {
@@ -42,4 +55,19 @@ fn measure(host: &Host) -> Round {
         round.extend(crate::resource::host::latency(host, path, &done));
     }
     round
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_hidden_by_the_sandbox_names_the_drop_in() {
+        for why in
+            ["no device node /dev/vda", "cannot open /dev/vda for O_DIRECT reads: Permission denied (os error 13)"]
+        {
+            assert!(sandbox_hint(why).contains("disk-latency.conf"), "{why}");
+        }
+        assert_eq!(sandbox_hint("vda is busy"), "");
+    }
 }

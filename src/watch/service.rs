@@ -370,7 +370,11 @@ impl Service {
                     l.disks.push((disk, f));
                 }
                 crate::resource::probe::Outcome::NotRun(why) => {
-                    tracing::info!(MESSAGE_ID = message_id::LATENCY, "disk latency {disk}: not measured: {why}")
+                    tracing::info!(
+                        MESSAGE_ID = message_id::LATENCY,
+                        "disk latency {disk}: not measured: {why}{}",
+                        latency::sandbox_hint(&why)
+                    )
                 }
             }
         }

@@ -22,6 +22,7 @@ status_of() {
 SAMPLE_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d11
 SUMMARY_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d12
 AUDIT_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d1a
+LATENCY_ID=8b0e3c7a52f44f6f9a1d6c0e4b2a7d23
 phase=$(cat ./phase)
 root_disk=$(basename "$(findmnt -n -o SOURCE /)")
 up=$(systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target)
@@ -100,6 +101,37 @@ probe_figures() {
   fi
 }
 
+# Disk latency from vakt.service (issue 25, latency_every = "1m" in the test profile). The
+# shipped sandbox hides the disks, and the daemon says how to let it read them; with the
+# shipped drop-in it exports the probe's summary for the root disk.
+disk_latency() {
+  echo "== disk latency from vakt.service"
+  latency_log() { journalctl -u vakt --no-pager -o cat MESSAGE_ID=$LATENCY_ID; }
+  hint=$(latency_log | grep "not measured" | head -n1)
+  echo "$hint" | grep -q "disk-latency.conf" && ok "sandboxed, the daemon says: $hint" || { fail "no hint under the shipped sandbox: '$hint'"; latency_log | tail -5 | diag; }
+  mkdir -p /etc/systemd/system/vakt.service.d
+  cp /usr/share/vakt/systemd/disk-latency.conf /etc/systemd/system/vakt.service.d/
+  systemctl daemon-reload && systemctl restart vakt.service
+  src=$(findmnt -no SOURCE /)
+  disk=$(lsblk -no PKNAME "$src" | head -n1)
+  [ -n "$disk" ] || disk=$(basename "$src")
+  for i in $(seq 1 90); do
+    curl -s http://127.0.0.1:9477/metrics > /tmp/latency.prom
+    grep -q "^vakt_disk_read_latency_seconds_count{disk=\"$disk\"} " /tmp/latency.prom && break
+    sleep 1
+  done
+  grep '^vakt_disk_read_latency_seconds' /tmp/latency.prom | sed 's/^/latency: /'
+  count=$(sed -n "s/^vakt_disk_read_latency_seconds_count{disk=\"$disk\"} //p" /tmp/latency.prom)
+  p99=$(sed -n "s/^vakt_disk_read_latency_seconds{disk=\"$disk\",quantile=\"0.99\"} //p" /tmp/latency.prom)
+  if [ "${count:-0}" -ge 50 ] && [ -n "$p99" ] && grep -q '^# TYPE vakt_disk_read_latency_seconds summary' /tmp/latency.prom; then
+    ok "vakt.service exports the read latency of $disk (the disk under /) as a summary: $count reads, p99 ${p99}s"
+  else
+    fail "no latency summary for $disk from vakt.service (count '${count}', p99 '${p99}')"; latency_log | tail -5 | diag
+  fi
+  st=$(systemctl show -p StatusText --value vakt.service)
+  echo "$st" | grep -q "p99" && ok "StatusText shows the disk latency: $st" || fail "StatusText without the disk latency: $st"
+}
+
 nvme() {
 echo "== first boot"
 ip -br addr; ip route; networkctl --no-pager status eth0 2>&1 | head -20
@@ -161,6 +193,7 @@ sleep 6
 journalctl -o json --no-pager MESSAGE_ID=$SUMMARY_ID > /tmp/events.json
 grep -q '"VAKT_STEAL_PCT"' /tmp/events.json && grep -q '"VAKT_IOWAIT_PCT"' /tmp/events.json && ok "journald events carry VAKT_* fields" || fail "no VAKT_* fields in the journal"
 curl -s http://127.0.0.1:9477/metrics | grep -q '^vakt_cpu_steal_ratio ' && ok "metrics endpoint serves vakt_cpu_steal_ratio" || fail "no metrics"
+disk_latency
 
 # Stall the sampler: /proc/stat becomes a FIFO that answers twice, then hangs like a stuck
 # kernel interface. systemd must kill the unit for missing its watchdog and restart it.
@@ -276,14 +309,13 @@ confirm_switch() {
   journalctl -u "vakt-revert-$id.service" -o cat --no-pager | grep -E "^(reverted|nothing|not yet)" | sed 's/^/confirm: journal: /'
   echo "confirm: timeline (no confirm): apply started +0.0s, apply returned $(since "$t0" "$t1"), access cut $(since "$t0" "${t_cut:-$t0}"), revert timer fired $(since "$t0" "${t_fired:-$t0}"), revert done $(since "$t0" "${t_reverted:-$t0}"), access back $(since "$t0" "${t_back:-$t0}")"
   # The window counts from the apply's end (the change is complete then, and only then can
-  # the operator confirm): access is back after 30s plus the revert's own time. Under QEMU's
-  # software emulation, with a second VM beside it on two cores, the revert's `ufw reload`
-  # alone takes 15-25s (measured; about 0.5s on a KVM host), so the bound here is 30s plus a
-  # minute; the timeline above gives the figure.
-  if [ -n "$t_cut" ] && [ -n "$t_back" ] && awk -v a="$t1" -v b="$t_back" 'BEGIN { exit !(b - a <= 90) }'; then
+  # the operator confirm): access is back after 30s plus the revert's own time, which loads
+  # ufw's saved chains in one step per family (`ufw reload` alone took 15-25s here under
+  # QEMU's software emulation).
+  if [ -n "$t_cut" ] && [ -n "$t_back" ] && awk -v a="$t1" -v b="$t_back" 'BEGIN { exit !(b - a <= 40) }'; then
     ok "access returned $(since "$t1" "$t_back") after the apply returned, $(since "$t_cut" "$t_back") after it was cut"
   else
-    fail "access did not return within 90s of the apply's end (apply returned $t1, cut ${t_cut:-never}, back ${t_back:-never})"; diag < /tmp/access.log
+    fail "access did not return within 40s of the apply's end (apply returned $t1, cut ${t_cut:-never}, back ${t_back:-never})"; diag < /tmp/access.log
   fi
   after=$(fw_state)
   [ "$after" = "$before" ] && ok "ufw status, ufw's files and the kernel's filter tables equal the previous ones" || { fail "the revert left a different firewall"; echo "$before" > /tmp/fw.before; echo "$after" > /tmp/fw.after; diff /tmp/fw.before /tmp/fw.after | diag; }

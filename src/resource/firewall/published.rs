@@ -192,6 +192,8 @@ pub struct Netfilter {
     pub docker_user: Option<Vec<String>>,
     /// FORWARD's first rule sends traffic to DOCKER-USER.
     pub docker_user_hooked: bool,
+    /// ufw's part of the table, as a revert loads it back.
+    pub ufw: super::snapshot::UfwTable,
 }
 
 pub fn parse_save(text: &str, v6: bool) -> Netfilter {
@@ -199,6 +201,7 @@ pub fn parse_save(text: &str, v6: bool) -> Netfilter {
     let mut nf = Netfilter::default();
     let mut first_forward = None;
     for line in text.lines() {
+        nf.ufw.take(line);
         if line.starts_with(user_input) {
             nf.ufw_loaded = true;
         } else if line.starts_with(":DOCKER-USER ") {

@@ -57,6 +57,68 @@ pub struct Snapshot {
     /// change's rules there.
     #[serde(default)]
     pub docker_user: Vec<(bool, Option<Vec<String>>)>,
+    /// ufw's chains per family as the kernel held them (IPv6, the table), which the revert
+    /// loads back in one step when the chains are the same ones.
+    #[serde(default)]
+    pub ufw_tables: Vec<(bool, UfwTable)>,
+}
+
+/// ufw's part of one family's filter table, as `iptables-save -t filter` prints it: the
+/// built-in chains' policies (`ufw default`), ufw's chains, their rules, and the built-in
+/// chains' jumps into them (the same for every enabled ufw of one configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UfwTable {
+    pub policies: Vec<String>,
+    pub chains: Vec<String>,
+    pub rules: Vec<String>,
+    pub hooks: Vec<String>,
+}
+
+impl UfwTable {
+    /// Takes one line of `iptables-save` output, if it is ufw's.
+    pub fn take(&mut self, line: &str) {
+        let is_ufw = |chain: &str| chain.starts_with("ufw-") || chain.starts_with("ufw6-");
+        let built_in = |chain: &str| matches!(chain, "INPUT" | "FORWARD" | "OUTPUT");
+        if let Some(decl) = line.strip_prefix(':') {
+            let mut words = decl.split(' ');
+            let (Some(chain), Some(policy)) = (words.next(), words.next()) else { return };
+            if built_in(chain) {
+                self.policies.push(format!(":{chain} {policy}"));
+            } else if is_ufw(chain) {
+                self.chains.push(chain.to_string());
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let chain = rule.split(' ').next().unwrap_or_default();
+            if is_ufw(chain) {
+                self.rules.push(line.to_string());
+            } else if built_in(chain) && rule.split(' ').skip_while(|w| *w != "-j").nth(1).is_some_and(is_ufw) {
+                self.hooks.push(line.to_string());
+            }
+        }
+    }
+
+    /// Whether `self` can be loaded over `now` in place: ufw's chains are the same ones, and
+    /// the built-in chains jump into them the same way, so loading its chains (which flushes
+    /// each) and the policies leaves the table as it was, Docker's rules untouched.
+    pub fn loads_over(&self, now: &UfwTable) -> bool {
+        !self.chains.is_empty() && self.chains == now.chains && self.hooks == now.hooks
+    }
+
+    /// The table as `iptables-restore --noflush` input.
+    pub fn restore_text(&self) -> String {
+        let mut text = String::from("*filter\n");
+        for policy in &self.policies {
+            text += &format!("{policy} [0:0]\n");
+        }
+        for chain in &self.chains {
+            text += &format!(":{chain} - [0:0]\n");
+        }
+        for rule in &self.rules {
+            text += rule;
+            text.push('\n');
+        }
+        text + "COMMIT\n"
+    }
 }
 
 /// Where the content of the host file `path` is kept in `store`.
@@ -99,18 +161,17 @@ pub fn take(host: &Host, store: &Path) -> anyhow::Result<Snapshot> {
             gid: meta.gid(),
         });
     }
-    let docker_user = if host.is_live() {
+    let netfilter = if host.is_live() {
         let ipv6 =
             host.read_opt("/etc/default/ufw").and_then(|d| super::setting(&d, "IPV6")).is_none_or(|v| v == "yes");
         super::read_netfilter(host, ipv6)
             .map_err(|e| anyhow::anyhow!("{e}; the revert could not put DOCKER-USER back"))?
-            .into_iter()
-            .map(|(v6, nf)| (v6, nf.docker_user))
-            .collect()
     } else {
         Vec::new()
     };
-    Ok(Snapshot { ufw_enabled: ufw_enabled(host), files, docker_user })
+    let docker_user = netfilter.iter().map(|(v6, nf)| (*v6, nf.docker_user.clone())).collect();
+    let ufw_tables = netfilter.into_iter().filter(|(_, nf)| nf.ufw_loaded).map(|(v6, nf)| (v6, nf.ufw)).collect();
+    Ok(Snapshot { ufw_enabled: ufw_enabled(host), files, docker_user, ufw_tables })
 }
 
 /// Puts DOCKER-USER back per family where it differs: the chain removed when there was none,
@@ -163,7 +224,7 @@ fn put_back_docker_user(host: &Host, store: &Path, snap: &Snapshot) -> (Vec<Stri
 /// Puts every kept file back where it differs (content, mode or owner) and removes the ones
 /// that did not exist. Returns what it changed; a file it could not put back is an error in
 /// the list, and the others are still put back.
-fn put_back(host: &Host, store: &Path, snap: &Snapshot) -> (Vec<String>, Vec<String>) {
+fn put_back<'s>(host: &Host, store: &Path, snap: &'s Snapshot) -> (Vec<(&'s Path, String)>, Vec<String>) {
     let (mut done, mut failed) = (Vec::new(), Vec::new());
     for kept in &snap.files {
         let full = host.file_path(&kept.path);
@@ -178,12 +239,42 @@ fn put_back(host: &Host, store: &Path, snap: &Snapshot) -> (Vec<String>, Vec<Str
             }
         };
         match result {
-            Ok(Some(line)) => done.push(line),
+            Ok(Some(line)) => done.push((kept.path.as_path(), line)),
             Ok(None) => {}
             Err(e) => failed.push(format!("{e:#}")),
         }
     }
     (done, failed)
+}
+
+/// Loads ufw's chains back as the snapshot found them, one `iptables-restore --noflush` per
+/// family, when that is the whole of what `ufw reload` would do: ufw is enabled, its chains
+/// and the jumps into them are the same ones, and its sysctl.conf is as it was. One atomic
+/// load takes a fraction of a second where `ufw reload` runs its many commands (seconds on a
+/// slow host, while the operator waits for access). Returns what it did, or `None` when only
+/// `ufw reload` will do.
+fn load_ufw_tables(host: &Host, store: &Path, snap: &Snapshot) -> Option<anyhow::Result<Vec<String>>> {
+    if snap.ufw_tables.is_empty() {
+        return None;
+    }
+    let now = super::read_netfilter(host, snap.ufw_tables.iter().any(|(v6, _)| *v6)).ok()?;
+    let fits = |(v6, was): &(bool, UfwTable)| now.iter().any(|(f, nf)| f == v6 && was.loads_over(&nf.ufw));
+    if !snap.ufw_tables.iter().all(fits) {
+        return None;
+    }
+    let load = |(v6, was): &(bool, UfwTable)| -> anyhow::Result<String> {
+        let file = store.join(format!("ufw.{}.rules", if *v6 { "v6" } else { "v4" }));
+        crate::fsutil::write_atomic(&file, was.restore_text().as_bytes(), false)?;
+        let tool = if *v6 { "ip6tables-restore" } else { "iptables-restore" };
+        host.runner.run_ok(&[tool, "--noflush", &file.to_string_lossy()], UFW_TIMEOUT)?;
+        Ok(format!(
+            "loaded ufw's chains ({}) as they were: {} rules in {} chains",
+            super::family(*v6),
+            was.rules.len(),
+            was.chains.len()
+        ))
+    };
+    Some(snap.ufw_tables.iter().map(load).collect())
 }
 
 /// Writes the kept content to `full` when it, its mode or its owner differ; returns whether
@@ -238,21 +329,33 @@ fn write_back(full: &Path, content: &[u8]) -> anyhow::Result<()> {
 /// reloaded when nothing differed: a needless reload drops connections. Returns what it did.
 pub fn restore(host: &Host, store: &Path, snap: &Snapshot) -> anyhow::Result<Vec<String>> {
     let enabled_now = ufw_enabled(host);
-    let (mut done, mut failed) = put_back(host, store, snap);
-    let switch: Option<&[&str]> = match (snap.ufw_enabled, enabled_now) {
+    let (files, mut failed) = put_back(host, store, snap);
+    let sysctl_changed = files.iter().any(|(path, _)| path.ends_with("sysctl.conf"));
+    let mut done: Vec<String> = files.into_iter().map(|(_, line)| line).collect();
+    let mut switch: Option<&[&str]> = match (snap.ufw_enabled, enabled_now) {
         (true, false) => Some(&["ufw", "reload"]),
         (true, true) if !done.is_empty() => Some(&["ufw", "reload"]),
         (false, true) => Some(&["ufw", "disable"]),
         _ => None,
     };
+    if switch == Some(&["ufw", "reload"]) && enabled_now && !sysctl_changed {
+        match load_ufw_tables(host, store, snap) {
+            Some(Ok(loaded)) => {
+                done.extend(loaded);
+                switch = None;
+            }
+            Some(Err(e)) => tracing::warn!("loading ufw's chains failed ({e:#}); running `ufw reload` instead"),
+            None => {}
+        }
+    }
     if let Some(argv) = switch {
         match host.runner.run_ok(argv, UFW_TIMEOUT) {
             Ok(_) => done.push(format!("ran `{}`", argv.join(" "))),
             Err(e) => failed.push(format!("`{}` failed: {e:#}", argv.join(" "))),
         }
         let (again, still) = put_back(host, store, snap);
-        if !again.is_empty() {
-            tracing::debug!("after {}: {}", argv.join(" "), again.join("; "));
+        for (_, line) in again {
+            tracing::debug!("after {}: {line}", argv.join(" "));
         }
         failed.extend(still);
     }
@@ -320,6 +423,34 @@ mod tests {
 
         // A second restore finds nothing to do.
         assert!(restore(&host, store.path(), &snap).expect("again").is_empty());
+    }
+
+    #[test]
+    fn ufw_part_of_a_table_is_what_loads_back() {
+        let save = "*filter\n:INPUT DROP [3:120]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [9:540]\n\
+                    :DOCKER-USER - [0:0]\n:ufw-user-input - [0:0]\n:ufw-before-input - [0:0]\n\
+                    -A INPUT -j ufw-before-input\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-FORWARD\n\
+                    -A DOCKER-USER -j RETURN\n-A ufw-before-input -j ufw-user-input\n\
+                    -A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+        let mut table = UfwTable::default();
+        save.lines().for_each(|l| table.take(l));
+        assert_eq!(table.policies, [":INPUT DROP", ":FORWARD DROP", ":OUTPUT ACCEPT"]);
+        assert_eq!(table.chains, ["ufw-user-input", "ufw-before-input"]);
+        assert_eq!(table.hooks, ["-A INPUT -j ufw-before-input"]);
+        assert_eq!(table.rules.len(), 2);
+        assert_eq!(
+            table.restore_text(),
+            "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             :ufw-user-input - [0:0]\n:ufw-before-input - [0:0]\n\
+             -A ufw-before-input -j ufw-user-input\n-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+        );
+        // Docker's chains and rules are not ufw's, and stay as they are.
+        assert!(!table.restore_text().contains("DOCKER"));
+        assert!(table.loads_over(&table.clone()));
+        let mut other = table.clone();
+        other.hooks.clear();
+        assert!(!table.loads_over(&other), "ufw's jumps differ: only `ufw reload` knows them");
+        assert!(!UfwTable::default().loads_over(&UfwTable::default()), "nothing saved: nothing to load");
     }
 
     #[test]
