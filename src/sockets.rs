@@ -1,5 +1,9 @@
-//! The sockets the host listens on and the processes holding them, read through procfs from
-//! `/proc` under the root: the one reader the SSH port discovery and the exposure audit share.
+//! The sockets the host listens on and the processes holding them: the one reader the SSH port
+//! discovery and the exposure audit share. On the running system the kernel lists them
+//! through sock_diag netlink (`diag`); under `--root`, or where netlink is refused, procfs
+//! reads the `/proc/net` files under the root. Holders come from `/proc` under the root.
+
+mod diag;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -49,22 +53,15 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
     {
         return Ok(Vec::new());
     }
-    let info = procfs::current_system_info();
-    let table = |name: &str| host.path(format!("/proc/net/{name}"));
-    let mut tcp = procfs::net::TcpNetEntries::from_file(table("tcp"), info).context("failed to read /proc/net/tcp")?.0;
-    tcp.extend(procfs::net::TcpNetEntries::from_file(table("tcp6"), info).map(|t| t.0).unwrap_or_default());
-    let mut udp = Vec::new();
-    if let Only::All = only {
-        udp = procfs::net::UdpNetEntries::from_file(table("udp"), info).context("failed to read /proc/net/udp")?.0;
-        udp.extend(procfs::net::UdpNetEntries::from_file(table("udp6"), info).map(|t| t.0).unwrap_or_default());
-    }
-
-    let tcp = tcp
-        .into_iter()
-        .filter(|e| e.state == procfs::net::TcpState::Listen)
-        .map(|e| (Proto::Tcp, e.local_address, e.inode));
-    let udp = udp.into_iter().filter(|e| e.remote_address.port() == 0).map(|e| (Proto::Udp, e.local_address, e.inode));
-    let found: Vec<(Proto, SocketAddr, u64)> = tcp.chain(udp).collect();
+    let live = host.is_live().then(|| from_kernel(only));
+    let found = match live {
+        Some(Ok(found)) => found,
+        Some(Err(e)) => {
+            tracing::debug!("sock_diag refused ({e}); reading /proc/net instead");
+            from_files(host, only)?
+        }
+        None => from_files(host, only)?,
+    };
     let name = match only {
         Only::All => None,
         Only::TcpHeldBy(name) => Some(name),
@@ -74,6 +71,45 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
         .into_iter()
         .map(|(proto, addr, inode)| Listener { proto, addr, inode, holder: holders.remove(&inode) })
         .collect())
+}
+
+/// A listening socket or an unconnected UDP one: protocol, address, inode.
+type Entry = (Proto, SocketAddr, u64);
+
+/// The listeners as the kernel's sock_diag lists them: TCP in the listening state only, UDP
+/// with no remote port.
+fn from_kernel(only: Only) -> std::io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for v6 in [false, true] {
+        let tcp = diag::dump(v6, diag::TCP, diag::LISTEN)?;
+        found.extend(tcp.into_iter().map(|s| (Proto::Tcp, s.local, s.inode)));
+    }
+    if let Only::All = only {
+        for v6 in [false, true] {
+            let udp = diag::dump(v6, diag::UDP, diag::ANY)?;
+            found.extend(udp.into_iter().filter(|s| s.remote_port == 0).map(|s| (Proto::Udp, s.local, s.inode)));
+        }
+    }
+    Ok(found)
+}
+
+/// The listeners as the `/proc/net` tables under the root list them.
+fn from_files(host: &Host, only: Only) -> anyhow::Result<Vec<Entry>> {
+    let info = procfs::current_system_info();
+    let table = |name: &str| host.path(format!("/proc/net/{name}"));
+    let mut tcp = procfs::net::TcpNetEntries::from_file(table("tcp"), info).context("failed to read /proc/net/tcp")?.0;
+    tcp.extend(procfs::net::TcpNetEntries::from_file(table("tcp6"), info).map(|t| t.0).unwrap_or_default());
+    let mut udp = Vec::new();
+    if let Only::All = only {
+        udp = procfs::net::UdpNetEntries::from_file(table("udp"), info).context("failed to read /proc/net/udp")?.0;
+        udp.extend(procfs::net::UdpNetEntries::from_file(table("udp6"), info).map(|t| t.0).unwrap_or_default());
+    }
+    let tcp = tcp
+        .into_iter()
+        .filter(|e| e.state == procfs::net::TcpState::Listen)
+        .map(|e| (Proto::Tcp, e.local_address, e.inode));
+    let udp = udp.into_iter().filter(|e| e.remote_address.port() == 0).map(|e| (Proto::Udp, e.local_address, e.inode));
+    Ok(tcp.chain(udp).collect())
 }
 
 /// Whether a process named `name` runs.
@@ -129,5 +165,30 @@ mod tests {
         let found = listeners(&Host::new("/"), Only::All).expect("read /proc");
         let me = found.iter().find(|l| l.proto == Proto::Tcp && l.addr == addr).expect("our listener");
         assert_eq!(me.holder.as_ref().map(|h| h.pid), Some(std::process::id() as i32), "{me:?}");
+    }
+
+    /// The kernel's sock_diag and its `/proc/net` text agree: the same listeners of both
+    /// protocols and families, with the same inodes, including this test's own of each kind
+    /// and a connected UDP socket, which is left out by both.
+    #[test]
+    fn sock_diag_and_proc_net_list_the_same_listeners() {
+        let _tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _tcp6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let connected = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        connected.connect(udp.local_addr().expect("addr")).expect("connect");
+        let host = Host::new("/");
+        let sorted = |mut v: Vec<Entry>| {
+            v.sort_by_key(|(p, a, i)| (*p as u8, *a, *i));
+            v
+        };
+        let kernel = sorted(from_kernel(Only::All).expect("sock_diag"));
+        let files = sorted(from_files(&host, Only::All).expect("/proc/net"));
+        assert_eq!(kernel, files);
+        assert!(kernel.iter().any(|(p, a, _)| *p == Proto::Udp && a.port() == udp.local_addr().expect("addr").port()));
+        let connected = connected.local_addr().expect("addr");
+        assert!(!kernel.iter().any(|(_, a, _)| *a == connected), "a connected UDP socket hears only its peer");
+        let tcp_only = sorted(from_kernel(Only::TcpHeldBy("sshd")).expect("sock_diag"));
+        assert_eq!(tcp_only, kernel.into_iter().filter(|(p, ..)| *p == Proto::Tcp).collect::<Vec<_>>());
     }
 }

@@ -318,15 +318,32 @@ fn families(addr: &SocketAddr) -> Vec<(bool, &'static str)> {
     }
 }
 
+/// Reads what the audit needs at once: the two tables, the engine and the sockets each wait on
+/// another process or the kernel, so the slowest of them, not their sum, is the audit's time.
 fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyhow::Result<Facts> {
     let ufw = UfwFiles::read(host)?;
     let ipv6 = ufw.ipv6;
-    let save = host.runner.run_ok(&["iptables-save"], Duration::from_secs(10))?.stdout;
-    let save6 = host
-        .runner
-        .run_ok(&["ip6tables-save"], Duration::from_secs(10))
-        .map(|o| o.stdout)
-        .map_err(|e| format!("could not read the IPv6 tables: {e:#}"));
+    let save_of = |tool: &str| host.runner.run_ok(&[tool], Duration::from_secs(10)).map(|o| o.stdout);
+    let (save, save6, names, listeners) = std::thread::scope(|s| {
+        let save6 = s.spawn(|| save_of("ip6tables-save").map_err(|e| format!("could not read the IPv6 tables: {e:#}")));
+        let names = s.spawn(|| {
+            host.docker_socket(docker_host).and_then(|s| {
+                Engine::connect(&s)
+                    .and_then(|e| e.remembering(&host.engine_info).publications())
+                    .map_err(|e| format!("{e:#}"))
+            })
+        });
+        let listeners = s.spawn(|| facts::listeners(host));
+        let save = save_of("iptables-save");
+        let panicked = |what: &str| format!("reading {what} panicked");
+        (
+            save,
+            save6.join().unwrap_or_else(|_| Err(panicked("the IPv6 tables"))),
+            names.join().unwrap_or_else(|_| Err(panicked("the engine's publications"))),
+            listeners.join().unwrap_or_else(|_| Err(anyhow::anyhow!(panicked("the listening sockets")))),
+        )
+    });
+    let save = save?;
     let v6 = match &save6 {
         _ if !ipv6 => Family { guard: Guard::Off, block_loaded: false },
         Ok(s) => Family::from_save(s, true, want),
@@ -334,11 +351,8 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
     };
     let mut dnat = parse_dnat(&save, false);
     dnat.extend(save6.as_deref().map(|s| parse_dnat(s, true)).unwrap_or_default());
-    let names = host.docker_socket(docker_host).and_then(|s| {
-        Engine::connect(&s).and_then(|e| e.remembering(&host.engine_info).publications()).map_err(|e| format!("{e:#}"))
-    });
     Ok(Facts {
-        listeners: facts::listeners(host)?,
+        listeners: listeners?,
         dnat,
         ufw_enabled: ufw.enabled,
         v4: Family::from_save(&save, false, want),
