@@ -426,6 +426,33 @@ fn the_sshd_config_reader_agrees_with_sshd_itself() {
     }
 }
 
+/// Issue 27: sshd -T's answer is kept while its configuration is unchanged (sshd costs
+/// about 18 ms of CPU a run); an edit, a new drop-in or a changed Include is asked again.
+#[test]
+fn sshd_is_asked_again_only_when_its_configuration_changes() {
+    if !ready() || !require("sshd", has("sshd")) {
+        return;
+    }
+    let sb = UfwSandbox::new();
+    // A profile the guard refuses: its evidence names where the ports came from.
+    let p = profile(&sb, "[firewall]\n[[firewall.allow]]\nport = 9\n");
+    let source = || {
+        let out = sb.vakt(&["check", "-p", &p, "--only", "firewall", "--format", "json"]);
+        out.stdout.lines().find(|l| l.contains("sshd -T")).unwrap_or_default().trim().to_string()
+    };
+    assert!(source().contains("sshd -T: port 22"), "asked first: {}", source());
+    let kept = source();
+    assert!(kept.contains("sshd -T (kept: its configuration is unchanged): port 22"), "{kept}");
+    std::fs::write(sb.file("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\nPort 22\n")
+        .expect("sshd_config");
+    assert!(source().contains("sshd -T: port 22"), "an edit is asked again");
+    std::fs::create_dir_all(sb.file("etc/ssh/sshd_config.d")).expect("mkdir");
+    std::fs::write(sb.file("etc/ssh/sshd_config.d/50-port.conf"), "Port 2222\n").expect("drop-in");
+    let with_dropin = source();
+    assert!(with_dropin.contains("sshd -T: port 22, 2222"), "a new drop-in is asked again: {with_dropin}");
+    assert!(source().contains("(kept: its configuration is unchanged): port 22, 2222"));
+}
+
 #[test]
 fn an_allow_never_silently_replaces_an_operators_limit() {
     if !ready() {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::host::Host;
 use crate::profile::Proto;
 
+mod kept;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SshFacts {
     pub ports: BTreeSet<u16>,
@@ -69,19 +71,26 @@ fn configured_ports(host: &Host) -> Option<(BTreeSet<u16>, String)> {
     if !host.path(SSHD_CONFIG).exists() {
         return None;
     }
-    // `sshd -T` resolves everything exactly as sshd will, but reads the live /etc/ssh: only
-    // on the running system. It needs root and /run/sshd; when it cannot run, read the files.
-    if host.is_live()
-        && let Ok(out) = host.runner.run(&["sshd", "-T"], &[], Duration::from_secs(10))
-        && out.success
-    {
-        let ports = effective_ports(&out.stdout);
-        if !ports.is_empty() {
-            return Some((ports, "sshd -T".into()));
-        }
-    }
     let mut config = SshdConfig::default();
     read_config(host, Path::new(SSHD_CONFIG), &mut config, 0);
+    // `sshd -T` resolves everything exactly as sshd will, but reads the live /etc/ssh: only
+    // on the running system. It needs root and /run/sshd; when it cannot run, read the files.
+    // Its answer is kept while nothing it read has changed.
+    if host.is_live() {
+        let stamp = kept::stamp(host, &config.read, kept::binary().as_deref());
+        if let Some(ports) = kept::read(host, &stamp) {
+            return Some((ports, "sshd -T (kept: its configuration is unchanged)".into()));
+        }
+        if let Ok(out) = host.runner.run(&["sshd", "-T"], &[], Duration::from_secs(10))
+            && out.success
+        {
+            let ports = effective_ports(&out.stdout);
+            if !ports.is_empty() {
+                kept::write(host, &stamp, &ports);
+                return Some((ports, "sshd -T".into()));
+            }
+        }
+    }
     Some((config.ports(), SSHD_CONFIG.into()))
 }
 
@@ -100,6 +109,8 @@ struct SshdConfig {
     ports: Vec<u16>,
     /// ListenAddress entries: the port when given (`host:port`, `[v6]:port`), else `None`.
     listen: Vec<Option<u16>>,
+    /// Every file and Include directory read, as on the host: what sshd's answer rests on.
+    read: Vec<PathBuf>,
 }
 
 impl SshdConfig {
@@ -159,6 +170,7 @@ fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
     if depth > 16 {
         return;
     }
+    config.read.push(path.to_path_buf());
     let Ok(text) = crate::fsutil::read_text(host.path(path)) else { return };
     let mut in_match = false;
     for line in text.lines() {
@@ -169,6 +181,9 @@ fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
         for pattern in config.keyword(line, in_match) {
             let pattern =
                 if pattern.starts_with('/') { PathBuf::from(pattern) } else { Path::new("/etc/ssh").join(pattern) };
+            if let Some(dir) = pattern.parent().filter(|_| pattern.to_string_lossy().contains(['*', '?'])) {
+                config.read.push(dir.to_path_buf());
+            }
             for file in expand(host, &pattern) {
                 read_config(host, &file, config, depth + 1);
             }
