@@ -6,12 +6,14 @@
 # Nothing of the real host changes.
 set -euo pipefail
 T=$1; VAKT=$2; RUNS=$3; OUT=$4
-mkdir -p "$T/etc/default" "$T/run" "$T/etc/nginx" "$T/etc/docker" "$T/etc/ssh" "$T/var/lib/dpkg"
+mkdir -p "$T/etc/default" "$T/run/sshd" "$T/etc/nginx" "$T/etc/docker" "$T/etc/ssh" "$T/var/lib/dpkg"
 cp -a /etc/ufw "$T/etc/ufw"
 for f in user.rules user6.rules ufw.conf; do cp /usr/share/ufw/$f "$T/etc/ufw/$f"; done
 cp /etc/default/ufw "$T/etc/default/ufw"
 cp /etc/nginx/mime.types "$T/etc/nginx/"
 printf 'Port 22\n' > "$T/etc/ssh/sshd_config"
+# The machine's host keys, as any real host has them: without keys `sshd -T` refuses to run.
+for k in /etc/ssh/ssh_host_*_key; do if [ -f "$k" ]; then cp -p "$k" "$T/etc/ssh/"; fi; done
 ln -s /proc "$T/proc"; ln -s /sys "$T/sys"
 for d in etc/ufw etc/default/ufw etc/ssh etc/nginx etc/docker run; do mount --bind "$T/$d" "/$d"; done
 ip link set lo up
@@ -74,6 +76,20 @@ import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     t = sorted(r["times"])
     print(f"{r['command']}: median {r['median']*1000:.1f} ms (min {t[0]*1000:.1f}, max {t[-1]*1000:.1f}, {len(t)} runs)")
+PY
+
+# CPU per converged check, vakt with the commands it runs (bash's `times` of its children)
+# and dockerd answering it: on two cores the check's time is bound by their sum.
+dockerd_ticks() { awk '{print $14+$15}' "/proc/$(cat "$T/docker.pid")/stat"; }
+d0=$(dockerd_ticks)
+cpu=$(bash -c "for i in \$(seq 20); do $VAKT check -p $P -q >/dev/null; done; times" | tail -n1)
+d1=$(dockerd_ticks)
+python3 - "$cpu" "$d0" "$d1" "$(getconf CLK_TCK)" >> "$OUT" <<'PY'
+import re, sys
+user, sys_ = (float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.argv[1]))
+dockerd = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+print(f"check, CPU per run (20 runs): vakt and its commands {(user + sys_) / 20 * 1000:.1f} ms "
+      f"(user {user / 20 * 1000:.1f}, sys {sys_ / 20 * 1000:.1f}), dockerd {dockerd / 20 * 1000:.1f} ms")
 PY
 
 # The article's firewall with plain ufw commands, on a fresh ufw state, for comparison.

@@ -2,10 +2,9 @@
 //! slow socket is a clear "could not verify", never a hang. Observations get a short bound;
 //! calls that make the engine do real work get their own, longer one.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -95,26 +94,8 @@ pub struct NodeFacts {
 
 /// The engine's `/info` answers of one run, by socket. The docker, swarm and exposure audits
 /// all read the engine's state and dockerd takes a while to compose it (about 17 ms on a
-/// small host), so one answer serves them all, also when they ask at the same moment. The run
-/// forgets the answers when it starts and whenever it changed something
-/// (`Host::forget_observations`).
-#[derive(Debug, Default)]
-pub struct InfoMemo(Mutex<HashMap<String, Arc<InfoAnswer>>>);
-
-/// One socket's `/info` answer (or why there is none), set once.
-type InfoAnswer = OnceLock<Result<SystemInfo, String>>;
-
-impl InfoMemo {
-    pub fn forget(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
-    }
-
-    fn get(&self, socket: &str, ask: impl FnOnce() -> Result<SystemInfo, String>) -> Result<SystemInfo, String> {
-        let cell = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(socket.to_string()).or_default().clone();
-        // Whoever comes first asks; the others wait for that answer instead of asking again.
-        cell.get_or_init(ask).clone()
-    }
-}
+/// small host), so one answer serves them all, also when they ask at the same moment.
+pub type InfoMemo = crate::memo::Memo<Result<SystemInfo, String>>;
 
 pub struct Engine {
     docker: Docker,

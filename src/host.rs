@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine_api::InfoMemo;
+use crate::memo::Memo;
 use crate::runner::Runner;
 
 const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -19,6 +20,8 @@ pub struct Host {
     credentials_dir_env: Option<PathBuf>,
     /// The engine's `/info` answers of this run, shared by the audits that read them.
     pub engine_info: Arc<InfoMemo>,
+    /// `iptables-save` and `ip6tables-save` of this run, shared likewise.
+    tables: Memo<Result<String, String>>,
 }
 
 pub use crate::rooted::under;
@@ -31,13 +34,28 @@ impl Host {
             docker_host_env: std::env::var("DOCKER_HOST").ok(),
             credentials_dir_env: std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from),
             engine_info: Arc::default(),
+            tables: Memo::default(),
         }
     }
 
-    /// Drops what observations remembered (the engine's `/info`): a run starts with none, and
-    /// whatever changed the host makes them stale.
+    /// Drops what observations remembered (the engine's `/info`, the saved tables): a run
+    /// starts with none, and whatever changed the host makes them stale.
     pub fn forget_observations(&self) {
         self.engine_info.forget();
+        self.tables.forget();
+    }
+
+    /// The kernel's netfilter tables of one family, every table, as `iptables-save` (or
+    /// `ip6tables-save`) prints them: read once per run and shared by the firewall and the
+    /// exposure audit (each save is a process that costs milliseconds of CPU).
+    pub fn netfilter_save(&self, v6: bool) -> Result<String, String> {
+        let tool = if v6 { "ip6tables-save" } else { "iptables-save" };
+        self.tables.get(tool, || {
+            self.runner
+                .run_ok(&[tool], std::time::Duration::from_secs(10))
+                .map(|o| o.stdout)
+                .map_err(|e| format!("{e:#}"))
+        })
     }
 
     /// Whether this is the running system (`--root /`): only then do CPUID, service restarts

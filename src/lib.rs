@@ -15,6 +15,7 @@ pub mod host;
 #[cfg(any(test, feature = "invariants"))]
 pub mod invariants;
 pub mod logging;
+pub mod memo;
 pub mod profile;
 pub mod report;
 pub mod resource;

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("exposition", 0),
     ("failpoint", 0),
     ("logging", 0),
+    ("memo", 0),
     ("cli", 0),
     ("rooted", 0),
     ("secret", 0),

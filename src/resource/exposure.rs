@@ -10,7 +10,6 @@ mod names;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 pub use facts::{Dnat, Family, Guard, Listener, parse_dnat};
 
@@ -323,9 +322,8 @@ fn families(addr: &SocketAddr) -> Vec<(bool, &'static str)> {
 fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyhow::Result<Facts> {
     let ufw = UfwFiles::read(host)?;
     let ipv6 = ufw.ipv6;
-    let save_of = |tool: &str| host.runner.run_ok(&[tool], Duration::from_secs(10)).map(|o| o.stdout);
     let (save, save6, names, listeners) = std::thread::scope(|s| {
-        let save6 = s.spawn(|| save_of("ip6tables-save").map_err(|e| format!("could not read the IPv6 tables: {e:#}")));
+        let save6 = s.spawn(|| host.netfilter_save(true).map_err(|e| format!("could not read the IPv6 tables: {e}")));
         let names = s.spawn(|| {
             host.docker_socket(docker_host).and_then(|s| {
                 Engine::connect(&s)
@@ -334,7 +332,7 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
             })
         });
         let listeners = s.spawn(|| facts::listeners(host));
-        let save = save_of("iptables-save");
+        let save = host.netfilter_save(false).map_err(anyhow::Error::msg);
         let panicked = |what: &str| format!("reading {what} panicked");
         (
             save,

@@ -586,15 +586,14 @@ fn overlaps(a: &UfwRule, b: &UfwRule) -> bool {
 /// The live filter tables, v4 then v6: read-only (`iptables-save` lists, it changes nothing).
 /// Both families at once: each `*-save` is a process of its own, and nothing orders them.
 fn read_netfilter(host: &Host, ipv6: bool) -> Result<Vec<(bool, Netfilter)>, String> {
-    let read = |v6: bool, tool: &str| {
-        host.runner
-            .run_ok(&[tool, "-t", "filter"], Duration::from_secs(10))
-            .map(|save| (v6, published::parse_save(&save.stdout, v6)))
-            .map_err(|e| format!("could not read the live firewall: {e:#}"))
+    let read = |v6: bool| {
+        host.netfilter_save(v6)
+            .map(|save| (v6, published::parse_save(&save, v6)))
+            .map_err(|e| format!("could not read the live firewall: {e}"))
     };
     std::thread::scope(|s| {
-        let v6 = ipv6.then(|| s.spawn(|| read(true, "ip6tables-save")));
-        let mut out = vec![read(false, "iptables-save")?];
+        let v6 = ipv6.then(|| s.spawn(|| read(true)));
+        let mut out = vec![read(false)?];
         if let Some(v6) = v6 {
             out.push(v6.join().map_err(|_| "reading the IPv6 table panicked".to_string())??);
         }

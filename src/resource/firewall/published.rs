@@ -183,7 +183,7 @@ pub fn foreign_docker_user(text: &str) -> Vec<usize> {
     out
 }
 
-/// What the kernel's filter table holds for one family (`iptables-save -t filter`).
+/// What the kernel's filter table holds for one family (the `*filter` part of `iptables-save`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Netfilter {
     /// ufw's rules are loaded: its user chains exist.
@@ -200,7 +200,14 @@ pub fn parse_save(text: &str, v6: bool) -> Netfilter {
     let user_input = if v6 { ":ufw6-user-input " } else { ":ufw-user-input " };
     let mut nf = Netfilter::default();
     let mut first_forward = None;
+    let mut filter = false;
     for line in text.lines() {
+        if let Some(table) = line.strip_prefix('*') {
+            filter = table.trim_end() == "filter";
+        }
+        if !filter {
+            continue;
+        }
         nf.ufw.take(line);
         if line.starts_with(user_input) {
             nf.ufw_loaded = true;
@@ -310,10 +317,18 @@ mod tests {
         save.push_str("-A DOCKER-USER -j RETURN\nCOMMIT\n");
         let nf = parse_save(&save, false);
         assert!(nf.ufw_loaded && nf.docker_user_hooked);
-        let loaded = nf.docker_user.expect("chain");
+        let loaded = nf.docker_user.clone().expect("chain");
         assert!(loaded_matches(&loaded, &rules) && has_vakt_rules(&loaded));
         assert!(!loaded_matches(&loaded[1..], &rules));
         let bare = parse_save("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j ufw-before-forward\nCOMMIT\n", false);
         assert!(!bare.ufw_loaded && !bare.docker_user_hooked && bare.docker_user.is_none());
+
+        // The whole save (every table, as the run shares it): only `*filter` counts. The
+        // mangle and nat tables have FORWARD, INPUT and policies of their own.
+        let other = "*mangle\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j MARK --set-mark 1\nCOMMIT\n\
+                     *nat\n:INPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n-A DOCKER -p tcp -j DNAT --to 1.2.3.4\nCOMMIT\n";
+        let whole = parse_save(&format!("{other}{save}{}", other.replace("mangle", "raw")), false);
+        assert_eq!(whole, nf, "the other tables change nothing");
+        assert_eq!(whole.ufw.policies, [":INPUT DROP", ":FORWARD DROP"]);
     }
 }

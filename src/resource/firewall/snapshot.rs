@@ -182,6 +182,8 @@ fn put_back_docker_user(host: &Host, store: &Path, snap: &Snapshot) -> (Vec<Stri
     if snap.docker_user.is_empty() {
         return (done, failed);
     }
+    // The tables as they are now, after the revert's own loads.
+    host.forget_observations();
     let now = match super::read_netfilter(host, snap.docker_user.iter().any(|(v6, _)| *v6)) {
         Ok(now) => now,
         Err(e) => return (done, vec![e]),
@@ -257,6 +259,7 @@ fn load_ufw_tables(host: &Host, store: &Path, snap: &Snapshot) -> Option<anyhow:
     if snap.ufw_tables.is_empty() {
         return None;
     }
+    host.forget_observations();
     let now = super::read_netfilter(host, snap.ufw_tables.iter().any(|(v6, _)| *v6)).ok()?;
     let fits = |(v6, was): &(bool, UfwTable)| now.iter().any(|(f, nf)| f == v6 && was.loads_over(&nf.ufw));
     if !snap.ufw_tables.iter().all(fits) {
