@@ -167,28 +167,40 @@ mod tests {
         assert_eq!(me.holder.as_ref().map(|h| h.pid), Some(std::process::id() as i32), "{me:?}");
     }
 
-    /// The kernel's sock_diag and its `/proc/net` text agree: the same listeners of both
-    /// protocols and families, with the same inodes, including this test's own of each kind
-    /// and a connected UDP socket, which is left out by both.
+    /// The kernel's sock_diag and its `/proc/net` text agree on this test's own sockets: a TCP
+    /// listener of each family and an unconnected UDP socket, with the same inodes, and a
+    /// connected UDP socket left out by both. (Other tests bind and drop sockets meanwhile, so
+    /// only our own are compared.)
     #[test]
     fn sock_diag_and_proc_net_list_the_same_listeners() {
-        let _tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let _tcp6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let tcp6 = std::net::TcpListener::bind("[::1]:0").ok();
         let udp = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
         let connected = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         connected.connect(udp.local_addr().expect("addr")).expect("connect");
-        let host = Host::new("/");
-        let sorted = |mut v: Vec<Entry>| {
-            v.sort_by_key(|(p, a, i)| (*p as u8, *a, *i));
-            v
+        let kernel = from_kernel(Only::All).expect("sock_diag");
+        let files = from_files(&Host::new("/"), Only::All).expect("/proc/net");
+        let ours: Vec<(Proto, SocketAddr)> = [
+            Some((Proto::Tcp, tcp.local_addr().expect("addr"))),
+            tcp6.as_ref().map(|t| (Proto::Tcp, t.local_addr().expect("addr"))),
+            Some((Proto::Udp, udp.local_addr().expect("addr"))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let find = |list: &[Entry], (proto, addr): (Proto, SocketAddr)| {
+            list.iter().find(|(p, a, _)| *p == proto && *a == addr).map(|(_, _, inode)| *inode)
         };
-        let kernel = sorted(from_kernel(Only::All).expect("sock_diag"));
-        let files = sorted(from_files(&host, Only::All).expect("/proc/net"));
-        assert_eq!(kernel, files);
-        assert!(kernel.iter().any(|(p, a, _)| *p == Proto::Udp && a.port() == udp.local_addr().expect("addr").port()));
+        for socket in ours {
+            let (k, f) = (find(&kernel, socket), find(&files, socket));
+            assert!(k.is_some_and(|i| i != 0) && k == f, "{socket:?}: sock_diag {k:?}, /proc/net {f:?}");
+        }
         let connected = connected.local_addr().expect("addr");
-        assert!(!kernel.iter().any(|(_, a, _)| *a == connected), "a connected UDP socket hears only its peer");
-        let tcp_only = sorted(from_kernel(Only::TcpHeldBy("sshd")).expect("sock_diag"));
-        assert_eq!(tcp_only, kernel.into_iter().filter(|(p, ..)| *p == Proto::Tcp).collect::<Vec<_>>());
+        for list in [&kernel, &files] {
+            assert!(!list.iter().any(|(_, a, _)| *a == connected), "a connected UDP socket hears only its peer");
+        }
+        let tcp_only = from_kernel(Only::TcpHeldBy("sshd")).expect("sock_diag");
+        assert!(tcp_only.iter().all(|(p, ..)| *p == Proto::Tcp));
+        assert!(find(&tcp_only, (Proto::Tcp, tcp.local_addr().expect("addr"))).is_some());
     }
 }

@@ -316,6 +316,32 @@ fn a_change_that_switches_ufw_off_is_reverted_through_ufw() {
     assert_same(&lab, &state, "after the revert");
 }
 
+/// ufw stays enabled but one of its jumps went missing meanwhile (an operator's `iptables
+/// -D`): loading the saved chains would not be what ufw does, so the revert runs `ufw reload`.
+/// Its files and chains come back; the jump stays gone, as `ufw reload` keeps the built-in
+/// chains' jumps.
+#[test]
+fn a_table_whose_jumps_changed_is_reverted_through_ufw() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let (before, id) = confirmed_change(&lab);
+    let out = run(&mut lab.sb.command(&["iptables", "-D", "INPUT", "-j", "ufw-before-logging-input"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = lab.vakt(&["confirm", "--revert", &id]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ran `ufw reload`"), "{}", out.stdout);
+    assert!(!out.stdout.contains("loaded ufw's chains"), "{}", out.stdout);
+    let now = lab.state();
+    for ((name, was), (_, is)) in before.files.iter().zip(&now.files) {
+        assert!(was == is, "after the revert: {name} differs");
+    }
+    let hook = "-A INPUT -j ufw-before-logging-input\n";
+    assert!(before.kernel.contains(hook));
+    assert_eq!(now.kernel, before.kernel.replacen(hook, "", 1), "the rest of the tables as they were");
+}
+
 #[test]
 fn without_systemd_the_apply_is_refused_and_nothing_changes() {
     if !ready() {

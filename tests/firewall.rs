@@ -451,6 +451,13 @@ fn sshd_is_asked_again_only_when_its_configuration_changes() {
     let with_dropin = source();
     assert!(with_dropin.contains("sshd -T: port 22, 2222"), "a new drop-in is asked again: {with_dropin}");
     assert!(source().contains("(kept: its configuration is unchanged): port 22, 2222"));
+    // An Include with a glob above the file name is not followed as sshd follows it here: its
+    // answer is never kept.
+    std::fs::write(sb.file("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_*.d/*.conf\n").expect("sshd_config");
+    for _ in 0..2 {
+        let asked = source();
+        assert!(asked.contains("sshd -T: port 2222") && !asked.contains("kept"), "{asked}");
+    }
 }
 
 #[test]

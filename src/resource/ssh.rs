@@ -78,7 +78,9 @@ fn configured_ports(host: &Host) -> Option<(BTreeSet<u16>, String)> {
     // Its answer is kept while nothing it read has changed.
     if host.is_live() {
         let stamp = kept::stamp(host, &config.read, kept::binary().as_deref());
-        if let Some(ports) = kept::read(host, &stamp) {
+        if !config.unstamped
+            && let Some(ports) = kept::read(host, &stamp)
+        {
             return Some((ports, "sshd -T (kept: its configuration is unchanged)".into()));
         }
         if let Ok(out) = host.runner.run(&["sshd", "-T"], &[], Duration::from_secs(10))
@@ -86,7 +88,9 @@ fn configured_ports(host: &Host) -> Option<(BTreeSet<u16>, String)> {
         {
             let ports = effective_ports(&out.stdout);
             if !ports.is_empty() {
-                kept::write(host, &stamp, &ports);
+                if !config.unstamped {
+                    kept::write(host, &stamp, &ports);
+                }
                 return Some((ports, "sshd -T".into()));
             }
         }
@@ -111,6 +115,8 @@ struct SshdConfig {
     listen: Vec<Option<u16>>,
     /// Every file and Include directory read, as on the host: what sshd's answer rests on.
     read: Vec<PathBuf>,
+    /// An Include this reader cannot follow exactly: sshd is asked every time.
+    unstamped: bool,
 }
 
 impl SshdConfig {
@@ -181,6 +187,12 @@ fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
         for pattern in config.keyword(line, in_match) {
             let pattern =
                 if pattern.starts_with('/') { PathBuf::from(pattern) } else { Path::new("/etc/ssh").join(pattern) };
+            // A glob above the file name, a character class or a quoted name with spaces is
+            // one this reader does not follow as sshd does: sshd's answer cannot be stamped.
+            let dir_glob = pattern.parent().is_some_and(|d| d.to_string_lossy().contains(['*', '?', '[']));
+            if dir_glob || pattern.to_string_lossy().contains('[') || line.contains('"') {
+                config.unstamped = true;
+            }
             if let Some(dir) = pattern.parent().filter(|_| pattern.to_string_lossy().contains(['*', '?'])) {
                 config.read.push(dir.to_path_buf());
             }

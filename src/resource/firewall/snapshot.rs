@@ -170,7 +170,9 @@ pub fn take(host: &Host, store: &Path) -> anyhow::Result<Snapshot> {
         Vec::new()
     };
     let docker_user = netfilter.iter().map(|(v6, nf)| (*v6, nf.docker_user.clone())).collect();
-    let ufw_tables = netfilter.into_iter().filter(|(_, nf)| nf.ufw_loaded).map(|(v6, nf)| (v6, nf.ufw)).collect();
+    // Every family read, ufw's chains loaded or not: a family with none is one the revert
+    // leaves to `ufw reload`.
+    let ufw_tables = netfilter.into_iter().map(|(v6, nf)| (v6, nf.ufw)).collect();
     Ok(Snapshot { ufw_enabled: ufw_enabled(host), files, docker_user, ufw_tables })
 }
 
@@ -250,19 +252,25 @@ fn put_back<'s>(host: &Host, store: &Path, snap: &'s Snapshot) -> (Vec<(&'s Path
 }
 
 /// Loads ufw's chains back as the snapshot found them, one `iptables-restore --noflush` per
-/// family, when that is the whole of what `ufw reload` would do: ufw is enabled, its chains
-/// and the jumps into them are the same ones, and its sysctl.conf is as it was. One atomic
-/// load takes a fraction of a second where `ufw reload` runs its many commands (seconds on a
-/// slow host, while the operator waits for access). Returns what it did, or `None` when only
-/// `ufw reload` will do.
+/// family, when that is the whole of what `ufw reload` would do: ufw is enabled, in each
+/// family its chains and the jumps into them are the same ones (a family whose chains came or
+/// went is not), and its sysctl.conf is as it was. One atomic load takes a fraction of a
+/// second where `ufw reload` runs its many commands (seconds on a slow host, while the
+/// operator waits for access). The load is judged by the tables it leaves: an error means
+/// `ufw reload` must follow. Returns what it did, or `None` when only `ufw reload` will do.
 fn load_ufw_tables(host: &Host, store: &Path, snap: &Snapshot) -> Option<anyhow::Result<Vec<String>>> {
-    if snap.ufw_tables.is_empty() {
+    let loads: Vec<&(bool, UfwTable)> = snap.ufw_tables.iter().filter(|(_, t)| !t.chains.is_empty()).collect();
+    if loads.is_empty() {
         return None;
     }
+    let saved = |v6: bool| loads.iter().find(|(f, _)| *f == v6).map(|(_, t)| t);
     host.forget_observations();
-    let now = super::read_netfilter(host, snap.ufw_tables.iter().any(|(v6, _)| *v6)).ok()?;
-    let fits = |(v6, was): &(bool, UfwTable)| now.iter().any(|(f, nf)| f == v6 && was.loads_over(&nf.ufw));
-    if !snap.ufw_tables.iter().all(fits) {
+    let now = super::read_netfilter(host, true).ok()?;
+    let fits = now.iter().all(|(v6, nf)| match saved(*v6) {
+        Some(was) => was.loads_over(&nf.ufw),
+        None => !nf.ufw_loaded,
+    });
+    if !fits {
         return None;
     }
     let load = |(v6, was): &(bool, UfwTable)| -> anyhow::Result<String> {
@@ -277,7 +285,24 @@ fn load_ufw_tables(host: &Host, store: &Path, snap: &Snapshot) -> Option<anyhow:
             was.chains.len()
         ))
     };
-    Some(snap.ufw_tables.iter().map(load).collect())
+    let done = match loads.iter().map(|l| load(l)).collect::<anyhow::Result<Vec<String>>>() {
+        Ok(done) => done,
+        Err(e) => return Some(Err(e)),
+    };
+    host.forget_observations();
+    let after = match super::read_netfilter(host, true) {
+        Ok(after) => after,
+        Err(e) => return Some(Err(anyhow::anyhow!("{e}, after loading ufw's saved chains"))),
+    };
+    let same = loads.iter().all(|(v6, was)| {
+        after.iter().any(|(f, nf)| {
+            f == v6 && nf.ufw.rules == was.rules && nf.ufw.policies == was.policies && nf.ufw.chains == was.chains
+        })
+    });
+    if !same {
+        return Some(Err(anyhow::anyhow!("after loading ufw's saved chains the tables still differ from them")));
+    }
+    Some(Ok(done))
 }
 
 /// Writes the kept content to `full` when it, its mode or its owner differ; returns whether
