@@ -19,6 +19,13 @@ fn staged_units() -> tempfile::TempDir {
     dir
 }
 
+/// `systemd-analyze verify` passes `units` with no warning.
+fn verifies(units: &[impl AsRef<std::ffi::OsStr>]) {
+    let out = run(std::process::Command::new("systemd-analyze").arg("verify").args(units));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.trim().is_empty(), "no warnings: {}", out.stderr);
+}
+
 #[test]
 fn units_pass_systemd_analyze_verify() {
     if !require("systemd-analyze", has("systemd-analyze")) {
@@ -29,9 +36,7 @@ fn units_pass_systemd_analyze_verify() {
         .iter()
         .map(|u| dir.path().join(u).display().to_string())
         .collect();
-    let out = run(std::process::Command::new("systemd-analyze").arg("verify").args(&units));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.trim().is_empty(), "no warnings: {}", out.stderr);
+    verifies(&units);
 }
 
 /// Issue 15: the commented credential example is a working line once enabled.
@@ -46,9 +51,7 @@ fn the_join_token_credential_example_verifies() {
     let example = "#LoadCredential=swarm-join-token:/etc/vakt/swarm-join-token\n";
     assert!(text.contains(example), "the unit carries the example:\n{text}");
     std::fs::write(&unit, text.replace(example, &example[1..])).expect("write");
-    let out = run(std::process::Command::new("systemd-analyze").arg("verify").arg(&unit));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.trim().is_empty(), "no warnings: {}", out.stderr);
+    verifies(&[unit]);
 }
 
 /// `systemd-analyze security` of vakt.service in `dir`: the exposure score and the whole report.
@@ -87,9 +90,7 @@ fn the_disk_latency_drop_in_verifies_and_keeps_the_sandbox() {
     let drop_in = dir.path().join("vakt.service.d");
     std::fs::create_dir(&drop_in).expect("mkdir");
     std::fs::copy(repo("systemd/disk-latency.conf"), drop_in.join("disk-latency.conf")).expect("copy");
-    let out = run(std::process::Command::new("systemd-analyze").arg("verify").arg(dir.path().join("vakt.service")));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.trim().is_empty(), "no warnings: {}", out.stderr);
+    verifies(&[dir.path().join("vakt.service")]);
     let (score, report) = exposure(dir.path());
     let (base, _) = exposure(staged_units().path());
     assert!(score > base && score <= 2.0, "{base} -> {score}: {report}");

@@ -204,17 +204,12 @@ fn put_back_docker_user(host: &Host, store: &Path, snap: &Snapshot) -> (Vec<Stri
                 .and_then(|_| host.runner.run_ok(&[tool, "-X", "DOCKER-USER"], UFW_TIMEOUT))
                 .map(|_| format!("removed DOCKER-USER ({family}), which did not exist before")),
             Some(rules) => {
-                let file = store.join(format!("docker-user.{}.rules", if *v6 { "v6" } else { "v4" }));
                 let text = format!(
                     "*filter\n:DOCKER-USER - [0:0]\n{}COMMIT\n",
                     rules.iter().map(|r| format!("{r}\n")).collect::<String>()
                 );
-                crate::fsutil::write_atomic(&file, text.as_bytes(), false).and_then(|()| {
-                    let file = file.to_string_lossy();
-                    host.runner
-                        .run_ok(&[&format!("{tool}-restore"), "--noflush", &file], UFW_TIMEOUT)
-                        .map(|_| format!("loaded DOCKER-USER ({family}) as it was: {} rules", rules.len()))
-                })
+                load_noflush(host, store, "docker-user", *v6, &text)
+                    .map(|()| format!("loaded DOCKER-USER ({family}) as it was: {} rules", rules.len()))
             }
         };
         match result {
@@ -223,6 +218,17 @@ fn put_back_docker_user(host: &Host, store: &Path, snap: &Snapshot) -> (Vec<Stri
         }
     }
     (done, failed)
+}
+
+/// Loads `text` (`iptables-restore` input) into one family's tables without flushing the
+/// rest: the chains it declares are flushed and refilled, the others stay. The input is kept
+/// in `store` as `NAME.v4.rules` or `NAME.v6.rules`.
+fn load_noflush(host: &Host, store: &Path, name: &str, v6: bool, text: &str) -> anyhow::Result<()> {
+    let file = store.join(format!("{name}.{}.rules", if v6 { "v6" } else { "v4" }));
+    crate::fsutil::write_atomic(&file, text.as_bytes(), false)?;
+    let tool = if v6 { "ip6tables-restore" } else { "iptables-restore" };
+    host.runner.run_ok(&[tool, "--noflush", &file.to_string_lossy()], UFW_TIMEOUT)?;
+    Ok(())
 }
 
 /// Puts every kept file back where it differs (content, mode or owner) and removes the ones
@@ -274,10 +280,7 @@ fn load_ufw_tables(host: &Host, store: &Path, snap: &Snapshot) -> Option<anyhow:
         return None;
     }
     let load = |(v6, was): &(bool, UfwTable)| -> anyhow::Result<String> {
-        let file = store.join(format!("ufw.{}.rules", if *v6 { "v6" } else { "v4" }));
-        crate::fsutil::write_atomic(&file, was.restore_text().as_bytes(), false)?;
-        let tool = if *v6 { "ip6tables-restore" } else { "iptables-restore" };
-        host.runner.run_ok(&[tool, "--noflush", &file.to_string_lossy()], UFW_TIMEOUT)?;
+        load_noflush(host, store, "ufw", *v6, &was.restore_text())?;
         Ok(format!(
             "loaded ufw's chains ({}) as they were: {} rules in {} chains",
             super::family(*v6),
