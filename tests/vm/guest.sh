@@ -128,7 +128,12 @@ disk_latency() {
   else
     fail "no latency summary for $disk from vakt.service (count '${count}', p99 '${p99}')"; latency_log | tail -5 | diag
   fi
-  st=$(systemctl show -p StatusText --value vakt.service)
+  # STATUS= is written at the next sample after the probe (the test profile samples every 5 s).
+  for i in $(seq 1 15); do
+    st=$(systemctl show -p StatusText --value vakt.service)
+    echo "$st" | grep -q "p99" && break
+    sleep 1
+  done
   echo "$st" | grep -q "p99" && ok "StatusText shows the disk latency: $st" || fail "StatusText without the disk latency: $st"
 }
 
