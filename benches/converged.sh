@@ -56,12 +56,13 @@ echo '{"storage-driver": "overlay2"}' > "$T/etc/docker/daemon.json"
 "$(dirname "$0")/../tests/common/private-dockerd.sh" "$T" >"$T/dockerd.log" 2>&1 &
 for i in $(seq 1 150); do curl -sf --unix-socket "$T/docker.sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.2; done
 
-# First apply, timed once, and the same firewall steps with plain ufw in a fresh copy.
+FLOOR="python3 $(dirname "$0")/floor.py"
+# First apply, timed once, beside its floor (the commands it ran, each run alone afterwards).
 start=$(date +%s%N)
-"$VAKT" apply -p "$P" -q > "$T/first-apply.txt" || { cat "$T/first-apply.txt"; exit 1; }
+"$VAKT" apply -p "$P" --format json > "$T/first-apply.json" || { cat "$T/first-apply.json"; exit 1; }
 end=$(date +%s%N)
-echo "first apply (firewall, docker file, swarm init, nginx): $(( (end-start)/1000000 )) ms" >> "$OUT"
 nginx -c /etc/nginx/nginx.conf
+echo "first apply (firewall, docker file, swarm init, nginx): $(( (end-start)/1000000 )) ms; floor $($FLOOR floor "$T/first-apply.json")" >> "$OUT"
 
 "$VAKT" check -p "$P" -q > "$T/check.txt" || { echo "check after apply:"; cat "$T/check.txt"; exit 1; }
 hyperfine -N --warmup 3 --runs "$RUNS" --style basic --export-json "$T/check.json" \
@@ -71,12 +72,26 @@ hyperfine -N --warmup 3 --runs "$RUNS" --style basic --export-json "$T/check.jso
   -n "check --only docker,swarm" "$VAKT check -p $P -q --only docker,swarm" \
   -n "check --only nginx (with nginx -t)" "$VAKT check -p $P -q --only nginx" \
   -n "apply, no-op" "$VAKT apply -p $P -q" > "$T/hyperfine.txt"
-python3 - "$T/check.json" >> "$OUT" <<'PY'
+# The floor beside each: the commands that run made, each run alone (engine API calls aside).
+"$VAKT" check -p "$P" --format json > "$T/floor-check.json" || true
+"$VAKT" check -p "$P" --only exposure --format json > "$T/floor-exposure.json" || true
+"$VAKT" check -p "$P" --only firewall --format json > "$T/floor-firewall.json" || true
+"$VAKT" check -p "$P" --only docker,swarm --format json > "$T/floor-docker.json" || true
+"$VAKT" check -p "$P" --only nginx --format json > "$T/floor-nginx.json" || true
+"$VAKT" apply -p "$P" --format json > "$T/floor-noop.json" || true
+for f in check exposure firewall docker nginx noop; do $FLOOR floor "$T/floor-$f.json" > "$T/floor-$f.txt"; done
+python3 - "$T/check.json" "$T" >> "$OUT" <<'PY'
 import json, sys
-for r in json.load(open(sys.argv[1]))["results"]:
+floors = ["check", "exposure", "firewall", "docker", "nginx", "noop"]
+for r, f in zip(json.load(open(sys.argv[1]))["results"], floors):
     t = sorted(r["times"])
-    print(f"{r['command']}: median {r['median']*1000:.1f} ms (min {t[0]*1000:.1f}, max {t[-1]*1000:.1f}, {len(t)} runs)")
+    floor = open(f"{sys.argv[2]}/floor-{f}.txt").read().strip()
+    print(f"{r['command']}: min {t[0]*1000:.1f} / median {r['median']*1000:.1f} / max {t[-1]*1000:.1f} ms ({len(t)} runs); floor {floor}")
 PY
+
+# Peak RSS (wait4's ru_maxrss: vakt or the largest command it waited for, whichever is larger).
+echo "peak RSS, check: $($FLOOR peak "$VAKT" check -p "$P" -q)" >> "$OUT"
+echo "peak RSS, no-op apply: $($FLOOR peak "$VAKT" apply -p "$P" -q)" >> "$OUT"
 
 # CPU per converged check, vakt with the commands it runs (bash's `times` of its children)
 # and dockerd answering it: on two cores the check's time is bound by their sum.
@@ -92,15 +107,21 @@ print(f"check, CPU per run (20 runs): vakt and its commands {(user + sys_) / 20 
       f"(user {user / 20 * 1000:.1f}, sys {sys_ / 20 * 1000:.1f}), dockerd {dockerd / 20 * 1000:.1f} ms")
 PY
 
-# The article's firewall with plain ufw commands, on a fresh ufw state, for comparison.
-cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules "$T/etc/ufw/"; cp /usr/share/ufw/ufw.conf "$T/etc/ufw/"
-start=$(date +%s%N)
-for p in 22 80 8080 2377; do ufw allow $p/tcp >/dev/null; done; ufw --force enable >/dev/null
-end=$(date +%s%N)
-echo "plain ufw: 4 allows + enable: $(( (end-start)/1000000 )) ms" >> "$OUT"
-cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules "$T/etc/ufw/"; cp /usr/share/ufw/ufw.conf "$T/etc/ufw/"
-start=$(date +%s%N)
-"$VAKT" apply -p "$P" -q --only firewall >/dev/null
-end=$(date +%s%N)
-echo "vakt apply --only firewall, same steps: $(( (end-start)/1000000 )) ms" >> "$OUT"
-
+# The article's firewall on a fresh ufw state, five times each: plain ufw commands, then vakt
+# (one write of each rule file and one `ufw --force enable`).
+fresh_ufw() { ufw --force disable >/dev/null; cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules /usr/share/ufw/ufw.conf "$T/etc/ufw/"; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+plain=(); mine=()
+for i in 1 2 3 4 5; do
+  fresh_ufw; start=$(date +%s%N)
+  for p in 22 80 8080 2377; do ufw allow $p/tcp >/dev/null; done; ufw --force enable >/dev/null
+  plain+=("$(ms "$start" "$(date +%s%N)")")
+  fresh_ufw; start=$(date +%s%N)
+  "$VAKT" apply -p "$P" -q --only firewall >/dev/null
+  mine+=("$(ms "$start" "$(date +%s%N)")")
+done
+fresh_ufw; ufw --force enable >/dev/null
+enable=(); for i in 1 2 3 4 5; do start=$(date +%s%N); ufw --force enable >/dev/null; enable+=("$(ms "$start" "$(date +%s%N)")"); done
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "min %d / median %d / max %d ms", a[1], a[int((NR+1)/2)], a[NR]}'; }
+echo "plain ufw, 4 allows + enable: $(stats "${plain[@]}")" >> "$OUT"
+echo "vakt apply --only firewall, same rules: $(stats "${mine[@]}"); floor: ufw --force enable alone $(stats "${enable[@]}")" >> "$OUT"

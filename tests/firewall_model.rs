@@ -8,8 +8,8 @@
 //! (`vakt check` on the fresh host with the same rules as a profile) must refuse exactly the
 //! lists under which the kernel blocks 22/tcp from some address of the admin networks.
 //!
-//! Deterministic from its seed: `VAKT_FW_SEED` (default below) and `VAKT_FW_LISTS` (default 24,
-//! the CI size; `VAKT_FW_LISTS=500` is the long run). Seeds that once disagreed are listed in
+//! Deterministic from its seed: `VAKT_FW_SEED` (default below) and `VAKT_FW_CASES` (default 24,
+//! the CI size; `VAKT_FW_CASES=500` is the long run). Seeds that once disagreed are listed in
 //! `tests/fixtures/firewall-model-seeds.txt` and run first, every time.
 
 mod common;
@@ -129,23 +129,6 @@ while True:
             pass
 "#;
 
-/// SplitMix64: the lists are a pure function of the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
 #[derive(Debug, Clone)]
 struct RuleSpec {
     action: &'static str,
@@ -168,17 +151,12 @@ fn generate(seed: u64) -> List {
     let mut rules: Vec<RuleSpec> = Vec::new();
     let mut traffic = BTreeSet::new();
     for _ in 0..count {
-        let action = *rng.pick(&["allow", "allow", "deny", "reject", "limit"]);
-        let port = if rng.next().is_multiple_of(4) {
-            rng.pick(&["1:1000", "2000:8000", "7000:9000", "1:65535"]).to_string()
-        } else {
-            rng.pick(&[22u16, 80, 2377, 7946, 8080, 4789]).to_string()
-        };
-        let proto = match action {
-            "limit" => "tcp",
-            _ if port.contains(':') => *rng.pick(&["tcp", "udp"]),
-            _ => *rng.pick(&["tcp", "udp", "both"]),
-        };
+        let (action, port, proto) = rule_shape(
+            &mut rng,
+            &["allow", "allow", "deny", "reject", "limit"],
+            &[22u16, 80, 2377, 7946, 8080, 4789],
+            &["1:1000", "2000:8000", "7000:9000", "1:65535"],
+        );
         let from = match rng.next() % 3 {
             0 => None,
             1 => Some(*rng.pick(&NETS4)),
@@ -376,20 +354,7 @@ fn ready() -> bool {
 }
 
 fn seeds() -> Vec<u64> {
-    let kept = std::fs::read_to_string(repo("tests/fixtures/firewall-model-seeds.txt")).unwrap_or_default();
-    let mut out: Vec<u64> = kept
-        .lines()
-        .filter_map(|l| l.split('#').next())
-        .filter_map(|l| u64::from_str_radix(l.trim().trim_start_matches("0x"), 16).ok())
-        .collect();
-    let base = std::env::var("VAKT_FW_SEED")
-        .ok()
-        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(DEFAULT_SEED);
-    let n: u64 = std::env::var("VAKT_FW_LISTS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
-    let mut rng = Rng(base);
-    out.extend((0..n).map(|_| rng.next()));
-    out
+    common::seeds("tests/fixtures/firewall-model-seeds.txt", "VAKT_FW", DEFAULT_SEED, 24)
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! The `firewall` resource: ufw's state observed from its own files (and, on a live host,
-//! from netfilter), converged through the `ufw` command only, with the SSH lockout guard and
-//! the block that makes Docker-published ports obey the profile.
+//! from netfilter), converged through the `ufw` command (a fresh, disabled ufw gets its rule
+//! files in one write each, exactly as ufw writes them: rules_file.rs), with the SSH lockout
+//! guard and the block that makes Docker-published ports obey the profile.
 
 pub mod model;
 pub(crate) mod published;
+pub mod rules_file;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use crate::host::Host;
 use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Published, Rule};
 use model::{By, Packet, UfwRule, Unreadable};
 use published::Netfilter;
+use rules_file::LogLevel;
 
 const UFW_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -28,8 +31,12 @@ pub struct Observed {
     pub incoming: Option<Policy>,
     pub outgoing: Option<Policy>,
     pub routed: Option<Policy>,
+    /// ufw.conf's `LOGLEVEL`, when it is one ufw knows.
+    pub loglevel: Option<LogLevel>,
     /// ufw's rules: `user.rules` in file order, then `user6.rules` (when IPv6 is on).
     pub rules: Vec<UfwRule>,
+    /// Where `user.rules` and `user6.rules` are (under the image root offline).
+    pub rule_files: [PathBuf; 2],
     /// Tuples vakt could not read: never touched, reported.
     pub unreadable: Vec<Unreadable>,
     pub ssh: SshFacts,
@@ -50,6 +57,8 @@ pub enum Action {
     Run(Vec<String>),
     /// Replace a file atomically, keeping the previous version as `<path>.vakt-prev`.
     Write(PathBuf, String),
+    /// Replace one of ufw's rule files atomically, as ufw does (no copy kept).
+    Rules(PathBuf, String),
 }
 
 pub struct Firewall<'p> {
@@ -85,6 +94,7 @@ pub(crate) struct UfwFiles {
     pub incoming: Option<Policy>,
     pub outgoing: Option<Policy>,
     pub routed: Option<Policy>,
+    pub loglevel: Option<LogLevel>,
     pub rules: Vec<UfwRule>,
     pub unreadable: Vec<Unreadable>,
 }
@@ -105,6 +115,7 @@ impl UfwFiles {
             incoming: policy("DEFAULT_INPUT_POLICY"),
             outgoing: policy("DEFAULT_OUTPUT_POLICY"),
             routed: policy("DEFAULT_FORWARD_POLICY"),
+            loglevel: setting(&conf, "LOGLEVEL").and_then(|l| LogLevel::parse(&l)),
             rules,
             unreadable,
         })
@@ -738,6 +749,57 @@ impl Firewall<'_> {
     }
 }
 
+/// A ufw command that adds a rule (`ufw allow ...`, also with `--rootdir`).
+fn is_add(action: &Action) -> bool {
+    let Action::Run(argv) = action else { return false };
+    argv[0] == "ufw"
+        && argv[1..]
+            .iter()
+            .find(|w| !w.starts_with("--"))
+            .is_some_and(|w| matches!(w.as_str(), "allow" | "limit" | "deny" | "reject"))
+}
+
+impl Firewall<'_> {
+    /// A disabled ufw without rules (a first apply): rather than one ufw process per rule,
+    /// each family's rule file is written once, exactly as the ufw commands would leave it
+    /// (rules_file.rs), and `ufw --force enable` loads it. Only a plan that adds rules and
+    /// enables, with ufw's log level and policies known, takes this way.
+    fn write_rules_at_once(&self, o: &Observed, plan: &mut Plan<Action>) {
+        let (Some(loglevel), Some(incoming), Some(outgoing), Some(routed)) =
+            (o.loglevel, o.incoming, o.outgoing, o.routed)
+        else {
+            return;
+        };
+        let only_adds = plan.actions.iter().all(|a| {
+            is_add(a)
+                || matches!(a, Action::Write(..))
+                || matches!(a, Action::Run(argv) if is_switch(argv) && argv.iter().any(|w| w == "enable"))
+        });
+        let Some(first) = plan.actions.iter().position(is_add) else { return };
+        if o.enabled || !o.rules.is_empty() || !o.unreadable.is_empty() || !only_adds {
+            return;
+        }
+        let layout = rules_file::Layout { loglevel, policies: [incoming, outgoing, routed] };
+        let rules: Vec<&Rule> = self.want.host_rules().collect();
+        // An IPv6 rule with IPv6 off in ufw is left to ufw, which says so.
+        if !o.ipv6 && rules.iter().any(|r| matches!(r.from, Some(IpNet::V6(_)))) {
+            return;
+        }
+        let mut files = Vec::new();
+        for v6 in [false, true].into_iter().filter(|v6| !v6 || o.ipv6) {
+            let mine: Vec<&Rule> = rules.iter().copied().filter(|r| families(r, o.ipv6).contains(&v6)).collect();
+            files.push(Action::Rules(o.rule_files[usize::from(v6)].clone(), rules_file::render(&mine, v6, layout)));
+        }
+        plan.actions.retain(|a| !is_add(a));
+        plan.actions.splice(first..first, files);
+        for f in plan.findings.iter_mut().filter(|f| f.id.starts_with("firewall.rule.")) {
+            if let Some(c) = &mut f.change {
+                c.push_str(" (written into ufw's rule files, as ufw writes them, and loaded once)");
+            }
+        }
+    }
+}
+
 impl Resource for Firewall<'_> {
     type Observed = Observed;
     type Action = Action;
@@ -771,7 +833,9 @@ impl Resource for Firewall<'_> {
             incoming: ufw.incoming,
             outgoing: ufw.outgoing,
             routed: ufw.routed,
+            loglevel: ufw.loglevel,
             rules: ufw.rules,
+            rule_files: ["/etc/ufw/user.rules", "/etc/ufw/user6.rules"].map(|p| host.file_path(p)),
             unreadable: ufw.unreadable,
             ssh,
             docker_present: host.runs_docker(),
@@ -847,6 +911,7 @@ impl Resource for Firewall<'_> {
             }
             plan.findings.push(guard);
         }
+        self.write_rules_at_once(o, &mut plan);
         plan
     }
 
@@ -858,6 +923,7 @@ impl Resource for Firewall<'_> {
                     host.runner.run_ok(&argv, UFW_TIMEOUT)?;
                 }
                 Action::Write(path, text) => crate::fsutil::write_atomic(&path, text.as_bytes(), true)?,
+                Action::Rules(path, text) => crate::fsutil::write_atomic(&path, text.as_bytes(), false)?,
             }
         }
         Ok(())
@@ -889,7 +955,9 @@ mod tests {
             incoming: Some(Policy::Deny),
             outgoing: Some(Policy::Allow),
             routed: Some(Policy::Deny),
+            loglevel: Some(LogLevel::Low),
             rules,
+            rule_files: [PathBuf::from("/etc/ufw/user.rules"), PathBuf::from("/etc/ufw/user6.rules")],
             unreadable: vec![],
             ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
             docker_present: false,
@@ -1414,7 +1482,9 @@ mod properties {
             let existing_blocking: Vec<UfwRule> = existing.iter().filter(|t| t.action != RuleAction::Allow).cloned().collect();
             let mut state = Observed {
                 enabled, ipv6, incoming, outgoing, routed,
+                loglevel: Some(LogLevel::Low),
                 rules: existing,
+                rule_files: [PathBuf::from("user.rules"), PathBuf::from("user6.rules")],
                 unreadable: vec![],
                 ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
                 docker_present: false,
@@ -1425,8 +1495,15 @@ mod properties {
             let plan = fw.plan(&state);
             let refused = plan.findings.iter().any(|f| f.id == "firewall.ssh-guard");
             for action in plan.actions {
-                if let Action::Run(argv) = action {
-                    run_model(&mut state, &argv);
+                match action {
+                    Action::Run(argv) => run_model(&mut state, &argv),
+                    // ufw's file written at once: what it holds is what ufw will read back.
+                    Action::Rules(path, text) => {
+                        let v6 = path.ends_with("user6.rules");
+                        state.rules.retain(|r| r.v6 != v6);
+                        state.rules.extend(model::parse_rules(&text, v6).0);
+                    }
+                    Action::Write(..) => {}
                 }
             }
             let again = fw.plan(&state);

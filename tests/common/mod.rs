@@ -121,3 +121,71 @@ pub fn is_root() -> bool {
 pub fn has(program: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
 }
+
+/// SplitMix64: generated test cases are a pure function of their seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// A generated test's seeds: first those kept in the fixture file `kept` (one hex seed per
+/// line, `#` comments: cases that once failed), then `count` drawn from `base`. The
+/// environment variables `{var}_SEED` (hex) and `{var}_CASES` replace `base` and `count`.
+pub fn seeds(kept: &str, var: &str, base: u64, count: u64) -> Vec<u64> {
+    let kept = std::fs::read_to_string(repo(kept)).unwrap_or_default();
+    let mut out: Vec<u64> = kept
+        .lines()
+        .filter_map(|l| l.split('#').next())
+        .filter_map(|l| u64::from_str_radix(l.trim().trim_start_matches("0x"), 16).ok())
+        .collect();
+    let base = std::env::var(format!("{var}_SEED"))
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(base);
+    let n: u64 = std::env::var(format!("{var}_CASES")).ok().and_then(|s| s.parse().ok()).unwrap_or(count);
+    let mut rng = Rng(base);
+    out.extend((0..n).map(|_| rng.next()));
+    out
+}
+
+/// A random ufw rule's action, port and protocol, drawn in that order from `actions`, `ports`
+/// and (one time in four) `ranges`: `limit` is tcp only, as ufw rate-limits tcp, and a range
+/// is tcp or udp, as ufw needs one protocol for a range.
+pub fn rule_shape(
+    rng: &mut Rng,
+    actions: &[&'static str],
+    ports: &[u16],
+    ranges: &[&'static str],
+) -> (&'static str, String, &'static str) {
+    let action = *rng.pick(actions);
+    let port = if rng.next().is_multiple_of(4) { rng.pick(ranges).to_string() } else { rng.pick(ports).to_string() };
+    let proto = match action {
+        "limit" => "tcp",
+        _ if port.contains(':') => *rng.pick(&["tcp", "udp"]),
+        _ => *rng.pick(&["tcp", "udp", "both"]),
+    };
+    (action, port, proto)
+}
+
+/// The commands a run's JSON report says it ran that start with `prefix`.
+pub fn ran(report: &serde_json::Value, prefix: &str) -> Vec<String> {
+    report["commands"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str().map(String::from))
+        .filter(|c| c.starts_with(prefix))
+        .collect()
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Helpers of benches/converged.sh.
+
+floor REPORT.json [RUNS]
+    The floor of a vakt run: the commands its JSON report says it ran, each run alone RUNS
+    times (default 5) on the same host; prints the sum of their medians in ms and the parts.
+    Engine API calls are not commands and are not in the floor.
+peak ARGV...
+    Peak RSS of a process tree: ARGV run 5 times, wait4's ru_maxrss (the largest of the
+    process and the children it waited for), min/median/max in KiB.
+"""
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+
+def floor(report, runs):
+    commands = json.load(open(report)).get("commands", [])
+    parts = []
+    for c in commands:
+        argv = shlex.split(c)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append((time.perf_counter() - start) * 1000)
+        parts.append((c, statistics.median(times)))
+    total = sum(t for _, t in parts)
+    detail = ", ".join(f"{c} {t:.1f}" for c, t in parts) or "no command"
+    print(f"{total:.1f} ms ({detail})")
+
+
+def peak(argv):
+    peaks = []
+    for _ in range(5):
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, _, usage = os.wait4(child.pid, 0)
+        child.returncode = 0  # reaped above
+        peaks.append(usage.ru_maxrss)
+    peaks.sort()
+    print(f"min {peaks[0]}, median {statistics.median(peaks):.0f}, max {peaks[-1]} KiB")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "floor":
+        floor(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+    else:
+        peak(sys.argv[2:])
