@@ -62,7 +62,8 @@ start=$(date +%s%N)
 "$VAKT" apply -p "$P" --format json > "$T/first-apply.json" || { cat "$T/first-apply.json"; exit 1; }
 end=$(date +%s%N)
 nginx -c /etc/nginx/nginx.conf
-echo "first apply (firewall, docker file, swarm init, nginx): $(( (end-start)/1000000 )) ms; floor $($FLOOR floor "$T/first-apply.json")" >> "$OUT"
+peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("peak_rss_kib"))' "$T/first-apply.json")
+echo "first apply (firewall, docker file, swarm init, nginx): $(( (end-start)/1000000 )) ms, vakt's peak RSS $peak KiB; floor $($FLOOR floor "$T/first-apply.json")" >> "$OUT"
 
 "$VAKT" check -p "$P" -q > "$T/check.txt" || { echo "check after apply:"; cat "$T/check.txt"; exit 1; }
 hyperfine -N --warmup 3 --runs "$RUNS" --style basic --export-json "$T/check.json" \
@@ -89,9 +90,10 @@ for r, f in zip(json.load(open(sys.argv[1]))["results"], floors):
     print(f"{r['command']}: min {t[0]*1000:.1f} / median {r['median']*1000:.1f} / max {t[-1]*1000:.1f} ms ({len(t)} runs); floor {floor}")
 PY
 
-# Peak RSS (wait4's ru_maxrss: vakt or the largest command it waited for, whichever is larger).
-echo "peak RSS, check: $($FLOOR peak "$VAKT" check -p "$P" -q)" >> "$OUT"
-echo "peak RSS, no-op apply: $($FLOOR peak "$VAKT" apply -p "$P" -q)" >> "$OUT"
+# Peak RSS, five runs each: vakt's own (its report's peak_rss_kib, VmHWM), and the process
+# tree's (wait4's ru_maxrss: vakt or the largest command it waited for).
+echo "peak RSS, check: vakt $($FLOOR peak-self "$VAKT" check -p "$P"); with its commands $($FLOOR peak "$VAKT" check -p "$P" -q)" >> "$OUT"
+echo "peak RSS, no-op apply: vakt $($FLOOR peak-self "$VAKT" apply -p "$P"); with its commands $($FLOOR peak "$VAKT" apply -p "$P" -q)" >> "$OUT"
 
 # CPU per converged check, vakt with the commands it runs (bash's `times` of its children)
 # and dockerd answering it: on two cores the check's time is bound by their sum.
@@ -107,10 +109,22 @@ print(f"check, CPU per run (20 runs): vakt and its commands {(user + sys_) / 20 
       f"(user {user / 20 * 1000:.1f}, sys {sys_ / 20 * 1000:.1f}), dockerd {dockerd / 20 * 1000:.1f} ms")
 PY
 
+# Remediation of one drift: a rule deleted by hand, five times. vakt's apply beside its floor,
+# the one command it has to run (`ufw allow`, live), run alone from the same drifted state.
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "min %d / median %d / max %d ms", a[1], a[int((NR+1)/2)], a[NR]}'; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+fix=(); alone=()
+for i in 1 2 3 4 5; do
+  ufw delete allow proto tcp from any to any port 80 >/dev/null
+  start=$(date +%s%N); ufw allow proto tcp from any to any port 80 >/dev/null; alone+=("$(ms "$start" "$(date +%s%N)")")
+  ufw delete allow proto tcp from any to any port 80 >/dev/null
+  start=$(date +%s%N); "$VAKT" apply -p "$P" -q >/dev/null; fix+=("$(ms "$start" "$(date +%s%N)")")
+done
+echo "remediation, one deleted ufw rule (apply of the whole profile): $(stats "${fix[@]}"); floor: its ufw allow alone $(stats "${alone[@]}")" >> "$OUT"
+
 # The article's firewall on a fresh ufw state, five times each: plain ufw commands, then vakt
 # (one write of each rule file and one `ufw --force enable`).
 fresh_ufw() { ufw --force disable >/dev/null; cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules /usr/share/ufw/ufw.conf "$T/etc/ufw/"; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
 plain=(); mine=()
 for i in 1 2 3 4 5; do
   fresh_ufw; start=$(date +%s%N)
@@ -120,8 +134,10 @@ for i in 1 2 3 4 5; do
   "$VAKT" apply -p "$P" -q --only firewall >/dev/null
   mine+=("$(ms "$start" "$(date +%s%N)")")
 done
-fresh_ufw; ufw --force enable >/dev/null
-enable=(); for i in 1 2 3 4 5; do start=$(date +%s%N); ufw --force enable >/dev/null; enable+=("$(ms "$start" "$(date +%s%N)")"); done
-stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "min %d / median %d / max %d ms", a[1], a[int((NR+1)/2)], a[NR]}'; }
+# The floor: the one command vakt had to run, alone, from the same state (rules in the files, ufw disabled).
+enable=()
+for i in 1 2 3 4 5; do
+  ufw --force disable >/dev/null; start=$(date +%s%N); ufw --force enable >/dev/null; enable+=("$(ms "$start" "$(date +%s%N)")")
+done
 echo "plain ufw, 4 allows + enable: $(stats "${plain[@]}")" >> "$OUT"
 echo "vakt apply --only firewall, same rules: $(stats "${mine[@]}"); floor: ufw --force enable alone $(stats "${enable[@]}")" >> "$OUT"

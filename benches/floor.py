@@ -8,6 +8,9 @@ floor REPORT.json [RUNS]
 peak ARGV...
     Peak RSS of a process tree: ARGV run 5 times, wait4's ru_maxrss (the largest of the
     process and the children it waited for), min/median/max in KiB.
+peak-self ARGV...
+    vakt's own peak RSS: ARGV (a vakt check or apply) run 5 times with --format json, the
+    report's peak_rss_kib, min/median/max in KiB.
 """
 import json
 import os
@@ -18,11 +21,20 @@ import sys
 import time
 
 
+def alone(command):
+    """The command to time alone: vakt tests a candidate nginx configuration in a directory
+    of its own that is gone after the run; the live configuration is the same text."""
+    argv = shlex.split(command)
+    if argv[:2] == ["nginx", "-t"]:
+        return ["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"]
+    return argv
+
+
 def floor(report, runs):
     commands = json.load(open(report)).get("commands", [])
     parts = []
     for c in commands:
-        argv = shlex.split(c)
+        argv = alone(c)
         times = []
         for _ in range(runs):
             start = time.perf_counter()
@@ -30,7 +42,7 @@ def floor(report, runs):
             times.append((time.perf_counter() - start) * 1000)
         parts.append((c, statistics.median(times)))
     total = sum(t for _, t in parts)
-    detail = ", ".join(f"{c} {t:.1f}" for c, t in parts) or "no command"
+    detail = ", ".join(f"{c.split(' -e ')[0]} {t:.1f}" for c, t in parts) or "no command"
     print(f"{total:.1f} ms ({detail})")
 
 
@@ -45,8 +57,19 @@ def peak(argv):
     print(f"min {peaks[0]}, median {statistics.median(peaks):.0f}, max {peaks[-1]} KiB")
 
 
+def peak_self(argv):
+    peaks = []
+    for _ in range(5):
+        out = subprocess.run(argv + ["--format", "json"], capture_output=True, text=True).stdout
+        peaks.append(json.loads(out)["peak_rss_kib"])
+    peaks.sort()
+    print(f"min {peaks[0]}, median {statistics.median(peaks):.0f}, max {peaks[-1]} KiB")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "floor":
         floor(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+    elif sys.argv[1] == "peak-self":
+        peak_self(sys.argv[2:])
     else:
         peak(sys.argv[2:])

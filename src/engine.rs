@@ -254,6 +254,9 @@ pub struct Report {
     pub resources: Vec<ResourceReport>,
     pub summary: Summary,
     pub elapsed_ms: u128,
+    /// vakt's own peak resident memory so far (VmHWM; the commands it ran are not in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
 }
@@ -278,9 +281,17 @@ impl Report {
             summary: Summary::of(&resources, command == Run::Apply),
             resources,
             elapsed_ms: started.elapsed().as_millis(),
+            peak_rss_kib: peak_rss_kib(),
             commands: host.runner.commands(),
         }
     }
+}
+
+/// This process's peak resident set, from /proc/self/status.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Finding ids are keys in every format (Prometheus series, JUnit cases, JSON consumers): a

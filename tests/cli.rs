@@ -118,6 +118,9 @@ fn output_formats() {
         |fmt: &str| run(vakt().arg("--root").arg(&fixture).args(["check", "--only", "host,firewall", "--format", fmt]));
     let json = json(&base("json"));
     assert_eq!(json["schema"], 1);
+    // vakt's own peak memory: a few MiB, never the commands it ran.
+    let peak = json["peak_rss_kib"].as_u64().expect("peak_rss_kib");
+    assert!((1000..64 * 1024).contains(&peak), "peak RSS {peak} KiB");
     assert_eq!(json["summary"]["ok"], 4);
     assert_eq!(status_of(&json, "firewall"), "unknown", "no ufw in the fixture: could not verify");
     let junit = base("junit").stdout;

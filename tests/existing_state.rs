@@ -386,11 +386,12 @@ fn check_tells_the_truth_about_existing_state_and_apply_damages_none_of_it() {
     planned_fw.dedup();
     assert_eq!(
         planned_fw,
-        // The profile lists 2222 and 80 before the limit on 22 that ufw already holds: they go
-        // before it, in each family (IPv4 rules are numbered first: fail2ban's ban, then 2222).
+        // The profile lists 2222 and 80 before the limit on 22 that ufw already holds, but no
+        // rule from there on meets their traffic with another action: appended, they judge
+        // every packet as they would in the profile's place, one command for both families.
         [
-            "ufw insert 2 allow proto tcp from 0.0.0.0/0 to any port 2222 comment 'ssh (ssh.socket)'; ufw insert 6 allow proto tcp from ::/0 to any port 2222 comment 'ssh (ssh.socket)'",
-            "ufw insert 3 allow proto tcp from 0.0.0.0/0 to any port 80; ufw insert 8 allow proto tcp from ::/0 to any port 80",
+            "ufw allow proto tcp from any to any port 2222 comment 'ssh (ssh.socket)'",
+            "ufw allow proto tcp from any to any port 80",
             "ufw delete allow proto tcp from any to any port 8443",
         ],
         "{}",

@@ -385,10 +385,14 @@ impl Firewall<'_> {
                     let list = &lists[usize::from(v6)];
                     let numbered = list.iter().all(|t| t.app.is_none()) && !o.unreadable.iter().any(|u| u.v6 == v6);
                     let lo = list.iter().rposition(|t| owner(t).is_some_and(|j| j < i)).map_or(0, |p| p + 1);
+                    // Appended, the rule judges the same packets as in place unless a rule from
+                    // its place on meets its traffic with another action: only then `ufw insert`.
+                    let new = model::from_profile(rule, v6);
                     let place = match list.iter().position(|t| t.same_traffic(rule)) {
                         Some(p) => Place::Replace(p),
                         None => (lo..list.len())
                             .find(|&k| owner(&list[k]).is_some_and(|j| j > i))
+                            .filter(|&k| list[k..].iter().any(|t| t.action != rule.action && overlaps(t, &new)))
                             .filter(|_| numbered)
                             .map_or(Place::Append, Place::Insert),
                     };
@@ -1157,17 +1161,27 @@ mod tests {
 
         let want = profile(
             "[firewall]\nadmin = [\"10.0.0.0/8\"]\n[[firewall.rule]]\naction = \"allow\"\nport = 22\nproto = \"tcp\"\nfrom = \"10.0.0.0/8\"\n\
-             [[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\n[[firewall.rule]]\naction = \"allow\"\nport = 80\nproto = \"tcp\"\n",
+             [[firewall.rule]]\naction = \"deny\"\nport = 22\nproto = \"tcp\"\n[[firewall.rule]]\naction = \"deny\"\nport = \"1:1000\"\nproto = \"tcp\"\n",
         );
-        let plan =
-            Firewall::new(&want, vec![]).plan(&observed(v4("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n")));
+        let plan = Firewall::new(&want, vec![])
+            .plan(&observed(v4("### tuple ### deny tcp 1:1000 0.0.0.0/0 any 0.0.0.0/0 in\n")));
         let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        // The allow must come before the deny of 1:1000, which meets its traffic; the deny of
+        // 22 may follow it (the same action): appended, it judges every packet as in place.
         assert_eq!(
             changes,
             vec![
                 "ufw insert 1 allow proto tcp from 10.0.0.0/8 to any port 22",
-                "ufw insert 2 deny proto tcp from 0.0.0.0/0 to any port 22",
+                "ufw deny proto tcp from any to any port 22",
             ]
+        );
+        // Rules that meet no later rule with another action are appended, one command each.
+        let plan =
+            Firewall::new(&want, vec![]).plan(&observed(v4("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n")));
+        assert!(
+            plan.findings.iter().filter_map(|f| f.change.as_deref()).all(|c| !c.contains("insert")),
+            "{:?}",
+            plan.findings
         );
         assert!(!plan.findings.iter().any(|f| f.id == "firewall.ssh-guard"), "{:?}", plan.findings);
 
