@@ -89,7 +89,7 @@ done
 "$VAKT" apply -p "$P" -q >/dev/null
 nginx -c /etc/nginx/nginx.conf
 peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("peak_rss_kib"))' "$T/first-apply.json")
-echo "first apply (firewall, docker file, swarm init, nginx; the first from a fresh engine, then from the host unconverged): $(stats "${first[@]}"), vakt's peak RSS $peak KiB; floor: the commands $($FLOOR floor "$T/first-apply.json"), and swarm init through the API alone $(stats "${init[@]}")" >> "$OUT"
+echo "first apply (firewall, docker file, swarm init, nginx; the first from a fresh engine, then from the host unconverged): $(stats "${first[@]}"), vakt's peak RSS $peak KiB; floor: the commands, re-run on the converged host (where ufw --force enable does less than from a disabled ufw: the firewall line below times it from the same state) $($FLOOR floor "$T/first-apply.json"), and swarm init through the API alone $(stats "${init[@]}")" >> "$OUT"
 echo "first apply, each run: ${first[*]} ms" >> "$OUT"
 
 "$VAKT" check -p "$P" -q > "$T/check.txt" || { echo "check after apply:"; cat "$T/check.txt"; exit 1; }
