@@ -33,6 +33,16 @@ pub struct Output {
 #[error("`{0}` was not found on PATH; install it (Debian package `{1}`) or fix PATH")]
 pub struct Missing(pub String, pub &'static str);
 
+/// Whether `program` is an executable file in a directory of PATH, as a spawn would find it.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 impl Runner {
     /// Turns the live line on (an operator at a terminal) or off (journald, pipes, JSON).
     pub fn show_progress(&self, on: bool) {

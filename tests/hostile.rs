@@ -44,6 +44,12 @@ fn values_that_would_inject_into_files_or_argv_are_refused_at_the_profile() {
         "firewall.allow[0].comment",
         "option",
     );
+    // A comment ufw's parser takes for a word of the rule (`ufw ... comment log` fails).
+    refused(
+        "[firewall]\n[[firewall.allow]]\nport = 22\ncomment = \"log\"\n",
+        "firewall.allow[0].comment",
+        "word of the rule",
+    );
     // nginx values that must be one word.
     refused("[nginx]\nlisten = \"80; worker_rlimit_nofile 4242\"\n", "nginx.listen", "not a port");
     refused("[nginx]\nserver_name = \"a #b\"\n", "nginx.server_name", "one nginx word");

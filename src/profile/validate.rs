@@ -297,6 +297,11 @@ fn validate_rule(list: &str, i: usize, r: raw::RawRule) -> Result<Rule, KeyError
 pub(super) fn ufw_comment(c: &str) -> Result<(), String> {
     if c.is_empty() || c.len() > 200 {
         Err("a ufw comment is 1 to 200 characters".into())
+    } else if ["in", "out", "log", "log-all"].contains(&c) {
+        Err(format!(
+            "{}: ufw reads a comment that is only `in`, `out`, `log` or `log-all` as that word of the rule",
+            quoted(c)
+        ))
     } else if c.starts_with('-') {
         Err(format!("{} starts with `-`: ufw would read it as an option", quoted(c)))
     } else if c.chars().any(|ch| ch.is_control() || ch == '\'' || ch == '"' || ch == '\\') {

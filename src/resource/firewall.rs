@@ -37,6 +37,9 @@ pub struct Observed {
     pub rules: Vec<UfwRule>,
     /// Where `user.rules` and `user6.rules` are (under the image root offline).
     pub rule_files: [PathBuf; 2],
+    /// Whether vakt may write ufw's rule files itself: `ufw` is on PATH (it loads them, or
+    /// edits them offline), and the kernel has IPv6 when ufw's does (ufw skips IPv6 without it).
+    pub may_write_rules: bool,
     /// Tuples vakt could not read: never touched, reported.
     pub unreadable: Vec<Unreadable>,
     pub ssh: SshFacts,
@@ -105,17 +108,18 @@ impl UfwFiles {
             .read("/etc/ufw/ufw.conf")
             .context("ufw is not installed or not set up; add `ufw` to [packages] install")?;
         let defaults = host.read("/etc/default/ufw")?;
-        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v == "yes");
+        // ufw lowercases its settings (`IPV6=YES` is yes).
+        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v.eq_ignore_ascii_case("yes"));
         let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
         let (rules, unreadable) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
-        let policy = |key| setting(&defaults, key).and_then(|v| Policy::from_ufw(&v));
+        let policy = |key| setting(&defaults, key).and_then(|v| Policy::from_ufw(&v.to_ascii_lowercase()));
         Ok(UfwFiles {
-            enabled: setting(&conf, "ENABLED").is_some_and(|v| v == "yes"),
+            enabled: setting(&conf, "ENABLED").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             ipv6,
             incoming: policy("DEFAULT_INPUT_POLICY"),
             outgoing: policy("DEFAULT_OUTPUT_POLICY"),
             routed: policy("DEFAULT_FORWARD_POLICY"),
-            loglevel: setting(&conf, "LOGLEVEL").and_then(|l| LogLevel::parse(&l)),
+            loglevel: setting(&conf, "LOGLEVEL").and_then(|l| LogLevel::parse(&l.to_ascii_lowercase())),
             rules,
             unreadable,
         })
@@ -376,7 +380,7 @@ impl Firewall<'_> {
             }
             // Per family: ufw replaces a rule for the same traffic in place (an allow the profile
             // now limits), else the rule goes before the first rule the profile lists after it,
-            // and never before one it lists earlier. ufw numbers an application profile's rule
+            // and never before one it lists earlier that meets its traffic otherwise. ufw numbers an application profile's rule
             // once however many tuples it has, and counts tuples vakt cannot read: with either
             // in the list, a position vakt computes could be off, so the rule is appended.
             let place: Vec<(bool, Place)> = missing
@@ -384,15 +388,23 @@ impl Firewall<'_> {
                 .map(|&v6| {
                     let list = &lists[usize::from(v6)];
                     let numbered = list.iter().all(|t| t.app.is_none()) && !o.unreadable.iter().any(|u| u.v6 == v6);
-                    let lo = list.iter().rposition(|t| owner(t).is_some_and(|j| j < i)).map_or(0, |p| p + 1);
-                    // Appended, the rule judges the same packets as in place unless a rule from
-                    // its place on meets its traffic with another action: only then `ufw insert`.
+                    // Only a rule that meets its traffic with another action orders against
+                    // it: after each such rule the profile lists earlier, and before the first
+                    // rule it lists later when such a rule sits from there on (or the profile
+                    // lists one later: its place then must stay). Otherwise appended, it
+                    // judges every packet as in place.
                     let new = model::from_profile(rule, v6);
+                    let conflicts = |t: &UfwRule| t.action != rule.action && overlaps(t, &new);
+                    let lo =
+                        list.iter().rposition(|t| owner(t).is_some_and(|j| j < i) && conflicts(t)).map_or(0, |p| p + 1);
+                    let later = profile[i + 1..]
+                        .iter()
+                        .any(|r| families(r, o.ipv6).contains(&v6) && conflicts(&model::from_profile(r, v6)));
                     let place = match list.iter().position(|t| t.same_traffic(rule)) {
                         Some(p) => Place::Replace(p),
                         None => (lo..list.len())
                             .find(|&k| owner(&list[k]).is_some_and(|j| j > i))
-                            .filter(|&k| list[k..].iter().any(|t| t.action != rule.action && overlaps(t, &new)))
+                            .filter(|&k| later || list[k..].iter().any(conflicts))
                             .filter(|_| numbered)
                             .map_or(Place::Append, Place::Insert),
                     };
@@ -780,18 +792,27 @@ impl Firewall<'_> {
                 || matches!(a, Action::Run(argv) if is_switch(argv) && argv.iter().any(|w| w == "enable"))
         });
         let Some(first) = plan.actions.iter().position(is_add) else { return };
-        if o.enabled || !o.rules.is_empty() || !o.unreadable.is_empty() || !only_adds {
+        if o.enabled || !o.may_write_rules || !o.rules.is_empty() || !o.unreadable.is_empty() || !only_adds {
             return;
         }
         let layout = rules_file::Layout { loglevel, policies: [incoming, outgoing, routed] };
         let rules: Vec<&Rule> = self.want.host_rules().collect();
-        // An IPv6 rule with IPv6 off in ufw is left to ufw, which says so.
-        if !o.ipv6 && rules.iter().any(|r| matches!(r.from, Some(IpNet::V6(_)))) {
+        // An IPv6 rule with IPv6 off in ufw is left to ufw, which says so; so is an
+        // IPv4-compatible or -mapped IPv6 address, which ufw writes in the dotted form.
+        let v6_from = |r: &&Rule| match r.from {
+            Some(IpNet::V6(n)) => Some(n.addr()),
+            _ => None,
+        };
+        if rules.iter().filter_map(v6_from).any(|a| !o.ipv6 || a.to_ipv4().is_some()) {
             return;
         }
         let mut files = Vec::new();
         for v6 in [false, true].into_iter().filter(|v6| !v6 || o.ipv6) {
             let mine: Vec<&Rule> = rules.iter().copied().filter(|r| families(r, o.ipv6).contains(&v6)).collect();
+            // ufw leaves a family it adds nothing to as it is.
+            if mine.is_empty() {
+                continue;
+            }
             files.push(Action::Rules(o.rule_files[usize::from(v6)].clone(), rules_file::render(&mine, v6, layout)));
         }
         plan.actions.retain(|a| !is_add(a));
@@ -840,6 +861,8 @@ impl Resource for Firewall<'_> {
             loglevel: ufw.loglevel,
             rules: ufw.rules,
             rule_files: ["/etc/ufw/user.rules", "/etc/ufw/user6.rules"].map(|p| host.file_path(p)),
+            may_write_rules: crate::runner::on_path("ufw")
+                && (!ipv6 || !host.is_live() || Path::new("/proc/sys/net/ipv6").exists()),
             unreadable: ufw.unreadable,
             ssh,
             docker_present: host.runs_docker(),
@@ -962,6 +985,7 @@ mod tests {
             loglevel: Some(LogLevel::Low),
             rules,
             rule_files: [PathBuf::from("/etc/ufw/user.rules"), PathBuf::from("/etc/ufw/user6.rules")],
+            may_write_rules: true,
             unreadable: vec![],
             ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
             docker_present: false,
@@ -1184,6 +1208,24 @@ mod tests {
             plan.findings
         );
         assert!(!plan.findings.iter().any(|f| f.id == "firewall.ssh-guard"), "{:?}", plan.findings);
+
+        // A review found this: an appended rule (443) must not push a later missing one (the
+        // deny of 80 from 10.0.0.0/8) past the allow of 80 it must precede.
+        let want = profile(
+            "[firewall]\n[[firewall.rule]]\nport = 22\n[[firewall.rule]]\nport = 443\n\
+             [[firewall.rule]]\naction = \"deny\"\nport = 80\nfrom = \"10.0.0.0/8\"\n[[firewall.rule]]\nport = 80\n",
+        );
+        let plan = Firewall::new(&want, vec![]).plan(&observed(v4(
+            "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n",
+        )));
+        let changes: Vec<String> = plan.findings.iter().filter_map(|f| f.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                "ufw allow proto tcp from any to any port 443",
+                "ufw insert 2 deny proto tcp from 10.0.0.0/8 to any port 80",
+            ]
+        );
 
         // A session from the machine itself: ufw accepts loopback before any rule.
         let mut o = observed(vec![]);
@@ -1499,6 +1541,7 @@ mod properties {
                 loglevel: Some(LogLevel::Low),
                 rules: existing,
                 rule_files: [PathBuf::from("user.rules"), PathBuf::from("user6.rules")],
+                may_write_rules: true,
                 unreadable: vec![],
                 ssh: SshFacts { ports: [22].into(), client: None, evidence: vec![] },
                 docker_present: false,

@@ -103,7 +103,8 @@ fn block(rule: &Rule, v6: bool) -> String {
     let matches = |proto: &str| {
         let ports =
             if port.contains(':') { format!(" -m multiport --dports {port}") } else { format!(" --dport {port}") };
-        let from = if rule.from.is_some() { format!(" -s {src}") } else { String::new() };
+        // ufw leaves out a source of the whole family (`from 0.0.0.0/0`), as it does `any`.
+        let from = if rule.from.is_some_and(|n| n.prefix_len() > 0) { format!(" -s {src}") } else { String::new() };
         format!("-A {chain} -p {proto}{ports}{from}")
     };
     let protos: &[&str] = match rule.proto {
