@@ -19,8 +19,8 @@ use common::netns::UfwSandbox;
 use common::*;
 
 const DEFAULT_SEED: u64 = 0x7566_772d_6669_6c65;
-const NETS4: [&str; 5] = ["10.0.0.0/8", "10.9.8.0/24", "10.9.8.7", "192.0.2.0/24", "198.51.100.0/25"];
-const NETS6: [&str; 4] = ["2001:db8::/32", "2001:db8:9::/48", "2001:db8:9::7", "fd00::/8"];
+const NETS4: [&str; 6] = ["0.0.0.0/0", "10.0.0.0/8", "10.9.8.0/24", "10.9.8.7", "192.0.2.0/24", "198.51.100.0/25"];
+const NETS6: [&str; 5] = ["::/0", "2001:db8::/32", "2001:db8:9::/48", "2001:db8:9::7", "fd00::/8"];
 const COMMENTS: [&str; 4] = ["ssh", "web server", "gateway (OpenFaaS)", "swarm: managers, 2377"];
 
 /// One profile rule: action, proto, port, from, comment.
@@ -36,8 +36,8 @@ struct Case {
     enable: bool,
     /// incoming, outgoing, routed, as ufw's commands name them.
     policies: [&'static str; 3],
-    /// (action, proto, port, from, comment); the first is always SSH from anywhere, so that
-    /// the lockout guard lets every list through.
+    /// (action, proto, port, from, comment); when ufw is enabled the first is SSH from
+    /// anywhere, so that the lockout guard lets every list through.
     rules: Vec<RuleSpec>,
 }
 
@@ -51,8 +51,15 @@ fn generate(seed: u64) -> Case {
         *rng.pick(&["allow", "allow", "deny", "reject"]),
         *rng.pick(&["deny", "allow", "reject"]),
     ];
-    let mut rules = vec![("allow", "tcp", "22".to_string(), None, Some("ssh"))];
-    let mut traffic: BTreeSet<(String, &str, Option<&str>)> = [("22".to_string(), "tcp", None)].into();
+    // With ufw left disabled the guard has nothing to judge: half those lists have no rule
+    // for every family (ufw then leaves the other family's file as it is).
+    let ssh = enable || rng.next().is_multiple_of(2);
+    let mut rules = Vec::new();
+    let mut traffic: BTreeSet<(String, &str, Option<&str>)> = BTreeSet::new();
+    if ssh {
+        rules.push(("allow", "tcp", "22".to_string(), None, Some("ssh")));
+        traffic.insert(("22".to_string(), "tcp", None));
+    }
     for _ in 0..1 + rng.next() % 6 {
         let (action, port, proto) = rule_shape(
             &mut rng,

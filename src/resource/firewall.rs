@@ -800,10 +800,10 @@ impl Firewall<'_> {
         // An IPv6 rule with IPv6 off in ufw is left to ufw, which says so; so is an
         // IPv4-compatible or -mapped IPv6 address, which ufw writes in the dotted form.
         let v6_from = |r: &&Rule| match r.from {
-            Some(IpNet::V6(n)) => Some(n.addr()),
+            Some(IpNet::V6(n)) => Some(n),
             _ => None,
         };
-        if rules.iter().filter_map(v6_from).any(|a| !o.ipv6 || a.to_ipv4().is_some()) {
+        if rules.iter().filter_map(v6_from).any(|n| !o.ipv6 || (n.prefix_len() > 0 && n.addr().to_ipv4().is_some())) {
             return;
         }
         let mut files = Vec::new();
