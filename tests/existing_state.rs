@@ -74,10 +74,6 @@ fn answer(stream: TcpStream) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// The nginx master this test started; stopped on drop, whatever happened.
 struct NginxMaster {
     pid_file: PathBuf,

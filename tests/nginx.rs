@@ -17,10 +17,6 @@ fn ready() -> bool {
     require("root", is_root()) && require("nginx and curl", has("nginx") && has("curl"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// A loopback HTTP/1.1 upstream that counts accepted connections; `/slow` answers after 2 s.
 struct Upstream {
     port: u16,

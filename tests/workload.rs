@@ -87,10 +87,6 @@ fn serve(mut stream: std::net::TcpStream, shared: &Mutex<(Mode, f64, Instant)>) 
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
-
 /// Debian's prometheus, scraping the stand-in gateway every second, on a port of its own.
 struct Prometheus {
     child: Child,

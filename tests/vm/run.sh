@@ -112,7 +112,14 @@ payload() {
   mkfs.ext4 -q -F -d "$work/$1.payload" "$work/$1.img" 64M
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: N distinct loopback ports nothing listens on, all bound at once so that the
+# kernel cannot hand the same one out twice (two hostfwd rules on one port fail QEMU's start).
+free_ports() {
+  python3 -c 'import socket,sys
+s=[socket.socket() for _ in range(int(sys.argv[1]))]
+for x in s: x.bind(("127.0.0.1",0))
+print(" ".join(str(x.getsockname()[1]) for x in s))' "$1"
+}
 
 # boot NAME LOG NVME|VIRTIO [QEMU ARGS...]: one boot of NAME's root disk with its payload, in
 # the background (pid in $qpid). One vCPU each: the two VMs share this machine's two cores.
@@ -149,7 +156,7 @@ result() {
 scenario_nvme() {
   local log=$work/nvme.console.log fails=0 p80 p99 probe80="" probe99="" started
   payload nvme nvme
-  p80=$(free_port); p99=$(free_port)
+  read -r p80 p99 <<< "$(free_ports 2)"
   started=$(date +%s)
   boot nvme "$log" nvme -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$p80-:80,hostfwd=tcp:127.0.0.1:$p99-:9999"
   while kill -0 $qpid 2>/dev/null; do
@@ -221,7 +228,7 @@ scenario_virtio() {
   started=$(date +%s)
   ingress_extra
   payload virtio first-boot
-  p8080=$(free_port); p8088=$(free_port); psync=$(free_port)
+  read -r p8080 p8088 psync <<< "$(free_ports 3)"
   for phase in first-boot second-boot; do
     if [ "$phase" = second-boot ]; then
       # The second boot's audit measures disk latency, which under emulation is mostly CPU
