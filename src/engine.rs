@@ -1,5 +1,6 @@
-//! Runs the resources: check (observe + plan, concurrently), apply (observe + plan + apply +
-//! verify, in dependency order), and the summary and report every output format is made of.
+//! Runs the resources: check (observe + plan, concurrently), apply (observe concurrently, then
+//! plan + apply + verify in dependency order), and the summary and report every output format
+//! is made of.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use serde::Serialize;
 use crate::error::{Invalid, exit};
 use crate::host::Host;
 use crate::profile::Profile;
-use crate::resource::{self, Finding, Managed, Resource, ResourceReport, Status};
+use crate::resource::{self, Ahead, Finding, Managed, Resource, ResourceReport, Status};
 
 /// In `apply`, a could-not-verify item of a resource that must reach its service (an engine
 /// that cannot be reached) is a failure to converge.
@@ -39,10 +40,15 @@ impl<R: Resource> Managed for R {
         report
     }
 
-    fn converge(&self, host: &Host) -> ResourceReport {
-        let observed = match self.observe_to_converge(host) {
+    fn observe_ahead(&self, host: &Host) -> Ahead {
+        Ahead(Box::new(self.observe_to_converge(host)))
+    }
+
+    fn converge(&self, host: &Host, ahead: Option<Ahead>) -> (ResourceReport, bool) {
+        let ahead = ahead.and_then(|a| a.0.downcast::<anyhow::Result<R::Observed>>().ok());
+        let observed = match ahead.map_or_else(|| self.observe_to_converge(host), |a| *a) {
             Ok(o) => o,
-            Err(e) => return ResourceReport::not_observed(self.id(), Status::Failed, &e),
+            Err(e) => return (ResourceReport::not_observed(self.id(), Status::Failed, &e), false),
         };
         let plan = self.plan(&observed);
         let mut report = ResourceReport::new(self.id(), plan.findings, plan.warnings).with_facts(plan.facts);
@@ -50,7 +56,7 @@ impl<R: Resource> Managed for R {
         report.host_facts = self.reports_facts();
         if plan.actions.is_empty() {
             fail_unknowns(&mut report, self.unknown_fails_apply());
-            return report;
+            return (report, false);
         }
         if let Err(e) = self.apply(host, &observed, plan.actions) {
             report.error = Some(format!("{e:#}"));
@@ -86,7 +92,7 @@ impl<R: Resource> Managed for R {
             }
         }
         fail_unknowns(&mut report, self.unknown_fails_apply());
-        report
+        (report, true)
     }
 }
 
@@ -106,8 +112,12 @@ impl Managed for Skipped {
         ResourceReport::new(self.id, vec![finding], Vec::new())
     }
 
-    fn converge(&self, host: &Host) -> ResourceReport {
-        self.check(host)
+    fn observe_ahead(&self, _host: &Host) -> Ahead {
+        Ahead(Box::new(()))
+    }
+
+    fn converge(&self, host: &Host, _ahead: Option<Ahead>) -> (ResourceReport, bool) {
+        (self.check(host), false)
     }
 }
 
@@ -167,10 +177,20 @@ pub fn apply_each(
     mut done: impl FnMut(&ResourceReport),
 ) -> Vec<ResourceReport> {
     host.forget_observations();
+    // Every resource observes at once, as in `check`: on a converged host that is all the
+    // run does. Once one resource has changed the host, the ones after it observe afresh.
+    let ahead: Vec<Ahead> = std::thread::scope(|s| {
+        let handles: Vec<_> = resources.iter().map(|r| s.spawn(|| r.observe_ahead(host))).collect();
+        // A panicked observation is taken again in its turn.
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Ahead(Box::new(())))).collect()
+    });
+    let mut changed = false;
     resources
         .iter()
-        .map(|r| {
-            let report = r.converge(host);
+        .zip(ahead)
+        .map(|(r, ahead)| {
+            let (report, acted) = r.converge(host, (!changed).then_some(ahead));
+            changed |= acted;
             done(&report);
             report
         })
@@ -311,6 +331,81 @@ fn unique_ids(resources: &mut [ResourceReport]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use crate::resource::Plan;
+
+    /// A resource over a value it shares with others: it wants the value at `want`, and counts
+    /// its observations.
+    struct Setting<'a> {
+        id: &'static str,
+        value: &'a AtomicU32,
+        want: u32,
+        observations: &'a AtomicU32,
+    }
+
+    /// Two settings of one value that both want it at 1, `a` first; the run's reports and
+    /// how often each resource observed.
+    fn apply_two(value: &AtomicU32) -> (Vec<Status>, (u32, u32)) {
+        let host = Host::new("/nonexistent");
+        let seen = [AtomicU32::new(0), AtomicU32::new(0)];
+        let resources: Vec<Box<dyn Managed>> = vec![
+            Box::new(Setting { id: "a", value, want: 1, observations: &seen[0] }),
+            Box::new(Setting { id: "b", value, want: 1, observations: &seen[1] }),
+        ];
+        let reports = apply_all(&host, &resources);
+        (statuses_of(&reports), (seen[0].load(Ordering::SeqCst), seen[1].load(Ordering::SeqCst)))
+    }
+
+    impl Resource for Setting<'_> {
+        type Observed = u32;
+        type Action = u32;
+
+        fn id(&self) -> &'static str {
+            self.id
+        }
+
+        fn observe(&self, _host: &Host) -> anyhow::Result<u32> {
+            self.observations.fetch_add(1, Ordering::SeqCst);
+            Ok(self.value.load(Ordering::SeqCst))
+        }
+
+        fn plan(&self, observed: &u32) -> Plan<u32> {
+            let mut plan = Plan::default();
+            if *observed == self.want {
+                plan.pass(Finding::ok(self.id, format!("at {observed}")));
+            } else {
+                plan.fix(Finding::drift(self.id, format!("at {observed}"), format!("set {}", self.want)), self.want);
+            }
+            plan
+        }
+
+        fn apply(&self, _host: &Host, _observed: &u32, actions: Vec<u32>) -> anyhow::Result<()> {
+            for a in actions {
+                self.value.store(a, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+
+    fn statuses_of(reports: &[ResourceReport]) -> Vec<Status> {
+        reports.iter().flat_map(|r| &r.findings).map(|f| f.status).collect()
+    }
+
+    #[test]
+    fn a_converged_apply_observes_each_resource_once() {
+        assert_eq!(apply_two(&AtomicU32::new(1)), (vec![Status::Ok, Status::Ok], (1, 1)));
+    }
+
+    #[test]
+    fn after_a_change_the_later_resources_observe_afresh() {
+        // `a` sets the value `b` wants: `b`, observed ahead at 0, must see 1 and do nothing.
+        // `a` observes ahead, then to verify; `b` ahead, then afresh.
+        let value = AtomicU32::new(0);
+        assert_eq!(apply_two(&value), (vec![Status::Changed, Status::Ok], (2, 2)));
+        assert_eq!(value.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn finding_ids_are_unique_in_a_report() {

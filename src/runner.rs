@@ -15,6 +15,9 @@ pub struct Runner {
     log: Mutex<Vec<String>>,
     /// Show a live line on the terminal for a command that runs longer than a second.
     progress: AtomicBool,
+    /// Held while a live line is on the terminal: one at a time, even when observations run
+    /// concurrently (a second slow command waits without a line of its own).
+    live_line: Mutex<()>,
 }
 
 /// How long a command runs before the live line appears.
@@ -59,6 +62,9 @@ impl Runner {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             done => return done,
         }
+        let Ok(_shown) = self.live_line.try_lock() else {
+            return rx.recv_timeout(timeout - LIVE_AFTER);
+        };
         let (what, tool) = live_text(argv);
         let style = indicatif::ProgressStyle::with_template("{spinner} {msg} ({prefix}, {elapsed})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());

@@ -15,7 +15,7 @@ pub mod tuning;
 
 mod model;
 
-pub use model::{Fact, FactValue, Finding, Gauge, Managed, Plan, Resource, ResourceReport, Status};
+pub use model::{Ahead, Fact, FactValue, Finding, Gauge, Managed, Plan, Resource, ResourceReport, Status};
 
 use crate::profile::Profile;
 

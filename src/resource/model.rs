@@ -175,7 +175,7 @@ impl<A> Plan<A> {
 
 /// A managed part of the host. `plan` is pure; `observe` and `apply` do the I/O.
 pub trait Resource: Sync {
-    type Observed: Send;
+    type Observed: Send + 'static;
     type Action: Send;
 
     fn id(&self) -> &'static str;
@@ -256,5 +256,13 @@ impl ResourceReport {
 pub trait Managed: Sync {
     fn id(&self) -> &'static str;
     fn check(&self, host: &Host) -> ResourceReport;
-    fn converge(&self, host: &Host) -> ResourceReport;
+    /// What `converge` would observe first, taken ahead of the run (concurrently with the
+    /// other resources' observations).
+    fn observe_ahead(&self, host: &Host) -> Ahead;
+    /// Converges the resource, starting from `ahead` when nothing has changed the host since
+    /// it was taken; the report, and whether anything was done to the host.
+    fn converge(&self, host: &Host, ahead: Option<Ahead>) -> (ResourceReport, bool);
 }
+
+/// A resource's observation taken ahead of `apply`, opaque to the engine.
+pub struct Ahead(pub Box<dyn std::any::Any + Send>);
