@@ -61,7 +61,7 @@ impl<R: Resource> Managed for R {
         if let Err(e) = self.apply(host, &observed, plan.actions) {
             report.error = Some(format!("{e:#}"));
         }
-        host.forget_observations();
+        host.forget(self.touches());
         // Verify: the drift findings are judged again from a fresh observation.
         let after = match self.observe(host) {
             Ok(o) => {

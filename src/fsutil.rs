@@ -50,6 +50,24 @@ pub fn read_file(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// What a cache keyed on a file can tell of it without reading it: its identity, size and
+/// times (links followed), or `absent`. Any write, rename over it or chmod changes it.
+pub fn stamp(path: impl AsRef<Path>) -> String {
+    match fs::metadata(path) {
+        Ok(m) => format!(
+            "{} {} {} {}.{} {}.{}",
+            m.mode(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ),
+        Err(_) => "absent".to_string(),
+    }
+}
+
 /// [`read_file`] as UTF-8 text.
 pub fn read_text(path: impl AsRef<Path>) -> std::io::Result<String> {
     let path = path.as_ref();

@@ -11,6 +11,17 @@ use crate::runner::Runner;
 
 const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
+/// What a resource's changes can make stale among a run's shared observations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touches {
+    /// Anything (packages installed, the engine restarted, a swarm joined).
+    Everything,
+    /// The kernel's netfilter tables only (ufw's rules): the engine's `/info` stays true.
+    Netfilter,
+    /// None of them (a file of a service's own, as nginx's).
+    Nothing,
+}
+
 #[derive(Debug)]
 pub struct Host {
     root: PathBuf,
@@ -41,8 +52,19 @@ impl Host {
     /// Drops what observations remembered (the engine's `/info`, the saved tables): a run
     /// starts with none, and whatever changed the host makes them stale.
     pub fn forget_observations(&self) {
-        self.engine_info.forget();
-        self.tables.forget();
+        self.forget(Touches::Everything);
+    }
+
+    /// Drops what a change of `touched` may have made stale.
+    pub fn forget(&self, touched: Touches) {
+        match touched {
+            Touches::Everything => {
+                self.engine_info.forget();
+                self.tables.forget();
+            }
+            Touches::Netfilter => self.tables.forget(),
+            Touches::Nothing => {}
+        }
     }
 
     /// The kernel's netfilter tables of one family, every table, as `iptables-save` (or
@@ -144,6 +166,32 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_forgets_only_what_it_touches() {
+        let host = Host::new("/nonexistent");
+        let asked = std::cell::Cell::new(0);
+        let both = || {
+            let _ = host.tables.get("iptables-save", || {
+                asked.set(asked.get() + 1);
+                Err("asked".to_string())
+            });
+            let _ = host.engine_info.get("docker.sock", || {
+                asked.set(asked.get() + 1);
+                Err("asked".to_string())
+            });
+        };
+        both();
+        host.forget(Touches::Nothing);
+        both();
+        assert_eq!(asked.get(), 2, "nothing forgotten");
+        host.forget(Touches::Netfilter);
+        both();
+        assert_eq!(asked.get(), 3, "the tables asked again, the engine not");
+        host.forget(Touches::Everything);
+        both();
+        assert_eq!(asked.get(), 5);
+    }
 
     #[test]
     fn paths_resolve_under_the_root() {

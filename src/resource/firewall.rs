@@ -16,7 +16,7 @@ use ipnet::IpNet;
 
 use super::ssh::{self, SshFacts};
 use super::{Finding, Plan, Resource, Status};
-use crate::host::Host;
+use crate::host::{Host, Touches};
 use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Published, Rule};
 use model::{By, Packet, UfwRule, Unreadable};
 use published::Netfilter;
@@ -940,6 +940,11 @@ impl Resource for Firewall<'_> {
         }
         self.write_rules_at_once(o, &mut plan);
         plan
+    }
+
+    /// ufw's files and rules, and the DOCKER-USER block: the netfilter tables, not the engine.
+    fn touches(&self) -> Touches {
+        Touches::Netfilter
     }
 
     fn apply(&self, host: &Host, _o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {

@@ -193,6 +193,12 @@ pub trait Resource: Sync {
         Ok(())
     }
 
+    /// What this resource's `apply` can make stale among the run's shared observations (the
+    /// engine's `/info`, the netfilter tables): everything, unless it says less.
+    fn touches(&self) -> crate::host::Touches {
+        crate::host::Touches::Everything
+    }
+
     /// Whether `apply` counts a could-not-verify item as a failure to converge (an engine
     /// that cannot be reached), rather than as unknown (a fact vakt cannot see).
     fn unknown_fails_apply(&self) -> bool {

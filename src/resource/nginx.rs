@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod tls;
+mod verdicts;
 
 use super::{Finding, Gauge, Plan, Resource, Status};
 use crate::fsutil;
-use crate::host::Host;
+use crate::host::{Host, Touches};
 use crate::profile::{HttpVersion, Nginx as Wanted};
 
 const NGINX_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,7 +55,7 @@ pub enum Action {
 }
 
 /// Why the rendered config was not accepted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Invalid {
     /// `nginx -t` ran and refused it, with nginx's own message.
     Rejected(String),
@@ -68,11 +69,13 @@ pub struct Nginx<'p> {
     open_ports: Vec<u16>,
     /// Where the profile came from, for certbot's deploy hook to run vakt on.
     profile: crate::profile::Origin,
+    /// nginx -t's verdicts of this run.
+    verdicts: verdicts::Verdicts,
 }
 
 impl<'p> Nginx<'p> {
     pub fn new(want: &'p Wanted, open_ports: Vec<u16>) -> Self {
-        Nginx { want, open_ports, profile: crate::profile::Origin::System }
+        Nginx { want, open_ports, profile: crate::profile::Origin::System, verdicts: Default::default() }
     }
 
     pub fn with_profile(mut self, origin: &crate::profile::Origin) -> Self {
@@ -224,8 +227,22 @@ fn validate(
     want: &Wanted,
     https: bool,
     without: Option<&Path>,
-) -> Result<Vec<String>, Invalid> {
+    verdicts: &verdicts::Verdicts,
+) -> verdicts::Verdict {
     let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
+    let inputs = verdicts::inputs(dir, live, without, &render(want, https));
+    verdicts.get(inputs, || nginx_t(host, dir, live, want, https, without))
+}
+
+/// `nginx -t` of the staged config (see [`validate`]).
+fn nginx_t(
+    host: &Host,
+    dir: &Path,
+    live: &Path,
+    want: &Wanted,
+    https: bool,
+    without: Option<&Path>,
+) -> verdicts::Verdict {
     let stage = tempfile::Builder::new()
         .prefix("vakt-nginx-")
         .tempdir()
@@ -386,7 +403,7 @@ impl Resource for Nginx<'_> {
         let rendered = render(self.want, https);
         let default_site =
             placeholder_site(&path).filter(|_| self.want.include_sites && self.want.disable_default_site);
-        let validation = validate(host, &path, self.want, https, default_site.as_deref());
+        let validation = validate(host, &path, self.want, https, default_site.as_deref(), &self.verdicts);
         let reload_pending = reload_marker(host, &path).is_set();
         let master = if host.is_live() { master_pid(host, &self.want.pid) } else { None };
         let offline = !host.is_live();
@@ -480,6 +497,11 @@ impl Resource for Nginx<'_> {
         plan
     }
 
+    /// nginx's own files and its master: neither the engine nor the netfilter tables.
+    fn touches(&self) -> Touches {
+        Touches::Nothing
+    }
+
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
         let pending = reload_marker(host, &o.path);
         let mut wrote = false;
@@ -570,7 +592,7 @@ impl Nginx<'_> {
                 None => Ok(()),
             };
         }
-        match validate(host, &o.path, self.want, true, None) {
+        match validate(host, &o.path, self.want, true, None, &self.verdicts) {
             Ok(_) => {}
             Err(Invalid::Rejected(e) | Invalid::NotRun(e)) => {
                 bail!("nginx -t rejects the TLS config with the new certificate, so the gateway keeps plain HTTP: {e}")

@@ -6,7 +6,6 @@
 //! drop-in or upgrade changes the stamp, and sshd is asked again.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::host::Host;
@@ -15,19 +14,7 @@ const KEPT: &str = "/run/vakt/sshd-ports";
 
 /// The stamp of `paths` (as on the host) and of `binary`: one line each, absent ones too.
 pub fn stamp(host: &Host, paths: &[PathBuf], binary: Option<&Path>) -> String {
-    let line = |p: &Path, full: PathBuf| match std::fs::metadata(full) {
-        Ok(m) => format!(
-            "{} {} {} {}.{} {}.{}\n",
-            p.display(),
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec()
-        ),
-        Err(_) => format!("{} absent\n", p.display()),
-    };
+    let line = |p: &Path, full: PathBuf| format!("{} {}\n", p.display(), crate::fsutil::stamp(full));
     let mut out: String = paths.iter().map(|p| line(p, host.path(p))).collect();
     match binary {
         Some(b) => out += &line(b, b.to_path_buf()),
