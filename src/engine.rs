@@ -58,10 +58,11 @@ impl<R: Resource> Managed for R {
             fail_unknowns(&mut report, self.unknown_fails_apply());
             return (report, false);
         }
+        let touched = self.touches(&plan.actions);
         if let Err(e) = self.apply(host, &observed, plan.actions) {
             report.error = Some(format!("{e:#}"));
         }
-        host.forget(self.touches());
+        host.forget(touched);
         // Verify: the drift findings are judged again from a fresh observation.
         let after = match self.observe(host) {
             Ok(o) => {

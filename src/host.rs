@@ -55,7 +55,7 @@ impl Host {
         self.forget(Touches::Everything);
     }
 
-    /// Drops what a change of `touched` may have made stale.
+    /// Drops what a change of `touched` may have made stale, and every failed answer.
     pub fn forget(&self, touched: Touches) {
         match touched {
             Touches::Everything => {
@@ -65,6 +65,8 @@ impl Host {
             Touches::Netfilter => self.tables.forget(),
             Touches::Nothing => {}
         }
+        self.engine_info.forget_failures(Result::is_err);
+        self.tables.forget_failures(Result::is_err);
     }
 
     /// The kernel's netfilter tables of one family, every table, as `iptables-save` (or
@@ -174,11 +176,11 @@ mod tests {
         let both = || {
             let _ = host.tables.get("iptables-save", || {
                 asked.set(asked.get() + 1);
-                Err("asked".to_string())
+                Ok("*filter\nCOMMIT\n".to_string())
             });
             let _ = host.engine_info.get("docker.sock", || {
                 asked.set(asked.get() + 1);
-                Err("asked".to_string())
+                Ok(bollard::models::SystemInfo::default())
             });
         };
         both();
@@ -191,6 +193,25 @@ mod tests {
         host.forget(Touches::Everything);
         both();
         assert_eq!(asked.get(), 5);
+    }
+
+    #[test]
+    fn a_failed_answer_is_asked_again_after_any_change() {
+        let host = Host::new("/nonexistent");
+        let asked = std::cell::Cell::new(0);
+        let info = |answer: Result<(), String>| {
+            let _ = host.engine_info.get("docker.sock", || {
+                asked.set(asked.get() + 1);
+                answer.map(|()| bollard::models::SystemInfo::default())
+            });
+        };
+        info(Err("did not answer /info within 5s".into()));
+        host.forget(Touches::Nothing);
+        info(Ok(()));
+        assert_eq!(asked.get(), 2, "the engine busy at the run's start is asked again");
+        host.forget(Touches::Nothing);
+        info(Ok(()));
+        assert_eq!(asked.get(), 2, "an answer stays");
     }
 
     #[test]

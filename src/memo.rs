@@ -19,6 +19,12 @@ impl<T: Clone> Memo<T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
+    /// Forgets the answers `failed` says are failures: a failure is no fact about the host
+    /// (an engine that was busy when asked), and is asked again after any change.
+    pub fn forget_failures(&self, failed: impl Fn(&T) -> bool) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, cell| !cell.get().is_some_and(&failed));
+    }
+
     pub fn get(&self, key: &str, ask: impl FnOnce() -> T) -> T {
         let cell = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(key.to_string()).or_default().clone();
         cell.get_or_init(ask).clone()

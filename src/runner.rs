@@ -66,8 +66,11 @@ impl Runner {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             done => return done,
         }
-        let Ok(_shown) = self.live_line.try_lock() else {
-            return rx.recv_timeout(timeout - LIVE_AFTER);
+        let _shown = match self.live_line.try_lock() {
+            Ok(held) => held,
+            // A thread panicked while it showed the line: the line is free again.
+            Err(std::sync::TryLockError::Poisoned(held)) => held.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return rx.recv_timeout(timeout - LIVE_AFTER),
         };
         let (what, tool) = live_text(argv);
         let style = indicatif::ProgressStyle::with_template("{spinner} {msg} ({prefix}, {elapsed})")

@@ -943,7 +943,7 @@ impl Resource for Firewall<'_> {
     }
 
     /// ufw's files and rules, and the DOCKER-USER block: the netfilter tables, not the engine.
-    fn touches(&self) -> Touches {
+    fn touches(&self, _actions: &[Action]) -> Touches {
         Touches::Netfilter
     }
 

@@ -193,9 +193,9 @@ pub trait Resource: Sync {
         Ok(())
     }
 
-    /// What this resource's `apply` can make stale among the run's shared observations (the
-    /// engine's `/info`, the netfilter tables): everything, unless it says less.
-    fn touches(&self) -> crate::host::Touches {
+    /// What carrying out `actions` can make stale among the run's shared observations (the
+    /// engine's `/info`, the netfilter tables): everything, unless the resource says less.
+    fn touches(&self, _actions: &[Self::Action]) -> crate::host::Touches {
         crate::host::Touches::Everything
     }
 

@@ -230,8 +230,21 @@ fn validate(
     verdicts: &verdicts::Verdicts,
 ) -> verdicts::Verdict {
     let dir = live.parent().ok_or_else(|| Invalid::NotRun("the nginx config has no directory".into()))?;
-    let inputs = verdicts::inputs(dir, live, without, &render(want, https));
+    // Keyed on the config as staged, whose pid file and logs are the stage's own, not the live
+    // ones (the access log changes with every request, and nginx -t does not read it).
+    let inputs = verdicts::inputs(dir, live, without, &render(&staged(want, Path::new("/vakt-stage")), https));
     verdicts.get(inputs, || nginx_t(host, dir, live, want, https, without))
+}
+
+/// `want` with its pid file and logs in `stage`: `nginx -t` opens them for writing, which an
+/// audit running unprivileged or under `ProtectSystem=strict` may not do to the live ones.
+fn staged(want: &Wanted, stage: &Path) -> Wanted {
+    let own = |name: &str| stage.join(format!("vakt-test.{name}"));
+    let mut staged = want.clone();
+    staged.pid = own("pid");
+    staged.error_log = own("error.log").display().to_string();
+    staged.access_log = own("access.log").display().to_string();
+    staged
 }
 
 /// `nginx -t` of the staged config (see [`validate`]).
@@ -249,10 +262,7 @@ fn nginx_t(
         .map_err(|e| Invalid::NotRun(format!("failed to create a staging directory: {e}")))?;
     stage_links(dir, stage.path(), live, without);
     let own = |name: &str| stage.path().join(format!("vakt-test.{name}"));
-    let mut staged_want = want.clone();
-    staged_want.pid = own("pid");
-    staged_want.error_log = own("error.log").display().to_string();
-    staged_want.access_log = own("access.log").display().to_string();
+    let staged_want = staged(want, stage.path());
     let staged = stage.path().join("nginx.conf");
     std::fs::write(&staged, render(&staged_want, https))
         .map_err(|e| Invalid::NotRun(format!("failed to stage {}: {e}", staged.display())))?;
@@ -497,9 +507,10 @@ impl Resource for Nginx<'_> {
         plan
     }
 
-    /// nginx's own files and its master: neither the engine nor the netfilter tables.
-    fn touches(&self) -> Touches {
-        Touches::Nothing
+    /// nginx's own files and its master: neither the engine nor the netfilter tables. certbot
+    /// runs the operator's hooks, which may change anything.
+    fn touches(&self, actions: &[Action]) -> Touches {
+        if actions.iter().any(|a| matches!(a, Action::Obtain)) { Touches::Everything } else { Touches::Nothing }
     }
 
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {

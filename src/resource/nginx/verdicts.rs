@@ -25,14 +25,16 @@ const DEPTH: usize = 6;
 pub struct Verdicts(Mutex<HashMap<String, Verdict>>);
 
 impl Verdicts {
-    /// The verdict on `inputs`: kept, or asked of `nginx` and kept unless nginx -t could not
-    /// run (a timeout on a busy host is asked again).
+    /// The verdict on `inputs`: kept, or asked of `nginx` and kept when nginx accepted the
+    /// config. A refusal, or nginx -t that could not run (a timeout on a busy host), is asked
+    /// again: what made it fail may be outside the inputs (a certificate an operator's site
+    /// names, which a package installed meanwhile).
     pub fn get(&self, inputs: String, nginx: impl FnOnce() -> Verdict) -> Verdict {
         if let Some(v) = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&inputs) {
             return v.clone();
         }
         let verdict = nginx();
-        if !matches!(verdict, Err(Invalid::NotRun(_))) {
+        if verdict.is_ok() {
             self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(inputs, verdict.clone());
         }
         verdict
@@ -45,11 +47,21 @@ pub fn inputs(dir: &Path, live: &Path, without: Option<&Path>, rendered: &str) -
     let mut out = String::with_capacity(rendered.len() + 4096);
     out.push_str(rendered);
     out.push_str("\n--\n");
-    let skip = |p: &Path| p == live || Some(p) == without;
+    // vakt's own backups and temporary files beside the config are no input of nginx's.
+    let own = |p: &Path| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        name.ends_with(".vakt-prev") || name.starts_with(".vakt-")
+    };
+    let skip = |p: &Path| p == live || Some(p) == without || own(p);
     walk(dir, dir, DEPTH, &skip, &mut out);
     out.push_str("--\n");
+    // A directory the config names (`location /`, a webroot) is no file nginx -t reads.
     for path in rendered.split_whitespace().map(|w| w.trim_end_matches(';')).filter(|w| w.starts_with('/')) {
-        stamp(Path::new(path), path, &mut out);
+        if Path::new(path).is_dir() {
+            let _ = writeln!(out, "{path}/");
+        } else {
+            stamp(Path::new(path), path, &mut out);
+        }
     }
     match crate::runner::find_on_path("nginx") {
         Some(binary) => stamp(&binary, "nginx", &mut out),
@@ -118,6 +130,15 @@ mod tests {
         std::fs::write(&cert, "b").expect("write");
         let renewed = key();
         assert_ne!(edited, renewed, "a new certificate");
+        // vakt's backup and temporary files beside the config, and a directory the config
+        // names (a webroot), are no input.
+        std::fs::write(dir.join("nginx.conf.vakt-prev"), "old\n").expect("write");
+        std::fs::write(dir.join(".vakt-tmp1"), "partial\n").expect("write");
+        let webroot = format!("{rendered}root {};\n", t.path().display());
+        let with_root = inputs(&dir, &live, None, &webroot);
+        std::fs::write(t.path().join("new-in-webroot"), "x").expect("write");
+        assert_eq!(with_root, inputs(&dir, &live, None, &webroot), "a directory named in the config");
+        assert_eq!(renewed, key(), "backups and temporary files");
         // A new file in the directory, and the rendered config.
         std::fs::write(dir.join("sites-enabled/other"), "server {}\n").expect("write");
         assert_ne!(renewed, key(), "a new site");
@@ -148,5 +169,12 @@ mod tests {
         assert!(verdicts.get("c".into(), not_run).is_err());
         assert!(verdicts.get("c".into(), not_run).is_err());
         assert_eq!(asked.get(), 4, "a verdict nginx could not give is asked again");
+        let refused = || {
+            asked.set(asked.get() + 1);
+            Err(Invalid::Rejected("no such file".into()))
+        };
+        assert!(verdicts.get("d".into(), refused).is_err());
+        assert!(verdicts.get("d".into(), refused).is_err());
+        assert_eq!(asked.get(), 6, "a refusal is asked again");
     }
 }
