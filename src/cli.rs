@@ -86,6 +86,10 @@ pub struct ApplyArgs {
     /// when the SSH session dies
     #[arg(long, value_name = "DURATION", conflicts_with = "dry_run")]
     pub confirm: Option<String>,
+    /// Converge one resource at a time, in order (by default nginx converges while Docker
+    /// restarts)
+    #[arg(long, conflicts_with = "dry_run")]
+    pub serial: bool,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

@@ -138,11 +138,11 @@ pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec
     }
     Ok(resource::ALL
         .iter()
-        .filter(|(id, _)| only.is_empty() || only.iter().any(|o| o == id))
-        .map(|(id, build)| {
-            build(profile).unwrap_or_else(|| {
-                let reason = format!("not managed: the profile has no [{id}] section");
-                Box::new(Skipped { id, reason })
+        .filter(|e| only.is_empty() || only.iter().any(|o| o == e.id))
+        .map(|e| {
+            (e.build)(profile).unwrap_or_else(|| {
+                let reason = format!("not managed: the profile has no [{}] section", e.id);
+                Box::new(Skipped { id: e.id, reason })
             })
         })
         .collect())
@@ -165,37 +165,94 @@ pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<Resour
     })
 }
 
-/// Converges resources one after another, in dependency order.
-pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
-    apply_each(host, resources, |_| {})
+/// Which resources each one of a run waits for in `apply`: indices of earlier ones, those it
+/// waits for through others included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule(Vec<Vec<usize>>);
+
+impl Schedule {
+    /// As `resource::ALL` says: a resource starts once what it waits for has converged, and
+    /// meanwhile the others run (nginx while Docker restarts).
+    pub fn of(resources: &[Box<dyn Managed + '_>]) -> Schedule {
+        let ids: Vec<&str> = resources.iter().map(|r| r.id()).collect();
+        Schedule(
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| (0..i).filter(|&j| resource::waits_for(id, ids[j])).collect())
+                .collect(),
+        )
+    }
+
+    /// One resource at a time, in list order.
+    pub fn serial(n: usize) -> Schedule {
+        Schedule((0..n).map(|i| (0..i).collect()).collect())
+    }
 }
 
-/// [`apply_all`], handing each resource's report to `done` as soon as it has converged (an
-/// operator at a terminal sees it then).
+/// Converges the resources as `schedule` orders them, each as soon as what it waits for has
+/// converged.
+pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>], schedule: &Schedule) -> Vec<ResourceReport> {
+    apply_each(host, resources, schedule, |_| {})
+}
+
+/// [`apply_all`], handing the reports to `done` in list order, each as soon as it and those
+/// before it have converged (an operator at a terminal sees it then).
 pub fn apply_each(
     host: &Host,
     resources: &[Box<dyn Managed + '_>],
+    schedule: &Schedule,
     mut done: impl FnMut(&ResourceReport),
 ) -> Vec<ResourceReport> {
     host.forget_observations();
     // Every resource observes at once, as in `check`: on a converged host that is all the
-    // run does. Once one resource has changed the host, the ones after it observe afresh.
-    let ahead: Vec<Ahead> = std::thread::scope(|s| {
+    // run does. A resource converges from that observation unless one it waits for has
+    // changed the host; the ones it does not wait for change nothing it observes.
+    let mut ahead: Vec<Option<Ahead>> = std::thread::scope(|s| {
         let handles: Vec<_> = resources.iter().map(|r| s.spawn(|| r.observe_ahead(host))).collect();
         // A panicked observation is taken again in its turn.
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Ahead(Box::new(())))).collect()
+        handles.into_iter().map(|h| h.join().ok()).collect()
     });
-    let mut changed = false;
-    resources
-        .iter()
-        .zip(ahead)
-        .map(|(r, ahead)| {
-            let (report, acted) = r.converge(host, (!changed).then_some(ahead));
-            changed |= acted;
-            done(&report);
-            report
-        })
-        .collect()
+    let n = resources.len();
+    let mut reports: Vec<Option<ResourceReport>> = (0..n).map(|_| None).collect();
+    let mut acted = vec![false; n];
+    let mut started = vec![false; n];
+    let mut shown = 0;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut running = 0;
+        loop {
+            for i in 0..n {
+                let waits = &schedule.0[i];
+                if started[i] || waits.iter().any(|&j| reports[j].is_none()) {
+                    continue;
+                }
+                started[i] = true;
+                running += 1;
+                let ahead = ahead[i].take().filter(|_| !waits.iter().any(|&j| acted[j]));
+                let (r, tx) = (&resources[i], tx.clone());
+                s.spawn(move || {
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.converge(host, ahead)));
+                    let _ = tx.send((i, outcome));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, outcome)) = rx.recv() else { break };
+            running -= 1;
+            let (report, did) = outcome.unwrap_or_else(|_| {
+                let e = anyhow::anyhow!("converging panicked; the host may be half-changed: run apply again");
+                (ResourceReport::not_observed(resources[i].id(), Status::Failed, &e), true)
+            });
+            reports[i] = Some(report);
+            acted[i] = did;
+            while let Some(Some(r)) = reports.get(shown) {
+                done(r);
+                shown += 1;
+            }
+        }
+    });
+    reports.into_iter().map(|r| r.expect("every resource converged")).collect()
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -355,7 +412,7 @@ mod tests {
             Box::new(Setting { id: "a", value, want: 1, observations: &seen[0] }),
             Box::new(Setting { id: "b", value, want: 1, observations: &seen[1] }),
         ];
-        let reports = apply_all(&host, &resources);
+        let reports = apply_all(&host, &resources, &Schedule::serial(2));
         (statuses_of(&reports), (seen[0].load(Ordering::SeqCst), seen[1].load(Ordering::SeqCst)))
     }
 
@@ -406,6 +463,133 @@ mod tests {
         let value = AtomicU32::new(0);
         assert_eq!(apply_two(&value), (vec![Status::Changed, Status::Ok], (2, 2)));
         assert_eq!(value.load(Ordering::SeqCst), 1);
+    }
+
+    /// A resource whose apply raises its flag, waits up to `patience` for the other's, and
+    /// lowers it again: it reports whether the two were applying at the same time.
+    struct Meet<'a> {
+        id: &'static str,
+        applying: &'a [std::sync::atomic::AtomicBool; 2],
+        mine: usize,
+        applied: std::sync::atomic::AtomicBool,
+        patience: std::time::Duration,
+        met: &'a std::sync::atomic::AtomicBool,
+    }
+
+    impl Resource for Meet<'_> {
+        type Observed = bool;
+        type Action = ();
+
+        fn id(&self) -> &'static str {
+            self.id
+        }
+
+        fn observe(&self, _host: &Host) -> anyhow::Result<bool> {
+            Ok(self.applied.load(Ordering::SeqCst))
+        }
+
+        fn plan(&self, applied: &bool) -> Plan<()> {
+            let mut plan = Plan::default();
+            if *applied {
+                plan.pass(Finding::ok(self.id, "applied"));
+            } else {
+                plan.fix(Finding::drift(self.id, "not applied", "apply"), ());
+            }
+            plan
+        }
+
+        fn apply(&self, _host: &Host, _observed: &bool, _actions: Vec<()>) -> anyhow::Result<()> {
+            self.applying[self.mine].store(true, Ordering::SeqCst);
+            let until = Instant::now() + self.patience;
+            while Instant::now() < until && !self.met.load(Ordering::SeqCst) {
+                if self.applying[1 - self.mine].load(Ordering::SeqCst) {
+                    self.met.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.applied.store(true, Ordering::SeqCst);
+            self.applying[self.mine].store(false, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Two `Meet`s applied as `schedule` orders them: whether either met the other.
+    fn meet(schedule: &Schedule, patience_ms: u64) -> (Vec<Status>, bool) {
+        let host = Host::new("/nonexistent");
+        let applying = [std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false)];
+        let met = std::sync::atomic::AtomicBool::new(false);
+        let patience = std::time::Duration::from_millis(patience_ms);
+        let meet = |id, mine| Meet { id, applying: &applying, mine, applied: Default::default(), patience, met: &met };
+        let resources: Vec<Box<dyn Managed>> = vec![Box::new(meet("a", 0)), Box::new(meet("b", 1))];
+        let reports = apply_all(&host, &resources, schedule);
+        (statuses_of(&reports), met.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn resources_that_do_not_wait_for_each_other_converge_at_once() {
+        let independent = Schedule(vec![vec![], vec![]]);
+        assert_eq!(meet(&independent, 10_000), (vec![Status::Changed, Status::Changed], true));
+    }
+
+    #[test]
+    fn a_resource_that_waits_starts_after_the_other_has_converged() {
+        assert_eq!(meet(&Schedule::serial(2), 50), (vec![Status::Changed, Status::Changed], false));
+        assert_eq!(meet(&Schedule(vec![vec![], vec![0]]), 50), (vec![Status::Changed, Status::Changed], false));
+    }
+
+    /// Converges by panicking.
+    struct Panics;
+
+    impl Managed for Panics {
+        fn id(&self) -> &'static str {
+            "panics"
+        }
+        fn check(&self, _host: &Host) -> ResourceReport {
+            unreachable!("apply only")
+        }
+        fn observe_ahead(&self, _host: &Host) -> Ahead {
+            Ahead(Box::new(()))
+        }
+        fn converge(&self, _host: &Host, _ahead: Option<Ahead>) -> (ResourceReport, bool) {
+            panic!("a bug in a resource")
+        }
+    }
+
+    #[test]
+    fn reports_come_in_list_order_and_a_panic_fails_only_its_resource() {
+        let host = Host::new("/nonexistent");
+        let value = AtomicU32::new(0);
+        let seen = AtomicU32::new(0);
+        let resources: Vec<Box<dyn Managed>> =
+            vec![Box::new(Panics), Box::new(Setting { id: "later", value: &value, want: 1, observations: &seen })];
+        let mut order = Vec::new();
+        let reports = apply_each(&host, &resources, &Schedule(vec![vec![], vec![]]), |r| order.push(r.id));
+        assert_eq!(order, ["panics", "later"]);
+        assert_eq!(statuses_of(&reports), [Status::Failed, Status::Changed]);
+        assert!(reports[0].error.as_deref().is_some_and(|e| e.contains("panicked")), "{:?}", reports[0].error);
+        assert_eq!(value.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_schedule_follows_the_registry_through_resources_left_out() {
+        let profile =
+            crate::profile::parse("test", "[firewall]\n[docker]\n[swarm]\n[nginx]\n[tuning]\n").expect("profile");
+        let ids = |only: &[&str]| {
+            let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+            let resources = registry(&profile, &only).expect("registry");
+            let names: Vec<&str> = resources.iter().map(|r| r.id()).collect();
+            let Schedule(waits) = Schedule::of(&resources);
+            waits.iter().map(|w| w.iter().map(|&j| names[j]).collect::<Vec<_>>()).collect::<Vec<_>>()
+        };
+        let all = ids(&[]);
+        // host, packages, firewall, docker, swarm, nginx, tuning, exposure
+        assert_eq!(all[5], ["host", "packages", "firewall"], "nginx does not wait for the engine");
+        assert_eq!(all[4], ["host", "packages", "firewall", "docker"]);
+        assert_eq!(all[7].len(), 7, "exposure waits for every other");
+        // tuning waits for the firewall through the engine and nginx, left out by --only.
+        assert_eq!(ids(&["firewall", "tuning"]), [vec![], vec!["firewall"]]);
+        assert_eq!(ids(&["docker", "nginx"]), [Vec::<&str>::new(), vec![]]);
     }
 
     #[test]

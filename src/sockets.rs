@@ -37,8 +37,9 @@ pub struct Listener {
 /// Which listeners to read.
 #[derive(Debug, Clone, Copy)]
 pub enum Only {
-    /// Every listener, TCP and UDP, with whichever process holds it.
-    All,
+    /// Every listener, TCP and UDP, that the outside can address (not on loopback, not
+    /// port 0), with whichever process holds it: loopback sockets' holders are not looked for.
+    Reachable,
     /// TCP listeners, holders looked for only among processes of this name (the others'
     /// file descriptors are not walked).
     TcpHeldBy(&'static str),
@@ -63,8 +64,14 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
         None => from_files(host, only)?,
     };
     let name = match only {
-        Only::All => None,
+        Only::Reachable => None,
         Only::TcpHeldBy(name) => Some(name),
+    };
+    let found: Vec<Entry> = match only {
+        Only::Reachable => {
+            found.into_iter().filter(|(_, addr, _)| !addr.ip().is_loopback() && addr.port() != 0).collect()
+        }
+        Only::TcpHeldBy(_) => found,
     };
     let mut holders = holders(host, found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect(), name)?;
     Ok(found
@@ -84,7 +91,7 @@ fn from_kernel(only: Only) -> std::io::Result<Vec<Entry>> {
         let tcp = diag::dump(v6, diag::TCP, diag::LISTEN)?;
         found.extend(tcp.into_iter().map(|s| (Proto::Tcp, s.local, s.inode)));
     }
-    if let Only::All = only {
+    if let Only::Reachable = only {
         for v6 in [false, true] {
             let udp = diag::dump(v6, diag::UDP, diag::ANY)?;
             found.extend(udp.into_iter().filter(|s| s.remote_port == 0).map(|s| (Proto::Udp, s.local, s.inode)));
@@ -100,7 +107,7 @@ fn from_files(host: &Host, only: Only) -> anyhow::Result<Vec<Entry>> {
     let mut tcp = procfs::net::TcpNetEntries::from_file(table("tcp"), info).context("failed to read /proc/net/tcp")?.0;
     tcp.extend(procfs::net::TcpNetEntries::from_file(table("tcp6"), info).map(|t| t.0).unwrap_or_default());
     let mut udp = Vec::new();
-    if let Only::All = only {
+    if let Only::Reachable = only {
         udp = procfs::net::UdpNetEntries::from_file(table("udp"), info).context("failed to read /proc/net/udp")?.0;
         udp.extend(procfs::net::UdpNetEntries::from_file(table("udp6"), info).map(|t| t.0).unwrap_or_default());
     }
@@ -157,14 +164,18 @@ fn holders(host: &Host, mut wanted: HashSet<u64>, name: Option<&str>) -> anyhow:
 mod tests {
     use super::*;
 
-    /// This test's own listening socket is found, with this process as its holder.
+    /// This test's own reachable listening socket is found, with this process as its holder;
+    /// its loopback one is not listed.
     #[test]
     fn finds_its_own_listener_and_holder() {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let socket = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
         let addr = socket.local_addr().expect("addr");
-        let found = listeners(&Host::new("/"), Only::All).expect("read /proc");
+        let lo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let lo = lo.local_addr().expect("addr");
+        let found = listeners(&Host::new("/"), Only::Reachable).expect("read /proc");
         let me = found.iter().find(|l| l.proto == Proto::Tcp && l.addr == addr).expect("our listener");
         assert_eq!(me.holder.as_ref().map(|h| h.pid), Some(std::process::id() as i32), "{me:?}");
+        assert!(!found.iter().any(|l| l.addr == lo), "loopback listed: {found:?}");
     }
 
     /// The kernel's sock_diag and its `/proc/net` text agree on this test's own sockets: a TCP
@@ -178,8 +189,8 @@ mod tests {
         let udp = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
         let connected = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         connected.connect(udp.local_addr().expect("addr")).expect("connect");
-        let kernel = from_kernel(Only::All).expect("sock_diag");
-        let files = from_files(&Host::new("/"), Only::All).expect("/proc/net");
+        let kernel = from_kernel(Only::Reachable).expect("sock_diag");
+        let files = from_files(&Host::new("/"), Only::Reachable).expect("/proc/net");
         let ours: Vec<(Proto, SocketAddr)> = [
             Some((Proto::Tcp, tcp.local_addr().expect("addr"))),
             tcp6.as_ref().map(|t| (Proto::Tcp, t.local_addr().expect("addr"))),

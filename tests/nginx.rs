@@ -128,7 +128,18 @@ impl Site {
     fn start_nginx(&self) {
         let out = run(std::process::Command::new("nginx").args(["-c", &self.config()]));
         assert_eq!(out.code, 0, "nginx starts: {}", out.stderr);
-        std::thread::sleep(Duration::from_millis(200));
+        // `nginx` returns once it has forked; the master writes its pid file and starts its
+        // workers after that (on a busy machine, more than 200 ms later).
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let pid = std::fs::read_to_string(self.path("nginx.pid")).unwrap_or_default();
+            let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pid.trim()));
+            if !pid.trim().is_empty() && children.is_ok_and(|c| !c.trim().is_empty()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nginx wrote no pid file or started no worker within 10s");
     }
 
     fn curl(&self, args: &[&str], path: &str) -> String {

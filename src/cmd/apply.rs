@@ -1,4 +1,5 @@
-//! `vakt apply`: converge every resource in dependency order, verify, report.
+//! `vakt apply`: converge every resource in dependency order (independent ones at once),
+//! verify, report.
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -40,14 +41,16 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
         confirm::refuse_if_pending(&host)?;
         // Armed before anything changes: an apply that dies half-way is still reverted.
         let guard = window.map(|w| confirm::arm(&host, w)).transpose()?;
+        let schedule =
+            if args.serial { engine::Schedule::serial(resources.len()) } else { engine::Schedule::of(&resources) };
         let results = if live {
             let machine = crate::resource::host::Machine::read(&host);
             super::emit(&text::header("apply", false, &profile.source, &machine, style))?;
-            engine::apply_each(&host, &resources, |r| {
+            engine::apply_each(&host, &resources, &schedule, |r| {
                 let _ = super::emit(&text::resource(r, style, false));
             })
         } else {
-            engine::apply_all(&host, &resources)
+            engine::apply_all(&host, &resources, &schedule)
         };
         revert_note = guard.map(|g| g.rearm(&host));
         results

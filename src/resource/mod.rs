@@ -29,35 +29,79 @@ fn boxed<'p, S, R: Managed + 'p>(
     section.map(|s| Box::new(make(s)) as Box<dyn Managed + 'p>)
 }
 
-/// Every resource, in dependency order, with its id (what `--only` takes). The one list:
-/// a new resource is a new module and a line here.
-pub const ALL: &[(&str, Build)] = &[
-    ("host", |p| boxed(p.host.as_ref(), host::HostVerdicts::new)),
-    ("packages", |p| boxed(p.packages.as_ref(), packages::Packages::new)),
-    ("firewall", |p| boxed(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p)))),
-    ("docker", |p| {
-        boxed(p.docker.as_ref(), |d| {
-            docker::Docker::new(d, p.swarm.as_ref().is_some_and(crate::profile::Swarm::in_swarm))
-        })
-    }),
-    ("swarm", |p| {
-        boxed(p.swarm.as_ref(), |s| {
-            swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()), p.firewall.as_ref())
-        })
-    }),
-    ("nginx", |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.origin))),
-    ("tuning", |p| boxed(p.tuning.as_ref(), tuning::Tuning::new)),
+/// One resource of the registry.
+pub struct Entry {
+    /// What `--only` takes.
+    pub id: &'static str,
+    /// The resources whose apply this one waits for (all earlier in `ALL`); it may converge
+    /// at the same time as any other. What it waits for through them counts too.
+    pub after: &'static [&'static str],
+    pub build: Build,
+}
+
+/// Every resource, in dependency order. The one list: a new resource is a new module and an
+/// entry here.
+pub const ALL: &[Entry] = &[
+    Entry { id: "host", after: &[], build: |p| boxed(p.host.as_ref(), host::HostVerdicts::new) },
+    // Installs what the rest run.
+    Entry { id: "packages", after: &["host"], build: |p| boxed(p.packages.as_ref(), packages::Packages::new) },
+    Entry {
+        id: "firewall",
+        after: &["packages"],
+        build: |p| boxed(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
+    },
+    // After the firewall: ufw and dockerd both write the netfilter tables (ufw's load flushes
+    // and restores its chains, the engine adds its own at start), and DOCKER-USER's rules
+    // must be in place when the engine comes up.
+    Entry {
+        id: "docker",
+        after: &["firewall"],
+        build: |p| {
+            boxed(p.docker.as_ref(), |d| {
+                docker::Docker::new(d, p.swarm.as_ref().is_some_and(crate::profile::Swarm::in_swarm))
+            })
+        },
+    },
+    Entry {
+        id: "swarm",
+        after: &["docker"],
+        build: |p| {
+            boxed(p.swarm.as_ref(), |s| {
+                swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()), p.firewall.as_ref())
+            })
+        },
+    },
+    // Not after the engine: nginx's files, its master and `nginx -t` share nothing with
+    // Docker, so nginx converges while Docker restarts. After the firewall: certbot's
+    // challenge comes in through it.
+    Entry {
+        id: "nginx",
+        after: &["firewall"],
+        build: |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.origin)),
+    },
+    // After the engine: a sysctl it also sets (forwarding) ends as the profile says.
+    Entry { id: "tuning", after: &["swarm", "nginx"], build: |p| boxed(p.tuning.as_ref(), tuning::Tuning::new) },
     // Last: it audits what the others left reachable.
-    ("exposure", |p| {
-        boxed(p.firewall.as_ref(), |f| {
-            exposure::Exposure::new(f, sensitive_ports(p), p.docker.as_ref().and_then(|d| d.host.as_deref()))
-        })
-    }),
+    Entry {
+        id: "exposure",
+        after: &["tuning"],
+        build: |p| {
+            boxed(p.firewall.as_ref(), |f| {
+                exposure::Exposure::new(f, sensitive_ports(p), p.docker.as_ref().and_then(|d| d.host.as_deref()))
+            })
+        },
+    },
 ];
+
+/// Whether resource `id` waits for `other` in `apply`, directly or through others.
+pub fn waits_for(id: &str, other: &str) -> bool {
+    let Some(entry) = ALL.iter().find(|e| e.id == id) else { return false };
+    entry.after.iter().any(|a| *a == other || waits_for(a, other))
+}
 
 /// The resource ids, in dependency order.
 pub fn ids() -> impl Iterator<Item = &'static str> {
-    ALL.iter().map(|(id, _)| *id)
+    ALL.iter().map(|e| e.id)
 }
 
 /// Ports that should not be open to the world on this host: swarm management, gossip and
@@ -91,4 +135,29 @@ fn world_open_ports(p: &Profile) -> Vec<u16> {
         .flat_map(|r| r.ports.0..=r.ports.1)
         .take(4096)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_resource_waits_only_for_earlier_ones() {
+        for (i, e) in ALL.iter().enumerate() {
+            for a in e.after {
+                let at = ALL.iter().position(|x| x.id == *a);
+                assert!(at.is_some_and(|at| at < i), "{} waits for {a}, which is not before it", e.id);
+            }
+        }
+    }
+
+    #[test]
+    fn nginx_overlaps_the_engine_and_the_rest_wait_as_they_must() {
+        assert!(!waits_for("nginx", "docker") && !waits_for("nginx", "swarm"));
+        assert!(waits_for("nginx", "firewall") && waits_for("nginx", "packages"));
+        assert!(waits_for("docker", "firewall") && waits_for("swarm", "docker"));
+        for id in ids().filter(|id| *id != "exposure") {
+            assert!(waits_for("exposure", id), "exposure audits after {id}");
+        }
+    }
 }

@@ -15,11 +15,14 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct DockerSandbox {
     pub netns: String,
     pub dir: tempfile::TempDir,
+    /// Whether the engine writes the namespace's netfilter tables (its chains, DOCKER-USER).
+    iptables: bool,
 }
 
 const STANDIN: &str = r#"#!/bin/sh
 # systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd. Each
-# call's argv is appended to systemctl.argv. After a failed start the unit counts as failed with
+# call's argv is appended to systemctl.argv, and the time (ns) each restart brought the engine
+# back to restarted.at. After a failed start the unit counts as failed with
 # its start limit hit (docker.service restarts itself until it is), and every restart is refused
 # until `systemctl reset-failed docker`, as systemd does.
 set -u
@@ -38,6 +41,7 @@ if [ -f "$T/docker.pid" ]; then
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
 "$T/bin/start-dockerd" || { touch "$T/start-limit-hit"; exit 1; }
+date +%s%N >>"$T/restarted.at"
 "#;
 
 /// Starts the sandbox's dockerd in the current network namespace and waits for its socket;
@@ -68,6 +72,16 @@ impl DockerSandbox {
     /// Starts a private engine with `daemon_json` (None: no file) in a fresh namespace whose
     /// uplink `vkup0` has 10.231.N.2/24 and the default route.
     pub fn start(daemon_json: Option<&str>) -> DockerSandbox {
+        Self::start_with(daemon_json, false)
+    }
+
+    /// [`DockerSandbox::start`], with the engine writing the namespace's netfilter tables as
+    /// on a real host (each start and restart).
+    pub fn start_with_iptables(daemon_json: Option<&str>) -> DockerSandbox {
+        Self::start_with(daemon_json, true)
+    }
+
+    fn start_with(daemon_json: Option<&str>, iptables: bool) -> DockerSandbox {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let netns = format!("vakt-dk-{}-{n}", std::process::id());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -94,7 +108,7 @@ impl DockerSandbox {
              ip -n {netns} route add default via 10.231.{o}.1 dev vkup0",
             o = n % 250
         ));
-        let sb = DockerSandbox { netns, dir };
+        let sb = DockerSandbox { netns, dir, iptables };
         let out = run(&mut sb.command(&[&format!("{t}/bin/start-dockerd")]));
         assert_eq!(out.code, 0, "private dockerd starts: {}", out.stderr);
         if daemon_json.is_none() {
@@ -131,6 +145,9 @@ impl DockerSandbox {
             .env("PATH", format!("{}:{}", self.file("bin").display(), std::env::var("PATH").unwrap_or_default()))
             .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
             .env("NO_COLOR", "1");
+        if self.iptables {
+            c.env("VAKT_DOCKERD_IPTABLES", "true");
+        }
         c
     }
 

@@ -102,10 +102,8 @@ pub fn parse_dnat(save: &str, v6: bool) -> Vec<Dnat> {
 /// Listening TCP sockets and unconnected UDP sockets on non-loopback addresses, both families,
 /// with the process holding each.
 pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
-    let outside = |a: &SocketAddr| !a.ip().is_loopback() && a.port() != 0;
-    let mut found: Vec<Listener> = crate::sockets::listeners(host, crate::sockets::Only::All)?
+    let mut found: Vec<Listener> = crate::sockets::listeners(host, crate::sockets::Only::Reachable)?
         .into_iter()
-        .filter(|l| outside(&l.addr))
         .map(|l| Listener {
             proto: l.proto,
             addr: l.addr,
