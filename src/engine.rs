@@ -171,16 +171,12 @@ pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<Resour
 pub struct Schedule(Vec<Vec<usize>>);
 
 impl Schedule {
-    /// As `resource::ALL` says: a resource starts once what it waits for has converged, and
-    /// meanwhile the others run (nginx while Docker restarts).
-    pub fn of(resources: &[Box<dyn Managed + '_>]) -> Schedule {
+    /// As `resource::ALL` says for this host: a resource starts once what it waits for has
+    /// converged, and meanwhile the others run (the firewall and nginx while Docker restarts).
+    pub fn of(resources: &[Box<dyn Managed + '_>], profile: &Profile, host: &Host) -> Schedule {
         let ids: Vec<&str> = resources.iter().map(|r| r.id()).collect();
-        Schedule(
-            ids.iter()
-                .enumerate()
-                .map(|(i, id)| (0..i).filter(|&j| resource::waits_for(id, ids[j])).collect())
-                .collect(),
-        )
+        let waits = |i: usize| (0..i).filter(|&j| resource::waits_for(profile, host, ids[i], ids[j])).collect();
+        Schedule((0..ids.len()).map(waits).collect())
     }
 
     /// One resource at a time, in list order.
@@ -579,13 +575,14 @@ mod tests {
             let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
             let resources = registry(&profile, &only).expect("registry");
             let names: Vec<&str> = resources.iter().map(|r| r.id()).collect();
-            let Schedule(waits) = Schedule::of(&resources);
+            let Schedule(waits) = Schedule::of(&resources, &profile, &Host::new("/nonexistent"));
             waits.iter().map(|w| w.iter().map(|&j| names[j]).collect::<Vec<_>>()).collect::<Vec<_>>()
         };
         let all = ids(&[]);
         // host, packages, firewall, docker, swarm, nginx, tuning, exposure
         assert_eq!(all[5], ["host", "packages", "firewall"], "nginx does not wait for the engine");
         assert_eq!(all[4], ["host", "packages", "firewall", "docker"]);
+        assert_eq!(all[3], ["host", "packages", "firewall"], "offline, Docker waits for the firewall");
         assert_eq!(all[7].len(), 7, "exposure waits for every other");
         // tuning waits for the firewall through the engine and nginx, left out by --only.
         assert_eq!(ids(&["firewall", "tuning"]), [vec![], vec!["firewall"]]);

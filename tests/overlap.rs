@@ -1,6 +1,7 @@
-//! Issue 27: `vakt apply` converges nginx while Docker restarts (nginx does not wait for the
-//! engine), and that leaves the host exactly as `vakt apply --serial` does: the same files,
-//! the same netfilter rules and the same engine state. Two fresh hosts of real components, one
+//! Issue 27: `vakt apply` converges the firewall and nginx while Docker restarts, and that
+//! leaves the host exactly as `vakt apply --serial` does: the same files, the same netfilter
+//! rules (the engine's own chains included) and the same engine state. Where the firewall
+//! governs Docker's published ports, Docker waits for it. Two fresh hosts of real components, one
 //! applied each way: ufw and netfilter in a private network namespace, a private dockerd
 //! restarted by a `systemctl` stand-in (there is no systemd here), the real nginx for
 //! `nginx -t`, and a swarm initialised through the engine.
@@ -21,12 +22,13 @@ fn ready() -> bool {
         )
 }
 
-/// What one apply left: files, rules, the engine, and when nginx's file was written against
-/// when Docker's restart brought the engine back.
+/// What one apply left: files, rules, the engine, and when ufw was enabled and nginx's file
+/// written against when Docker's restart began and brought the engine back.
 struct EndState {
     files: BTreeMap<&'static str, String>,
     rules: String,
     engine: String,
+    ufw_enabled_after_docker_began: bool,
     nginx_written_before_docker_was_back: bool,
 }
 
@@ -40,8 +42,8 @@ const FILES: &[&str] = &[
 ];
 
 /// A fresh host (ufw as packaged, an engine on overlay2 outside any swarm, no nginx.conf),
-/// applied with `extra` arguments.
-fn apply(extra: &[&str]) -> EndState {
+/// applied with `extra` arguments and `firewall` added to the article's [firewall].
+fn apply(extra: &[&str], firewall: &str) -> EndState {
     let sb = DockerSandbox::start_with_iptables(Some("{\"storage-driver\": \"overlay2\"}\n"));
     let t = sb.root().display().to_string();
     let out = std::process::Command::new("sh")
@@ -57,7 +59,7 @@ fn apply(extra: &[&str]) -> EndState {
          [docker.daemon]\nlabels = [\"vakt-overlap=1\"]\n\n[swarm]\nadvertise_addr = \"vkup0\"\n\n\
          [nginx]\nlisten = \"127.0.0.1:18080\"\nconfig = \"{t}/etc/nginx/nginx.conf\"\npid = \"{t}/nginx.pid\"\n\
          error_log = \"{t}/nginx-error.log\"\naccess_log = \"{t}/nginx-access.log\"\n",
-        article = netns::ARTICLE
+        article = netns::ARTICLE.replacen("[firewall]\n", &format!("[firewall]\n{firewall}"), 1)
     );
     std::fs::write(sb.file("profile.toml"), profile).expect("profile");
 
@@ -105,10 +107,20 @@ fn apply(extra: &[&str]) -> EndState {
             "{{.Driver}} {{json .Labels}} {{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.Managers}} {{.Swarm.Nodes}}",
         ])
         .stdout;
-    let back: u128 = std::fs::read_to_string(sb.file("restarted.at")).expect("restarted").trim().parse().expect("ns");
-    let written = std::fs::metadata(sb.file("etc/nginx/nginx.conf")).expect("nginx.conf");
-    let written = written.mtime() as u128 * 1_000_000_000 + written.mtime_nsec() as u128;
-    EndState { files, rules, engine: plain(engine), nginx_written_before_docker_was_back: written < back }
+    let at = |f: &str| -> u128 { std::fs::read_to_string(sb.file(f)).expect(f).trim().parse().expect("ns") };
+    let (began, back) = (at("restart.began"), at("restarted.at"));
+    let written = |f: &str| {
+        let m = std::fs::metadata(sb.file(f)).expect(f);
+        m.mtime() as u128 * 1_000_000_000 + m.mtime_nsec() as u128
+    };
+    EndState {
+        files,
+        rules,
+        engine: plain(engine),
+        // ufw rewrites ufw.conf (ENABLED=yes) as it enables.
+        ufw_enabled_after_docker_began: written("etc/ufw/ufw.conf") > began,
+        nginx_written_before_docker_was_back: written("etc/nginx/nginx.conf") < back,
+    }
 }
 
 #[test]
@@ -116,9 +128,11 @@ fn the_overlapped_apply_leaves_what_the_serial_one_leaves() {
     if !ready() {
         return;
     }
-    let overlapped = apply(&[]);
-    let serial = apply(&["--serial"]);
+    let overlapped = apply(&[], "");
+    let serial = apply(&["--serial"], "");
+    assert!(overlapped.ufw_enabled_after_docker_began, "ufw was enabled while Docker restarted");
     assert!(overlapped.nginx_written_before_docker_was_back, "nginx converged while Docker restarted");
+    assert!(!serial.ufw_enabled_after_docker_began, "--serial: Docker waited for the firewall");
     assert!(!serial.nginx_written_before_docker_was_back, "--serial: nginx waited for Docker and swarm");
     for f in FILES {
         assert!(!serial.files[f].is_empty(), "{f} written");
@@ -129,4 +143,17 @@ fn the_overlapped_apply_leaves_what_the_serial_one_leaves() {
     assert_eq!(overlapped.rules, serial.rules);
     assert_eq!(serial.engine.trim(), "overlay2 [\"vakt-overlap=1\"] active true 1 1");
     assert_eq!(overlapped.engine, serial.engine);
+}
+
+/// With `published_ports = "profile"`, ufw's load fills DOCKER-USER: Docker restarts only
+/// after it, and nginx still converges meanwhile.
+#[test]
+fn docker_waits_for_a_firewall_that_governs_published_ports() {
+    if !ready() {
+        return;
+    }
+    let governed = apply(&[], "published_ports = \"profile\"\n");
+    assert!(!governed.ufw_enabled_after_docker_began, "Docker waited for the firewall");
+    assert!(governed.nginx_written_before_docker_was_back, "nginx converged while Docker restarted");
+    assert!(governed.rules.contains("-A DOCKER-USER -m comment --comment vakt -j RETURN"), "{}", governed.rules);
 }

@@ -41,8 +41,11 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
         confirm::refuse_if_pending(&host)?;
         // Armed before anything changes: an apply that dies half-way is still reverted.
         let guard = window.map(|w| confirm::arm(&host, w)).transpose()?;
-        let schedule =
-            if args.serial { engine::Schedule::serial(resources.len()) } else { engine::Schedule::of(&resources) };
+        let schedule = if args.serial {
+            engine::Schedule::serial(resources.len())
+        } else {
+            engine::Schedule::of(&resources, &profile, &host)
+        };
         let results = if live {
             let machine = crate::resource::host::Machine::read(&host);
             super::emit(&text::header("apply", false, &profile.source, &machine, style))?;

@@ -628,6 +628,34 @@ fn read_netfilter(host: &Host, ipv6: bool) -> Result<Vec<(bool, Netfilter)>, Str
     })
 }
 
+/// Whether converging this firewall may run while Docker restarts and end as if it ran
+/// first. ufw appends its jumps to the built-in chains and keeps to its own chains, and the
+/// engine inserts its own at the top and keeps to its own, so the two commute, with three
+/// exceptions, each of which makes Docker wait:
+/// - a ufw rules file that names a Docker chain (vakt's published-ports block, or an
+///   operator's DOCKER-USER rules): ufw's load flushes the chain the engine fills, and its
+///   rules must be in place before any container's port opens;
+/// - a profile that governs published ports (that block is about to be written);
+/// - the legacy iptables backend: ufw does not wait for the xtables lock the engine takes, and
+///   fails where they meet. nf_tables commits each change as a transaction.
+pub fn commutes_with_engine(want: &Wanted, host: &Host) -> bool {
+    if !host.is_live() {
+        return false;
+    }
+    let files = ["before.rules", "before6.rules", "after.rules", "after6.rules"]
+        .map(|f| crate::fsutil::read_text(host.path(Path::new("/etc/ufw").join(f))).ok());
+    let iptables = crate::runner::find_on_path("iptables").and_then(|p| std::fs::canonicalize(p).ok());
+    commutes(want.published, &files, iptables.as_deref())
+}
+
+/// [`commutes_with_engine`] from ufw's rules files (`None`: unreadable) and the iptables
+/// binary, links resolved (`xtables-nft-multi` or `xtables-legacy-multi`).
+fn commutes(published: Published, files: &[Option<String>], iptables: Option<&Path>) -> bool {
+    let names_docker = files.iter().any(|f| f.as_deref().is_none_or(|t| t.contains("DOCKER")));
+    let nf_tables = iptables.and_then(Path::file_name).is_some_and(|n| n.to_string_lossy().contains("nft"));
+    published == Published::Docker && !names_docker && nf_tables
+}
+
 fn family(v6: bool) -> &'static str {
     if v6 { "IPv6" } else { "IPv4" }
 }
@@ -965,6 +993,22 @@ impl Resource for Firewall<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_firewall_commutes_with_the_engine_only_where_it_leaves_dockers_chains_alone() {
+        let packaged = || vec![Some("*filter\n:ufw-after-input - [0:0]\nCOMMIT\n".to_string()); 4];
+        let nft = Some(Path::new("/usr/sbin/xtables-nft-multi"));
+        assert!(commutes(Published::Docker, &packaged(), nft));
+        assert!(!commutes(Published::Profile, &packaged(), nft), "the published-ports block is to be written");
+        assert!(!commutes(Published::Docker, &packaged(), Some(Path::new("/usr/sbin/xtables-legacy-multi"))));
+        assert!(!commutes(Published::Docker, &packaged(), None), "no iptables found");
+        let mut operators = packaged();
+        operators[2] = Some("*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\nCOMMIT\n".into());
+        assert!(!commutes(Published::Docker, &operators, nft), "a rules file fills DOCKER-USER");
+        let mut unreadable = packaged();
+        unreadable[1] = None;
+        assert!(!commutes(Published::Docker, &unreadable, nft));
+    }
 
     const USER_RULES: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368\n\
         -A ufw-user-input -p tcp --dport 22 -j ACCEPT\n\

@@ -22,6 +22,9 @@ use crate::profile::Profile;
 /// Builds one resource from the profile; `None` when the profile has no section for it.
 type Build = for<'p> fn(&'p Profile) -> Option<Box<dyn Managed + 'p>>;
 
+/// What a resource waits for, given the profile and the host.
+type After = fn(&Profile, &crate::host::Host) -> &'static [&'static str];
+
 fn boxed<'p, S, R: Managed + 'p>(
     section: Option<&'p S>,
     make: impl FnOnce(&'p S) -> R,
@@ -33,38 +36,42 @@ fn boxed<'p, S, R: Managed + 'p>(
 pub struct Entry {
     /// What `--only` takes.
     pub id: &'static str,
-    /// The resources whose apply this one waits for (all earlier in `ALL`); it may converge
-    /// at the same time as any other. What it waits for through them counts too.
-    pub after: &'static [&'static str],
+    /// The resources whose apply this one waits for on this host (all earlier in `ALL`); it
+    /// may converge at the same time as any other. What it waits for through them counts too.
+    pub after: After,
     pub build: Build,
 }
 
 /// Every resource, in dependency order. The one list: a new resource is a new module and an
 /// entry here.
 pub const ALL: &[Entry] = &[
-    Entry { id: "host", after: &[], build: |p| boxed(p.host.as_ref(), host::HostVerdicts::new) },
+    Entry { id: "host", after: |_, _| &[], build: |p| boxed(p.host.as_ref(), host::HostVerdicts::new) },
     // Installs what the rest run.
-    Entry { id: "packages", after: &["host"], build: |p| boxed(p.packages.as_ref(), packages::Packages::new) },
+    Entry { id: "packages", after: |_, _| &["host"], build: |p| boxed(p.packages.as_ref(), packages::Packages::new) },
     Entry {
         id: "firewall",
-        after: &["packages"],
+        after: |_, _| &["packages"],
         build: |p| boxed(p.firewall.as_ref(), |f| firewall::Firewall::new(f, sensitive_ports(p))),
     },
-    // After the firewall: ufw and dockerd both write the netfilter tables (ufw's load flushes
-    // and restores its chains, the engine adds its own at start), and DOCKER-USER's rules
-    // must be in place when the engine comes up.
+    // Restarts while the firewall converges where the two commute (see
+    // `firewall::commutes_with_engine`: DOCKER-USER's rules must be in place before the
+    // engine comes up); otherwise after it.
     Entry {
         id: "docker",
-        after: &["firewall"],
+        after: |p, host| match &p.firewall {
+            Some(f) if firewall::commutes_with_engine(f, host) => &["packages"],
+            _ => &["firewall"],
+        },
         build: |p| {
             boxed(p.docker.as_ref(), |d| {
                 docker::Docker::new(d, p.swarm.as_ref().is_some_and(crate::profile::Swarm::in_swarm))
             })
         },
     },
+    // After the firewall too: the swarm's ports are governed before it listens on them.
     Entry {
         id: "swarm",
-        after: &["docker"],
+        after: |_, _| &["docker", "firewall"],
         build: |p| {
             boxed(p.swarm.as_ref(), |s| {
                 swarm::Swarm::new(s, p.docker.as_ref().and_then(|d| d.host.as_deref()), p.firewall.as_ref())
@@ -76,15 +83,15 @@ pub const ALL: &[Entry] = &[
     // challenge comes in through it.
     Entry {
         id: "nginx",
-        after: &["firewall"],
+        after: |_, _| &["firewall"],
         build: |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.origin)),
     },
     // After the engine: a sysctl it also sets (forwarding) ends as the profile says.
-    Entry { id: "tuning", after: &["swarm", "nginx"], build: |p| boxed(p.tuning.as_ref(), tuning::Tuning::new) },
+    Entry { id: "tuning", after: |_, _| &["swarm", "nginx"], build: |p| boxed(p.tuning.as_ref(), tuning::Tuning::new) },
     // Last: it audits what the others left reachable.
     Entry {
         id: "exposure",
-        after: &["tuning"],
+        after: |_, _| &["tuning"],
         build: |p| {
             boxed(p.firewall.as_ref(), |f| {
                 exposure::Exposure::new(f, sensitive_ports(p), p.docker.as_ref().and_then(|d| d.host.as_deref()))
@@ -93,10 +100,10 @@ pub const ALL: &[Entry] = &[
     },
 ];
 
-/// Whether resource `id` waits for `other` in `apply`, directly or through others.
-pub fn waits_for(id: &str, other: &str) -> bool {
+/// Whether resource `id` waits for `other` in `apply` on `host`, directly or through others.
+pub fn waits_for(profile: &Profile, host: &crate::host::Host, id: &str, other: &str) -> bool {
     let Some(entry) = ALL.iter().find(|e| e.id == id) else { return false };
-    entry.after.iter().any(|a| *a == other || waits_for(a, other))
+    (entry.after)(profile, host).iter().any(|a| *a == other || waits_for(profile, host, a, other))
 }
 
 /// The resource ids, in dependency order.
@@ -143,21 +150,31 @@ mod tests {
 
     #[test]
     fn each_resource_waits_only_for_earlier_ones() {
-        for (i, e) in ALL.iter().enumerate() {
-            for a in e.after {
-                let at = ALL.iter().position(|x| x.id == *a);
-                assert!(at.is_some_and(|at| at < i), "{} waits for {a}, which is not before it", e.id);
+        let profiles = ["[firewall]\n[docker]\n", "[firewall]\npublished_ports = \"profile\"\n[docker]\n", ""];
+        for profile in profiles.map(|p| crate::profile::parse("test", p).expect("profile")) {
+            // Offline and this machine (read, never changed).
+            for host in [crate::host::Host::new("/nonexistent"), crate::host::Host::new("/")] {
+                for (i, e) in ALL.iter().enumerate() {
+                    for a in (e.after)(&profile, &host) {
+                        let at = ALL.iter().position(|x| x.id == *a);
+                        assert!(at.is_some_and(|at| at < i), "{} waits for {a}, which is not before it", e.id);
+                    }
+                }
             }
         }
     }
 
     #[test]
     fn nginx_overlaps_the_engine_and_the_rest_wait_as_they_must() {
-        assert!(!waits_for("nginx", "docker") && !waits_for("nginx", "swarm"));
-        assert!(waits_for("nginx", "firewall") && waits_for("nginx", "packages"));
-        assert!(waits_for("docker", "firewall") && waits_for("swarm", "docker"));
+        let profile = crate::profile::parse("test", "[firewall]\n[docker]\n[swarm]\n[nginx]\n").expect("profile");
+        // Offline (an image under --root), Docker waits for the firewall.
+        let host = crate::host::Host::new("/nonexistent");
+        let waits = |id, other| waits_for(&profile, &host, id, other);
+        assert!(!waits("nginx", "docker") && !waits("nginx", "swarm"));
+        assert!(waits("nginx", "firewall") && waits("nginx", "packages"));
+        assert!(waits("docker", "firewall") && waits("swarm", "docker") && waits("swarm", "firewall"));
         for id in ids().filter(|id| *id != "exposure") {
-            assert!(waits_for("exposure", id), "exposure audits after {id}");
+            assert!(waits("exposure", id), "exposure audits after {id}");
         }
     }
 }

@@ -21,8 +21,8 @@ pub struct DockerSandbox {
 
 const STANDIN: &str = r#"#!/bin/sh
 # systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd. Each
-# call's argv is appended to systemctl.argv, and the time (ns) each restart brought the engine
-# back to restarted.at. After a failed start the unit counts as failed with
+# call's argv is appended to systemctl.argv, and the times (ns) each restart began and brought
+# the engine back to restart.began and restarted.at. After a failed start the unit counts as failed with
 # its start limit hit (docker.service restarts itself until it is), and every restart is refused
 # until `systemctl reset-failed docker`, as systemd does.
 set -u
@@ -33,6 +33,7 @@ case "$1 $2" in
   "restart docker") ;;
   *) echo "stand-in handles only 'restart docker' and 'reset-failed docker'" >&2; exit 1 ;;
 esac
+date +%s%N >>"$T/restart.began"
 if [ -f "$T/start-limit-hit" ]; then
   echo "Job for docker.service failed because start of the service was attempted too often." >&2; exit 1
 fi
