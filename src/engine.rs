@@ -175,7 +175,8 @@ impl Schedule {
     /// converged, and meanwhile the others run (the firewall and nginx while Docker restarts).
     pub fn of(resources: &[Box<dyn Managed + '_>], profile: &Profile, host: &Host) -> Schedule {
         let ids: Vec<&str> = resources.iter().map(|r| r.id()).collect();
-        let waits = |i: usize| (0..i).filter(|&j| resource::waits_for(profile, host, ids[i], ids[j])).collect();
+        let all = resource::waits(profile, host);
+        let waits = |i: usize| (0..i).filter(|&j| all.get(ids[i]).is_some_and(|w| w.contains(ids[j]))).collect();
         Schedule((0..ids.len()).map(waits).collect())
     }
 
@@ -186,8 +187,13 @@ impl Schedule {
 }
 
 /// Converges the resources as `schedule` orders them, each as soon as what it waits for has
-/// converged.
-pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>], schedule: &Schedule) -> Vec<ResourceReport> {
+/// converged. The schedule is made once every resource has observed (what it reads of the
+/// host, the netfilter tables, is then at hand).
+pub fn apply_all(
+    host: &Host,
+    resources: &[Box<dyn Managed + '_>],
+    schedule: impl FnOnce() -> Schedule,
+) -> Vec<ResourceReport> {
     apply_each(host, resources, schedule, |_| {})
 }
 
@@ -196,7 +202,7 @@ pub fn apply_all(host: &Host, resources: &[Box<dyn Managed + '_>], schedule: &Sc
 pub fn apply_each(
     host: &Host,
     resources: &[Box<dyn Managed + '_>],
-    schedule: &Schedule,
+    schedule: impl FnOnce() -> Schedule,
     mut done: impl FnMut(&ResourceReport),
 ) -> Vec<ResourceReport> {
     host.forget_observations();
@@ -208,6 +214,7 @@ pub fn apply_each(
         // A panicked observation is taken again in its turn.
         handles.into_iter().map(|h| h.join().ok()).collect()
     });
+    let schedule = schedule();
     let n = resources.len();
     let mut reports: Vec<Option<ResourceReport>> = (0..n).map(|_| None).collect();
     let mut acted = vec![false; n];
@@ -227,6 +234,8 @@ pub fn apply_each(
                 let ahead = ahead[i].take().filter(|_| !waits.iter().any(|&j| acted[j]));
                 let (r, tx) = (&resources[i], tx.clone());
                 s.spawn(move || {
+                    // Where panics unwind (the tests' builds; the release build aborts), a
+                    // panic fails its resource and the others still converge.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.converge(host, ahead)));
                     let _ = tx.send((i, outcome));
                 });
@@ -408,7 +417,7 @@ mod tests {
             Box::new(Setting { id: "a", value, want: 1, observations: &seen[0] }),
             Box::new(Setting { id: "b", value, want: 1, observations: &seen[1] }),
         ];
-        let reports = apply_all(&host, &resources, &Schedule::serial(2));
+        let reports = apply_all(&host, &resources, || Schedule::serial(2));
         (statuses_of(&reports), (seen[0].load(Ordering::SeqCst), seen[1].load(Ordering::SeqCst)))
     }
 
@@ -470,6 +479,8 @@ mod tests {
         applied: std::sync::atomic::AtomicBool,
         patience: std::time::Duration,
         met: &'a std::sync::atomic::AtomicBool,
+        /// When each one's apply began and ended.
+        spans: &'a [std::sync::Mutex<Option<(Instant, Instant)>>; 2],
     }
 
     impl Resource for Meet<'_> {
@@ -495,6 +506,7 @@ mod tests {
         }
 
         fn apply(&self, _host: &Host, _observed: &bool, _actions: Vec<()>) -> anyhow::Result<()> {
+            let began = Instant::now();
             self.applying[self.mine].store(true, Ordering::SeqCst);
             let until = Instant::now() + self.patience;
             while Instant::now() < until && !self.met.load(Ordering::SeqCst) {
@@ -506,32 +518,47 @@ mod tests {
             }
             self.applied.store(true, Ordering::SeqCst);
             self.applying[self.mine].store(false, Ordering::SeqCst);
+            *self.spans[self.mine].lock().expect("span") = Some((began, Instant::now()));
             Ok(())
         }
     }
 
-    /// Two `Meet`s applied as `schedule` orders them: whether either met the other.
-    fn meet(schedule: &Schedule, patience_ms: u64) -> (Vec<Status>, bool) {
+    /// Two `Meet`s applied as `schedule` orders them: whether either met the other, and
+    /// whether `b` began after `a` had ended.
+    fn meet(schedule: Schedule, patience_ms: u64) -> (Vec<Status>, bool, bool) {
         let host = Host::new("/nonexistent");
         let applying = [std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false)];
         let met = std::sync::atomic::AtomicBool::new(false);
+        let spans = [std::sync::Mutex::new(None), std::sync::Mutex::new(None)];
         let patience = std::time::Duration::from_millis(patience_ms);
-        let meet = |id, mine| Meet { id, applying: &applying, mine, applied: Default::default(), patience, met: &met };
+        let meet = |id, mine| Meet {
+            id,
+            applying: &applying,
+            mine,
+            applied: Default::default(),
+            patience,
+            met: &met,
+            spans: &spans,
+        };
         let resources: Vec<Box<dyn Managed>> = vec![Box::new(meet("a", 0)), Box::new(meet("b", 1))];
-        let reports = apply_all(&host, &resources, schedule);
-        (statuses_of(&reports), met.load(Ordering::SeqCst))
+        let reports = apply_all(&host, &resources, || schedule);
+        let span = |i: usize| spans[i].lock().expect("span").expect("applied");
+        let after = span(1).0 >= span(0).1;
+        (statuses_of(&reports), met.load(Ordering::SeqCst), after)
     }
 
     #[test]
     fn resources_that_do_not_wait_for_each_other_converge_at_once() {
-        let independent = Schedule(vec![vec![], vec![]]);
-        assert_eq!(meet(&independent, 10_000), (vec![Status::Changed, Status::Changed], true));
+        let (statuses, met, after) = meet(Schedule(vec![vec![], vec![]]), 10_000);
+        assert_eq!((statuses, met, after), (vec![Status::Changed, Status::Changed], true, false));
     }
 
     #[test]
     fn a_resource_that_waits_starts_after_the_other_has_converged() {
-        assert_eq!(meet(&Schedule::serial(2), 50), (vec![Status::Changed, Status::Changed], false));
-        assert_eq!(meet(&Schedule(vec![vec![], vec![0]]), 50), (vec![Status::Changed, Status::Changed], false));
+        for schedule in [Schedule::serial(2), Schedule(vec![vec![], vec![0]])] {
+            let (statuses, met, after) = meet(schedule, 50);
+            assert_eq!((statuses, met, after), (vec![Status::Changed, Status::Changed], false, true));
+        }
     }
 
     /// Converges by panicking.
@@ -553,6 +580,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(panic = "unwind")]
     fn reports_come_in_list_order_and_a_panic_fails_only_its_resource() {
         let host = Host::new("/nonexistent");
         let value = AtomicU32::new(0);
@@ -560,7 +588,7 @@ mod tests {
         let resources: Vec<Box<dyn Managed>> =
             vec![Box::new(Panics), Box::new(Setting { id: "later", value: &value, want: 1, observations: &seen })];
         let mut order = Vec::new();
-        let reports = apply_each(&host, &resources, &Schedule(vec![vec![], vec![]]), |r| order.push(r.id));
+        let reports = apply_each(&host, &resources, || Schedule(vec![vec![], vec![]]), |r| order.push(r.id));
         assert_eq!(order, ["panics", "later"]);
         assert_eq!(statuses_of(&reports), [Status::Failed, Status::Changed]);
         assert!(reports[0].error.as_deref().is_some_and(|e| e.contains("panicked")), "{:?}", reports[0].error);

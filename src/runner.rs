@@ -3,9 +3,9 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -18,6 +18,8 @@ pub struct Runner {
     /// Held while a live line is on the terminal: one at a time, even when observations run
     /// concurrently (a second slow command waits without a line of its own).
     live_line: Mutex<()>,
+    /// The live line on the terminal, if any: what other threads print goes above it.
+    shown: Mutex<Option<indicatif::ProgressBar>>,
 }
 
 /// How long a command runs before the live line appears.
@@ -81,9 +83,21 @@ impl Runner {
             .with_message(what)
             .with_elapsed(LIVE_AFTER);
         line.enable_steady_tick(Duration::from_millis(250));
+        *self.shown.lock().unwrap_or_else(PoisonError::into_inner) = Some(line.clone());
         let result = rx.recv_timeout(timeout - LIVE_AFTER);
+        self.shown.lock().unwrap_or_else(PoisonError::into_inner).take();
         line.finish_and_clear();
         result
+    }
+
+    /// Runs `print` (output for the terminal) with the live line, if one is shown, cleared
+    /// meanwhile and drawn again below what it printed.
+    pub fn above_live_line<T>(&self, print: impl FnOnce() -> T) -> T {
+        let shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        match shown.as_ref() {
+            Some(line) => line.suspend(print),
+            None => print(),
+        }
     }
 
     /// Runs `argv` with `env` added, killing it after `timeout`. A non-zero exit is not an

@@ -74,7 +74,9 @@ fn apply(extra: &[&str], firewall: &str) -> EndState {
     argv.extend([env!("CARGO_BIN_EXE_vakt"), "apply", "--format", "json", "-p", &profile_path]);
     argv.extend_from_slice(extra);
     let mut cmd = sb.command(&argv);
-    cmd.env_remove("SSH_CONNECTION");
+    // Docker's restart takes 2 s more than the engine needs: on a loaded machine ufw's load
+    // (dozens of iptables processes) and nginx still end well before it.
+    cmd.env_remove("SSH_CONNECTION").env("VAKT_TEST_RESTART_DELAY", "2");
     let out = run(&mut cmd);
     let report = json(&out);
     assert_eq!(out.code, 0, "apply {extra:?} converges: {}\n{}", out.stdout, out.stderr);

@@ -41,19 +41,19 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> anyhow::Result<u8> {
         confirm::refuse_if_pending(&host)?;
         // Armed before anything changes: an apply that dies half-way is still reverted.
         let guard = window.map(|w| confirm::arm(&host, w)).transpose()?;
-        let schedule = if args.serial {
-            engine::Schedule::serial(resources.len())
-        } else {
-            engine::Schedule::of(&resources, &profile, &host)
+        let schedule = || match args.serial {
+            true => engine::Schedule::serial(resources.len()),
+            false => engine::Schedule::of(&resources, &profile, &host),
         };
         let results = if live {
             let machine = crate::resource::host::Machine::read(&host);
             super::emit(&text::header("apply", false, &profile.source, &machine, style))?;
-            engine::apply_each(&host, &resources, &schedule, |r| {
-                let _ = super::emit(&text::resource(r, style, false));
+            engine::apply_each(&host, &resources, schedule, |r| {
+                // Another resource may be showing its live line meanwhile.
+                let _ = host.runner.above_live_line(|| super::emit(&text::resource(r, style, false)));
             })
         } else {
-            engine::apply_all(&host, &resources, &schedule)
+            engine::apply_all(&host, &resources, schedule)
         };
         revert_note = guard.map(|g| g.rearm(&host));
         results

@@ -457,7 +457,7 @@ fn restart_and_verify(host: &Host, socket: &Path, want: &Wanted) -> anyhow::Resu
     let tty = std::io::stderr().is_terminal();
     let engine = Engine::wait_ready(socket, want.restart_timeout, || {
         if tty {
-            eprint!(".");
+            host.runner.above_live_line(|| eprint!("."));
         }
     })?;
     let facts = engine.facts()?;

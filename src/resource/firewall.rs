@@ -629,31 +629,80 @@ fn read_netfilter(host: &Host, ipv6: bool) -> Result<Vec<(bool, Netfilter)>, Str
 }
 
 /// Whether converging this firewall may run while Docker restarts and end as if it ran
-/// first. ufw appends its jumps to the built-in chains and keeps to its own chains, and the
-/// engine inserts its own at the top and keeps to its own, so the two commute, with three
-/// exceptions, each of which makes Docker wait:
-/// - a ufw rules file that names a Docker chain (vakt's published-ports block, or an
-///   operator's DOCKER-USER rules): ufw's load flushes the chain the engine fills, and its
-///   rules must be in place before any container's port opens;
-/// - a profile that governs published ports (that block is about to be written);
-/// - the legacy iptables backend: ufw does not wait for the xtables lock the engine takes, and
-///   fails where they meet. nf_tables commits each change as a transaction.
+/// first. ufw (with `MANAGE_BUILTINS=no`) appends its jumps to the built-in filter chains and
+/// otherwise keeps to its own chains; the engine inserts its filter jumps at the top and keeps
+/// to its own chains; so the two commute, unless anything of ufw's reaches what the engine
+/// writes, or they cannot both write at once. Docker then waits where:
+/// - ufw manages the built-in chains (it flushes them, the engine's rules and chains with them);
+/// - a ufw rules file names a Docker chain (vakt's published-ports block, an operator's
+///   DOCKER-USER rules: ufw's load flushes the chain the engine fills, and its rules must be in
+///   place before any container's port opens) or has a `*nat` section (the engine appends its
+///   nat jumps, so the order would depend on who came first);
+/// - ufw's `before.init` or `after.init` hook is executable (ufw runs it; it may do anything);
+/// - ufw's IPv6 is off (ufw then restores the whole IPv6 filter table);
+/// - the live DOCKER-USER holds vakt's rules of a block since removed (the firewall flushes it);
+/// - the profile governs published ports (that block is about to be written);
+/// - iptables is the legacy backend: ufw does not wait for the xtables lock the engine holds,
+///   and fails where they meet (nf_tables commits each change as a transaction);
+/// - or anything of that cannot be read, or this is an image prepared offline.
 pub fn commutes_with_engine(want: &Wanted, host: &Host) -> bool {
     if !host.is_live() {
         return false;
     }
-    let files = ["before.rules", "before6.rules", "after.rules", "after6.rules"]
-        .map(|f| crate::fsutil::read_text(host.path(Path::new("/etc/ufw").join(f))).ok());
-    let iptables = crate::runner::find_on_path("iptables").and_then(|p| std::fs::canonicalize(p).ok());
-    commutes(want.published, &files, iptables.as_deref())
+    let read = |p: &str| crate::fsutil::read_text(host.path(p)).ok();
+    // ufw runs a hook only when it is executable (as packaged, they are not).
+    let hook = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(host.path(p)).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+    };
+    let tables: Option<Vec<String>> = [false, true].into_iter().map(|v6| host.netfilter_save(v6).ok()).collect();
+    let setup = Setup {
+        published: want.published,
+        defaults: read("/etc/default/ufw"),
+        rules_files: ["before.rules", "before6.rules", "after.rules", "after6.rules"]
+            .map(|f| read(&format!("/etc/ufw/{f}"))),
+        hooks: hook("/etc/ufw/before.init") || hook("/etc/ufw/after.init"),
+        tables: tables.map(|t| t.join("\n")),
+        iptables: crate::runner::find_on_path("iptables").and_then(|p| std::fs::canonicalize(p).ok()),
+    };
+    setup.commutes()
 }
 
-/// [`commutes_with_engine`] from ufw's rules files (`None`: unreadable) and the iptables
-/// binary, links resolved (`xtables-nft-multi` or `xtables-legacy-multi`).
-fn commutes(published: Published, files: &[Option<String>], iptables: Option<&Path>) -> bool {
-    let names_docker = files.iter().any(|f| f.as_deref().is_none_or(|t| t.contains("DOCKER")));
-    let nf_tables = iptables.and_then(Path::file_name).is_some_and(|n| n.to_string_lossy().contains("nft"));
-    published == Published::Docker && !names_docker && nf_tables
+/// What decides [`commutes_with_engine`] (`None`: could not be read).
+struct Setup {
+    published: Published,
+    /// /etc/default/ufw.
+    defaults: Option<String>,
+    /// ufw's before/after rules files of both families.
+    rules_files: [Option<String>; 4],
+    /// Whether ufw's `before.init` or `after.init` is executable (ufw runs it).
+    hooks: bool,
+    /// The live netfilter tables, both families, as iptables-save prints them.
+    tables: Option<String>,
+    /// The iptables binary, links resolved (`xtables-nft-multi`, `xtables-legacy-multi`).
+    iptables: Option<PathBuf>,
+}
+
+impl Setup {
+    fn commutes(&self) -> bool {
+        let Some(defaults) = &self.defaults else { return false };
+        let own_builtins = setting(defaults, "MANAGE_BUILTINS").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        let ipv6 = setting(defaults, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        let reaches_docker =
+            self.rules_files.iter().any(|f| f.as_deref().is_none_or(|t| t.contains("DOCKER") || t.contains("*nat")));
+        let vakt_rules_left = self.tables.as_deref().is_none_or(|t| {
+            t.lines().any(|l| l.starts_with("-A DOCKER-USER ") && published::has_vakt_rules(&[l.to_string()]))
+        });
+        let nf_tables =
+            self.iptables.as_deref().and_then(Path::file_name).is_some_and(|n| n.to_string_lossy().contains("nft"));
+        self.published == Published::Docker
+            && !own_builtins
+            && ipv6
+            && !reaches_docker
+            && !self.hooks
+            && !vakt_rules_left
+            && nf_tables
+    }
 }
 
 fn family(v6: bool) -> &'static str {
@@ -996,18 +1045,49 @@ mod tests {
 
     #[test]
     fn the_firewall_commutes_with_the_engine_only_where_it_leaves_dockers_chains_alone() {
-        let packaged = || vec![Some("*filter\n:ufw-after-input - [0:0]\nCOMMIT\n".to_string()); 4];
-        let nft = Some(Path::new("/usr/sbin/xtables-nft-multi"));
-        assert!(commutes(Published::Docker, &packaged(), nft));
-        assert!(!commutes(Published::Profile, &packaged(), nft), "the published-ports block is to be written");
-        assert!(!commutes(Published::Docker, &packaged(), Some(Path::new("/usr/sbin/xtables-legacy-multi"))));
-        assert!(!commutes(Published::Docker, &packaged(), None), "no iptables found");
-        let mut operators = packaged();
-        operators[2] = Some("*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\nCOMMIT\n".into());
-        assert!(!commutes(Published::Docker, &operators, nft), "a rules file fills DOCKER-USER");
+        let packaged = || Setup {
+            published: Published::Docker,
+            defaults: Some("IPV6=yes\nMANAGE_BUILTINS=no\n".into()),
+            rules_files: std::array::from_fn(|_| Some("*filter\n:ufw-after-input - [0:0]\nCOMMIT\n".into())),
+            hooks: false,
+            tables: Some("*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\nCOMMIT\n".into()),
+            iptables: Some("/usr/sbin/xtables-nft-multi".into()),
+        };
+        assert!(packaged().commutes());
+        let waits: [(&str, Setup); 11] = [
+            ("the block is to be written", Setup { published: Published::Profile, ..packaged() }),
+            ("legacy iptables", Setup { iptables: Some("/usr/sbin/xtables-legacy-multi".into()), ..packaged() }),
+            ("no iptables", Setup { iptables: None, ..packaged() }),
+            (
+                "ufw flushes the built-ins",
+                Setup { defaults: Some("IPV6=yes\nMANAGE_BUILTINS=yes\n".into()), ..packaged() },
+            ),
+            ("ufw restores all of IPv6", Setup { defaults: Some("IPV6=no\n".into()), ..packaged() }),
+            ("unreadable defaults", Setup { defaults: None, ..packaged() }),
+            ("an init hook", Setup { hooks: true, ..packaged() }),
+            ("unreadable tables", Setup { tables: None, ..packaged() }),
+            (
+                "vakt's rules left in DOCKER-USER",
+                Setup { tables: Some("-A DOCKER-USER -m comment --comment vakt -j RETURN\n".into()), ..packaged() },
+            ),
+            ("a rules file fills DOCKER-USER", {
+                let mut s = packaged();
+                s.rules_files[2] = Some("*filter\n:DOCKER-USER - [0:0]\nCOMMIT\n".into());
+                s
+            }),
+            ("a nat section", {
+                let mut s = packaged();
+                s.rules_files[0] =
+                    Some("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n".into());
+                s
+            }),
+        ];
+        for (why, setup) in waits {
+            assert!(!setup.commutes(), "{why}");
+        }
         let mut unreadable = packaged();
-        unreadable[1] = None;
-        assert!(!commutes(Published::Docker, &unreadable, nft));
+        unreadable.rules_files[1] = None;
+        assert!(!unreadable.commutes(), "an unreadable rules file");
     }
 
     const USER_RULES: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368\n\

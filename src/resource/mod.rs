@@ -17,6 +17,8 @@ mod model;
 
 pub use model::{Ahead, Fact, FactValue, Finding, Gauge, Managed, Plan, Resource, ResourceReport, Status};
 
+use std::collections::{BTreeSet, HashMap};
+
 use crate::profile::Profile;
 
 /// Builds one resource from the profile; `None` when the profile has no section for it.
@@ -80,10 +82,14 @@ pub const ALL: &[Entry] = &[
     },
     // Not after the engine: nginx's files, its master and `nginx -t` share nothing with
     // Docker, so nginx converges while Docker restarts. After the firewall: certbot's
-    // challenge comes in through it.
+    // challenge comes in through it. With TLS, after the swarm too: certbot runs the
+    // operator's hooks, which may change anything.
     Entry {
         id: "nginx",
-        after: |_, _| &["firewall"],
+        after: |p, _| match p.nginx.as_ref().and_then(|n| n.tls.as_ref()) {
+            Some(_) => &["firewall", "swarm"],
+            None => &["firewall"],
+        },
         build: |p| boxed(p.nginx.as_ref(), |n| nginx::Nginx::new(n, world_open_ports(p)).with_profile(&p.origin)),
     },
     // After the engine: a sysctl it also sets (forwarding) ends as the profile says.
@@ -100,10 +106,19 @@ pub const ALL: &[Entry] = &[
     },
 ];
 
-/// Whether resource `id` waits for `other` in `apply` on `host`, directly or through others.
-pub fn waits_for(profile: &Profile, host: &crate::host::Host, id: &str, other: &str) -> bool {
-    let Some(entry) = ALL.iter().find(|e| e.id == id) else { return false };
-    (entry.after)(profile, host).iter().any(|a| *a == other || waits_for(profile, host, a, other))
+/// What each resource waits for in `apply` on `host`, directly or through others.
+pub fn waits(profile: &Profile, host: &crate::host::Host) -> HashMap<&'static str, BTreeSet<&'static str>> {
+    let mut all: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    // In list order: what an entry waits for is complete before any later one reads it.
+    for e in ALL {
+        let mut waits = BTreeSet::new();
+        for a in (e.after)(profile, host) {
+            waits.insert(*a);
+            waits.extend(all.get(a).into_iter().flatten().copied());
+        }
+        all.insert(e.id, waits);
+    }
+    all
 }
 
 /// The resource ids, in dependency order.
@@ -169,12 +184,16 @@ mod tests {
         let profile = crate::profile::parse("test", "[firewall]\n[docker]\n[swarm]\n[nginx]\n").expect("profile");
         // Offline (an image under --root), Docker waits for the firewall.
         let host = crate::host::Host::new("/nonexistent");
-        let waits = |id, other| waits_for(&profile, &host, id, other);
+        let all = super::waits(&profile, &host);
+        let waits = |id, other| all[id].contains(other);
         assert!(!waits("nginx", "docker") && !waits("nginx", "swarm"));
         assert!(waits("nginx", "firewall") && waits("nginx", "packages"));
         assert!(waits("docker", "firewall") && waits("swarm", "docker") && waits("swarm", "firewall"));
         for id in ids().filter(|id| *id != "exposure") {
             assert!(waits("exposure", id), "exposure audits after {id}");
         }
+        let tls = "[firewall]\n[docker]\n[swarm]\n[nginx]\nserver_name = \"example.org\"\n[nginx.tls]\nemail = \"ops@example.org\"\n";
+        let tls = crate::profile::parse("test", tls).expect("profile");
+        assert!(super::waits(&tls, &host)["nginx"].contains("swarm"), "certbot's hooks run after the swarm");
     }
 }
