@@ -192,7 +192,7 @@ mod tests {
         for id in ids().filter(|id| *id != "exposure") {
             assert!(waits("exposure", id), "exposure audits after {id}");
         }
-        let tls = "[firewall]\n[docker]\n[swarm]\n[nginx]\nserver_name = \"example.org\"\n[nginx.tls]\nemail = \"ops@example.org\"\n";
+        let tls = "[firewall]\n[docker]\n[swarm]\n[nginx]\nserver_name = \"example.org\"\n[nginx.tls]\nemail = \"ops@example.org\"\ndomains = [\"example.org\"]\n";
         let tls = crate::profile::parse("test", tls).expect("profile");
         assert!(super::waits(&tls, &host)["nginx"].contains("swarm"), "certbot's hooks run after the swarm");
     }
