@@ -33,6 +33,17 @@ pub struct EngineFacts {
     pub images: i64,
     pub containers: i64,
     pub swarm: SwarmFacts,
+    /// The daemon.json keys a reload changes, as the engine runs them.
+    pub reloadable: Reloadable,
+}
+
+/// The values of the daemon.json keys dockerd re-reads on SIGHUP that `/info` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloadable {
+    /// In the engine's own order (it deduplicates them).
+    pub labels: Vec<String>,
+    pub debug: bool,
+    pub live_restore: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +197,11 @@ impl Engine {
                 // The engine's error may quote what it was sent.
                 error: swarm.error.filter(|e| !e.is_empty()).map(|e| crate::secret::redact_tokens(&e)),
             },
+            reloadable: Reloadable {
+                labels: info.labels.unwrap_or_default(),
+                debug: info.debug.unwrap_or(false),
+                live_restore: info.live_restore_enabled.unwrap_or(false),
+            },
         })
     }
 
@@ -194,14 +210,14 @@ impl Engine {
         Engine::connect(socket).and_then(|e| e.remembering(memo).facts()).map_err(|e| format!("{e:#}"))
     }
 
-    /// Waits until the engine answers, up to `bound`; `progress` is called about once a second.
-    pub fn wait_ready(socket: &Path, bound: Duration, mut progress: impl FnMut()) -> anyhow::Result<Engine> {
+    /// Waits until the engine answers, up to `bound`, and gives its facts as it came back;
+    /// `progress` is called about once a second.
+    pub fn wait_ready(socket: &Path, bound: Duration, mut progress: impl FnMut()) -> anyhow::Result<EngineFacts> {
         let started = std::time::Instant::now();
         let mut last_tick = started;
         loop {
-            let attempt = Engine::connect(socket).and_then(|e| e.facts().map(|_| e));
-            match attempt {
-                Ok(engine) => return Ok(engine),
+            match Engine::connect(socket).and_then(|e| e.facts()) {
+                Ok(facts) => return Ok(facts),
                 Err(e) if started.elapsed() >= bound => {
                     return Err(e.context(format!("Docker did not come back within {}s", bound.as_secs())));
                 }
@@ -210,7 +226,7 @@ impl Engine {
                         progress();
                         last_tick = std::time::Instant::now();
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }

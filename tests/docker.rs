@@ -421,3 +421,170 @@ fn a_slow_swarm_init_is_waited_for() {
     let node = sb.docker(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}"]).stdout;
     assert_eq!(node.trim(), format!("active {}", sb.advertise_ip()));
 }
+
+fn dockerd_pid(sb: &DockerSandbox) -> String {
+    std::fs::read_to_string(sb.file("docker.pid")).expect("pid file").trim().to_string()
+}
+
+fn engine_labels(sb: &DockerSandbox) -> std::collections::BTreeSet<String> {
+    let out = sb.docker(&["info", "--format", "{{json .Labels}}"]);
+    serde_json::from_str::<Vec<String>>(out.stdout.trim()).expect("labels as JSON").into_iter().collect()
+}
+
+fn labels(of: &[&str]) -> std::collections::BTreeSet<String> {
+    of.iter().map(|l| l.to_string()).collect()
+}
+
+/// SIGHUP to the sandbox's dockerd, as docker.service's ExecReload sends it, and dockerd's own
+/// verdict from its log: whether it reloaded the file or refused it (the error it logged).
+fn hup_and_verdict(sb: &DockerSandbox) -> Result<(), String> {
+    let log = sb.file("dockerd.log");
+    let from = std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
+    let kill = Command::new("kill").args(["-HUP", &dockerd_pid(sb)]).status().expect("kill runs");
+    assert!(kill.success(), "dockerd got the signal");
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let new = String::from_utf8_lossy(text.get(from..).unwrap_or_default()).to_string();
+        if new.contains("msg=\"Reloaded configuration") {
+            return Ok(());
+        }
+        if let Some(line) = new.lines().find(|l| l.contains("level=error")) {
+            return Err(line.to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("dockerd neither reloaded nor refused within 10 s");
+}
+
+/// Issue 27: a change of keys dockerd re-reads on SIGHUP (labels, debug, live-restore) reloads
+/// Docker, and the same dockerd then runs the new values; daemon.json edited to the profile but
+/// never reloaded is drift, and apply reloads it.
+#[test]
+fn a_label_change_reloads_docker_and_restarts_nothing() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let pid = dockerd_pid(&sb);
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\nlabels = [\"vakt.role=gateway\", \"tier=edge\"]\n"));
+    let check = sb.vakt(&["check", "-p", &p, "--only", "docker"]);
+    assert!(check.stdout.contains("write ") && check.stdout.contains("and reload docker"), "{}", check.stdout);
+    quartet(&sb, &p, "docker");
+    let systemctl = || std::fs::read_to_string(sb.file("systemctl.argv")).unwrap_or_default();
+    assert_eq!(systemctl(), "reload docker\n", "reloaded once, never restarted");
+    assert_eq!(dockerd_pid(&sb), pid, "the same dockerd runs");
+    assert_eq!(engine_labels(&sb), labels(&["vakt.role=gateway", "tier=edge"]));
+
+    // The operator reloads another label, then puts the profile's back in the file only.
+    let file = sb.file("etc/docker/daemon.json");
+    let wanted = std::fs::read_to_string(&file).expect("file");
+    std::fs::write(&file, "{\"storage-driver\": \"overlay2\", \"labels\": [\"tier=old\"]}\n").expect("edit");
+    hup_and_verdict(&sb).expect("dockerd reloads the operator's file");
+    std::fs::write(&file, &wanted).expect("edit back");
+    let check = sb.vakt(&["check", "-p", &p, "--only", "docker"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(
+        check.stdout.contains("docker.reload") && check.stdout.contains(r#"labels: the engine runs ["tier=old"]"#),
+        "{}",
+        check.stdout
+    );
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "docker", "--format", "json"]);
+    assert_eq!(apply.code, 0, "{}", apply.stdout);
+    assert_eq!(changes(&json(&apply), "changed"), vec![("docker.reload".to_string(), "reload docker".to_string())]);
+    assert_eq!(systemctl(), "reload docker\nreload docker\n");
+    assert_eq!(dockerd_pid(&sb), pid);
+    assert_eq!(engine_labels(&sb), labels(&["vakt.role=gateway", "tier=edge"]));
+    assert_eq!(sb.vakt(&["check", "-p", &p, "--only", "docker"]).code, 0);
+}
+
+/// A reload dockerd refuses (here for a broken key of the operator's that it re-reads too)
+/// leaves the previous file and the running values as they were, and restarts nothing.
+#[test]
+fn a_reload_docker_refuses_is_rolled_back_without_a_restart() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\", \"labels\": [\"tier=old\"]}\n"));
+    let pid = dockerd_pid(&sb);
+    // Broken after the engine started: dockerd only finds out when it re-reads the file.
+    let original = "{\"storage-driver\": \"overlay2\", \"labels\": [\"tier=old\"], \"max-concurrent-downloads\": -1}\n";
+    std::fs::write(sb.file("etc/docker/daemon.json"), original).expect("edit");
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\nlabels = [\"tier=edge\"]\n"));
+    let apply = sb.vakt(&["apply", "-p", &p, "--only", "docker"]);
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert!(
+        apply.stdout.contains("Docker did not take the new daemon.json on reload")
+            && apply.stdout.contains(r#"labels: the engine runs ["tier=old"]"#)
+            && apply.stdout.contains("the previous daemon.json was restored and Docker reloaded"),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(std::fs::read_to_string(sb.file("etc/docker/daemon.json")).expect("file"), original);
+    assert_eq!(std::fs::read_to_string(sb.file("systemctl.argv")).expect("ran"), "reload docker\nreload docker\n");
+    assert_eq!(dockerd_pid(&sb), pid, "never restarted");
+    assert_eq!(engine_labels(&sb), labels(&["tier=old"]));
+    assert!(!sb.file("run/vakt/docker-restart.pending").exists(), "nothing is owed");
+}
+
+const LABEL_KEYS: [&str; 10] = [
+    "tier",
+    "vakt.role",
+    "a.b-c_d",
+    "é",
+    "",
+    " lead",
+    "two words",
+    "com.docker.x",
+    "io.docker.y",
+    "org.dockerproject.z",
+];
+const LABEL_VALUES: [&str; 6] = ["", "1", "edge", "x=y", "two words", "ü"];
+
+/// A generated label list: keys and values from small pools, so that duplicates (equal and
+/// conflicting) come up; one label in eight has no `=`.
+fn generated_labels(seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let n = 1 + rng.next() % 4;
+    (0..n)
+        .map(|_| {
+            let key = *rng.pick(&LABEL_KEYS);
+            if rng.next().is_multiple_of(8) {
+                return key.to_string();
+            }
+            format!("{key}={}", rng.pick(&LABEL_VALUES))
+        })
+        .collect()
+}
+
+/// Issue 27: the labels vakt accepts are the labels dockerd takes. For generated lists, each
+/// parsed by vakt's profile check and reloaded into a real dockerd: whatever vakt accepts,
+/// dockerd reloads and then runs exactly (one of each); whatever dockerd refuses, vakt refused
+/// first. vakt may refuse more (an empty key, whitespace in a key: later Docker releases
+/// refuse those). Kept seeds: tests/fixtures/daemon-label-seeds.txt.
+#[test]
+fn the_labels_vakt_accepts_are_the_ones_dockerd_takes() {
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let (mut accepted, mut refused) = (0, 0);
+    for seed in seeds("tests/fixtures/daemon-label-seeds.txt", "VAKT_LABELS", 0x6c61_6265_6c73_0001, 32) {
+        let list = generated_labels(seed);
+        let toml_list = serde_json::to_string(&list).expect("json");
+        let vakt = vakt::profile::parse("t", &format!("[docker]\n[docker.daemon]\nlabels = {toml_list}\n"));
+        let file = format!("{{\"storage-driver\": \"overlay2\", \"labels\": {toml_list}}}\n");
+        std::fs::write(sb.file("etc/docker/daemon.json"), &file).expect("write");
+        let dockerd = hup_and_verdict(&sb);
+        match (&vakt, &dockerd) {
+            (Ok(_), Err(refusal)) => panic!("seed {seed:#x}: vakt accepts {list:?}, dockerd refuses: {refusal}"),
+            (Ok(_), Ok(())) => {
+                let want: std::collections::BTreeSet<String> = list.iter().cloned().collect();
+                assert_eq!(engine_labels(&sb), want, "seed {seed:#x}: dockerd runs the list, once each");
+                accepted += 1;
+            }
+            (Err(_), _) => refused += 1,
+        }
+    }
+    assert!(accepted > 0 && refused > 0, "the cases cover both verdicts: {accepted} accepted, {refused} refused");
+}

@@ -54,9 +54,10 @@ fn apply(extra: &[&str], firewall: &str) -> EndState {
         .output()
         .expect("sh runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // log-opts is a key dockerd reads only when it starts: the apply restarts Docker.
     let profile = format!(
         "{article}\n[docker]\nstorage_driver = \"overlay2\"\nhost = \"unix://{t}/docker.sock\"\n\
-         [docker.daemon]\nlabels = [\"vakt-overlap=1\"]\n\n[swarm]\nadvertise_addr = \"vkup0\"\n\n\
+         [docker.daemon]\nlabels = [\"vakt-overlap=1\"]\nlog-opts = {{ max-size = \"10m\" }}\n\n[swarm]\nadvertise_addr = \"vkup0\"\n\n\
          [nginx]\nlisten = \"127.0.0.1:18080\"\nconfig = \"{t}/etc/nginx/nginx.conf\"\npid = \"{t}/nginx.pid\"\n\
          error_log = \"{t}/nginx-error.log\"\naccess_log = \"{t}/nginx-access.log\"\n",
         article = netns::ARTICLE.replacen("[firewall]\n", &format!("[firewall]\n{firewall}"), 1)

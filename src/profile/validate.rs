@@ -508,6 +508,7 @@ fn validate_docker(d: raw::RawDocker, swarm: Option<&Swarm>) -> Result<Docker, K
             return Err(err("docker.daemon", &key, "set the driver with `docker.storage_driver`, not here"));
         }
         let json = serde_json::to_value(&value).map_err(|e| err("docker.daemon", &key, e.to_string()))?;
+        daemon_value(&key, &json).map_err(|why| err("docker.daemon", &key, why))?;
         daemon.insert(key, json);
     }
     if swarm.is_some_and(Swarm::in_swarm) && daemon.get("live-restore") == Some(&serde_json::Value::Bool(true)) {
@@ -540,6 +541,44 @@ fn validate_docker(d: raw::RawDocker, swarm: Option<&Swarm>) -> Result<Docker, K
         restart_timeout: duration("docker", "restart_timeout", &d.restart_timeout, SECOND..=10 * MINUTE)?,
         daemon,
     })
+}
+
+/// The daemon.json keys dockerd reloads (their running values are verified): of the type
+/// dockerd reads, and labels as dockerd accepts them at start and on reload alike: `key=value`,
+/// the key neither empty, nor with whitespace, nor in Docker's reserved namespaces, and one
+/// value per key. Control characters nowhere.
+fn daemon_value(key: &str, value: &serde_json::Value) -> Result<(), String> {
+    const RESERVED: &[&str] = &["com.docker.", "io.docker.", "org.dockerproject."];
+    match key {
+        "debug" | "live-restore" if !value.is_boolean() => Err(format!("{key} is true or false")),
+        "labels" => {
+            let labels = value.as_array().ok_or("labels is a list of \"key=value\" strings")?;
+            if labels.len() > 256 {
+                return Err(format!("{} labels; at most 256", labels.len()));
+            }
+            let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+            for label in labels {
+                let text = label.as_str().ok_or_else(|| format!("{label} is not a \"key=value\" string"))?;
+                let Some((name, val)) = text.split_once('=') else {
+                    return Err(format!("{} is not key=value (Docker refuses it)", quoted(text)));
+                };
+                if text.len() > 1024 || text.chars().any(char::is_control) {
+                    return Err(format!("{}: at most 1024 characters, no control characters", quoted(text)));
+                }
+                if name.is_empty() || name.chars().any(char::is_whitespace) {
+                    return Err(format!("{}: the key is empty or holds whitespace (Docker refuses it)", quoted(text)));
+                }
+                if RESERVED.iter().any(|r| name.starts_with(r)) {
+                    return Err(format!("{}: {} is Docker's reserved namespace", quoted(text), quoted(name)));
+                }
+                if let Some(other) = seen.insert(name, val).filter(|v| *v != val) {
+                    return Err(format!("{} is set twice, to {} and {}", quoted(name), quoted(other), quoted(val)));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One nginx token: printable ASCII without whitespace or anything nginx gives a meaning

@@ -1,9 +1,11 @@
 //! The `docker` resource: the keys of `/etc/docker/daemon.json` the profile owns, written
-//! atomically, Docker restarted only on a change, the driver verified through the Engine API,
-//! and the previous file restored when Docker does not come back right.
+//! atomically; Docker reloaded or restarted only as far as a change needs (`reload`), what it
+//! runs verified through the Engine API, and the previous file restored when Docker does not
+//! come back right or refuses the new one.
 
 mod daemon_json;
 mod data_root;
+mod reload;
 
 pub use daemon_json::{merge, parse_daemon_json, render, rewrite};
 
@@ -18,6 +20,7 @@ use crate::engine_api::{Engine, EngineFacts};
 use crate::fsutil;
 use crate::host::Host;
 use crate::profile::Docker as Wanted;
+use reload::Takes;
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 /// dockerd's data root when daemon.json names none.
@@ -52,6 +55,7 @@ pub struct Observed {
 #[derive(Debug)]
 pub enum Action {
     Write(String),
+    Reload,
     Restart,
 }
 
@@ -226,19 +230,21 @@ impl Docker<'_> {
     }
 
     /// What writing daemon.json means here, as each finding states it.
-    fn write_change(&self, o: &Observed) -> String {
+    fn write_change(&self, o: &Observed, takes: Takes) -> String {
         let shown = o.path.display();
-        match (&o.file, restarts(self.want, o)) {
-            _ if o.offline => format!("write {shown} (Docker reads it when it starts at the first boot)"),
+        let verb = if matches!(o.file, FileState::Missing) { "create" } else { "write" };
+        match takes {
+            _ if o.offline => format!("{verb} {shown} (Docker reads it when it starts at the first boot)"),
             _ if o.engine.is_err() => {
                 format!(
-                    "write {shown} (Docker is not answering; vakt does not start it, it reads the file when it starts)"
+                    "{verb} {shown} (Docker is not answering; vakt does not start it, it reads the file when it starts)"
                 )
             }
-            (FileState::Missing, true) => format!("create {shown} and restart docker"),
-            (FileState::Missing, false) => format!("create {shown}"),
-            (_, true) => format!("write {shown} and restart docker"),
-            (_, false) => format!("write {shown}"),
+            Takes::Restart if self.want.restart => format!("{verb} {shown} and restart docker"),
+            Takes::Reload if self.want.restart => format!("{verb} {shown} and reload docker"),
+            Takes::Restart => format!("{verb} {shown} (restart docker yourself: restart = false)"),
+            Takes::Reload => format!("{verb} {shown} (reload docker yourself: restart = false)"),
+            Takes::Nothing => format!("{verb} {shown}"),
         }
     }
 
@@ -273,7 +279,8 @@ impl Docker<'_> {
         plan.actions.push(Action::Write(rendered));
     }
 
-    /// The running engine's driver, and the restart that brings it to the file's.
+    /// The running engine's driver, and the restart that brings it to the file's; with the
+    /// file as wanted, the owned keys a reload changes as the engine runs them.
     fn plan_engine(&self, o: &Observed, needs_write: bool, write_change: String, plan: &mut Plan<Action>) {
         let id = "docker.engine.driver";
         let title = format!("Docker runs on {}", self.want.storage_driver);
@@ -292,6 +299,18 @@ impl Docker<'_> {
                     let f = Finding::drift("docker.restart", "Docker runs the daemon.json on disk", "restart docker")
                         .with_evidence("an earlier restart was interrupted");
                     plan.fix(f, Action::Restart);
+                } else if !needs_write && let Some(differs) = reload::differs(&self.want.daemon, &facts.reloadable) {
+                    let title = "Docker runs daemon.json's labels, debug and live-restore";
+                    match self.want.restart {
+                        true => plan.fix(
+                            Finding::drift("docker.reload", title, "reload docker").with_evidence(differs),
+                            Action::Reload,
+                        ),
+                        false => plan.pass(
+                            Finding::drift("docker.reload", title, "reload docker yourself (restart = false)")
+                                .with_evidence(differs),
+                        ),
+                    }
                 }
             }
             Ok(facts) if needs_write && self.want.restart => {
@@ -377,10 +396,22 @@ impl Resource for Docker<'_> {
             }
             return plan;
         }
-        let write_change = self.write_change(o);
+        let takes = match &o.engine {
+            // A driver to switch: the file may already name it, the engine still runs another.
+            Ok(facts) if !o.offline && needs_write && facts.driver != self.want.storage_driver => Takes::Restart,
+            Ok(facts) if !o.offline && needs_write => reload::takes(&existing, &merged, &facts.driver),
+            _ => Takes::Nothing,
+        };
+        let write_change = self.write_change(o, takes);
         self.plan_keys(&existing, &write_change, &mut plan);
         if needs_write {
             self.plan_write(o, &existing, &mut plan);
+            match takes {
+                _ if !self.want.restart => {}
+                Takes::Restart => plan.actions.push(Action::Restart),
+                Takes::Reload => plan.actions.push(Action::Reload),
+                Takes::Nothing => {}
+            }
         }
         self.plan_engine(o, needs_write, write_change, &mut plan);
         plan
@@ -388,37 +419,49 @@ impl Resource for Docker<'_> {
 
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
         let pending = fsutil::Pending::new(host.root(), "docker-restart");
-        let mut restart = false;
+        let takes = actions
+            .iter()
+            .map(|a| match a {
+                Action::Write(_) => Takes::Nothing,
+                Action::Reload => Takes::Reload,
+                Action::Restart => Takes::Restart,
+            })
+            .max()
+            .unwrap_or(Takes::Nothing);
         for action in actions {
-            match action {
-                Action::Write(content) => {
-                    if let Some(dir) = o.path.parent() {
-                        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-                    }
-                    if restarts(self.want, o) {
-                        pending.set()?;
-                    }
-                    fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
-                    restart |= restarts(self.want, o);
+            if let Action::Write(content) = action {
+                if let Some(dir) = o.path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
                 }
-                Action::Restart => restart = true,
+                // Owed until the engine runs the file: a rerun after a crash restarts it.
+                if takes != Takes::Nothing {
+                    pending.set()?;
+                }
+                fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
             }
         }
-        if !restart {
+        if takes == Takes::Nothing {
             return Ok(());
         }
+        crate::failpoint::hit("docker-restart");
         let socket = o.socket.clone().map_err(anyhow::Error::msg)?;
-        match restart_and_verify(host, &socket, self.want) {
+        let done = match takes {
+            Takes::Reload => reload_and_verify(host, &socket, &self.want.daemon),
+            _ => restart_and_verify(host, &socket, self.want),
+        };
+        match done {
             Ok(()) => pending.clear(),
             Err(failure) => {
                 let previous = match &o.file {
                     FileState::Present { text, .. } => Some(text.as_str()),
                     _ => None,
                 };
-                let restored = restore(host, &o.path, previous, &socket, self.want).and_then(|()| pending.clear());
-                let how = match restored {
-                    Ok(()) => "the previous daemon.json was restored and Docker restarted".to_string(),
-                    Err(e) => format!("restoring the previous daemon.json failed too: {e:#}"),
+                let restored =
+                    restore(host, &o.path, previous, &socket, self.want, takes).and_then(|()| pending.clear());
+                let how = match (restored, takes) {
+                    (Ok(()), Takes::Reload) => "the previous daemon.json was restored and Docker reloaded".to_string(),
+                    (Ok(()), _) => "the previous daemon.json was restored and Docker restarted".to_string(),
+                    (Err(e), _) => format!("restoring the previous daemon.json failed too: {e:#}"),
                 };
                 bail!("{failure:#}; {how}")
             }
@@ -426,15 +469,36 @@ impl Resource for Docker<'_> {
     }
 }
 
-/// Whether a new daemon.json is followed by a restart: only of a Docker that answered. A
-/// restart of a stopped docker.service starts it, and what the operator stopped (to move its
-/// data root, say) stays stopped; it reads the file when it starts. Offline, nothing runs here.
-fn restarts(want: &Wanted, o: &Observed) -> bool {
-    want.restart && !o.offline && o.engine.is_ok()
+/// How long a reloaded engine is given to show the new values: dockerd applies them as soon
+/// as it has the signal, well within this.
+const RELOAD_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The unit's own way to tell a service to re-read its configuration: docker.service's
+/// ExecReload sends dockerd SIGHUP.
+fn reload_docker(host: &Host) -> anyhow::Result<()> {
+    host.runner.run_ok(&["systemctl", "reload", "docker"], std::time::Duration::from_secs(30)).map(|_| ())
+}
+
+/// Reloads Docker and waits until `/info` shows the owned reloadable values. dockerd reports a
+/// refused file only in its log and keeps its old values, so not showing them in time is the
+/// refusal.
+fn reload_and_verify(host: &Host, socket: &Path, owned: &Map<String, Value>) -> anyhow::Result<()> {
+    reload_docker(host)?;
+    let engine = Engine::connect(socket)?;
+    let started = std::time::Instant::now();
+    loop {
+        match reload::differs(owned, &engine.facts()?.reloadable) {
+            None => return Ok(()),
+            Some(differs) if started.elapsed() >= RELOAD_BOUND => bail!(
+                "Docker did not take the new daemon.json on reload ({differs} {}s after the signal); dockerd logs why (journalctl -u docker)",
+                RELOAD_BOUND.as_secs()
+            ),
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }
 
 fn restart_docker(host: &Host) -> anyhow::Result<()> {
-    crate::failpoint::hit("docker-restart");
     let out = host.runner.run(&["systemctl", "restart", "docker"], &[], std::time::Duration::from_secs(120))?;
     if out.success {
         return Ok(());
@@ -455,22 +519,32 @@ fn restart_docker(host: &Host) -> anyhow::Result<()> {
 fn restart_and_verify(host: &Host, socket: &Path, want: &Wanted) -> anyhow::Result<()> {
     restart_docker(host)?;
     let tty = std::io::stderr().is_terminal();
-    let engine = Engine::wait_ready(socket, want.restart_timeout, || {
+    let facts = Engine::wait_ready(socket, want.restart_timeout, || {
         if tty {
             host.runner.above_live_line(|| eprint!("."));
         }
     })?;
-    let facts = engine.facts()?;
     if facts.driver != want.storage_driver {
         bail!("Docker came back on storage driver {} instead of {}", facts.driver, want.storage_driver);
     }
     Ok(())
 }
 
-fn restore(host: &Host, path: &Path, previous: Option<&str>, socket: &Path, want: &Wanted) -> anyhow::Result<()> {
+/// The previous file back, and Docker made to run it the way it was made to run the new one.
+fn restore(
+    host: &Host,
+    path: &Path,
+    previous: Option<&str>,
+    socket: &Path,
+    want: &Wanted,
+    takes: Takes,
+) -> anyhow::Result<()> {
     match previous {
         Some(text) => fsutil::write_atomic(path, text.as_bytes(), false)?,
         None => std::fs::remove_file(path).with_context(|| format!("failed to remove {}", path.display()))?,
+    }
+    if takes == Takes::Reload {
+        return reload_docker(host);
     }
     // A failed restart leaves docker.service failed, and once systemd's own restarts of it
     // have used up its start limit, systemd refuses every start until the failure is reset:

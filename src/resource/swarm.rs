@@ -435,6 +435,7 @@ mod tests {
                 remote_managers: managers.iter().map(|m| m.to_string()).collect(),
                 error: None,
             },
+            reloadable: Default::default(),
         }
     }
 

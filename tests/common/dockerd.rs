@@ -20,7 +20,8 @@ pub struct DockerSandbox {
 }
 
 const STANDIN: &str = r#"#!/bin/sh
-# systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd. Each
+# systemctl stand-in for tests: `systemctl restart docker` restarts the sandbox's dockerd, `reload`
+# signals it as docker.service's ExecReload does. Each
 # call's argv is appended to systemctl.argv, and the times (ns) each restart began and brought
 # the engine back to restart.began and restarted.at. After a failed start the unit counts as failed with
 # its start limit hit (docker.service restarts itself until it is), and every restart is refused
@@ -30,8 +31,10 @@ T="$VAKT_TEST_SANDBOX"
 echo "$*" >>"$T/systemctl.argv"
 case "$1 $2" in
   "reset-failed docker") rm -f "$T/start-limit-hit"; exit 0 ;;
+  # docker.service's ExecReload: SIGHUP to the daemon, which re-reads daemon.json.
+  "reload docker") kill -HUP "$(cat "$T/docker.pid")"; exit $? ;;
   "restart docker") ;;
-  *) echo "stand-in handles only 'restart docker' and 'reset-failed docker'" >&2; exit 1 ;;
+  *) echo "stand-in handles only 'restart docker', 'reload docker' and 'reset-failed docker'" >&2; exit 1 ;;
 esac
 date +%s%N >>"$T/restart.began"
 # A test may make the restart last longer, as a loaded engine's does.
