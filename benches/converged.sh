@@ -36,6 +36,7 @@ storage_driver = "overlay2"
 host = "unix://$T/docker.sock"
 [docker.daemon]
 labels = ["vakt=bench"]
+log-opts = { max-size = "10m" }
 [swarm]
 advertise_addr = "vkb0"
 [nginx]
@@ -55,7 +56,8 @@ trap cleanup EXIT
 
 # The private engine, started by bin/start-dockerd; there is no systemd here, so a `systemctl`
 # stand-in first on PATH restarts it when vakt runs `systemctl restart docker`, as
-# docker.service's restart would (stop, start, ready once the engine answers).
+# docker.service's restart would (stop, start, ready once the engine answers), and signals it for
+# `systemctl reload docker` as docker.service's ExecReload does.
 mkdir -p "$T/bin"
 cat > "$T/bin/start-dockerd" <<START
 #!/bin/sh
@@ -66,7 +68,8 @@ exit 1
 START
 cat > "$T/bin/systemctl" <<STANDIN
 #!/bin/sh
-[ "\$*" = "restart docker" ] || { echo "the bench's systemctl handles only 'restart docker'" >&2; exit 1; }
+[ "\$*" = "reload docker" ] && exec kill -HUP "\$(cat "$T/docker.pid")"
+[ "\$*" = "restart docker" ] || { echo "the bench's systemctl handles only 'restart docker' and 'reload docker'" >&2; exit 1; }
 pid=\$(cat "$T/docker.pid"); kill "\$pid"
 while kill -0 "\$pid" 2>/dev/null; do sleep 0.02; done
 exec "$T/bin/start-dockerd"
@@ -181,6 +184,27 @@ for i in 1 2 3 4 5; do
   start=$(date +%s%N); "$VAKT" apply -p "$P" -q >/dev/null; fix+=("$(ms "$start" "$(date +%s%N)")")
 done
 echo "remediation, one deleted ufw rule (apply of the whole profile): $(stats "${fix[@]}"); floor: its ufw allow alone $(stats "${alone[@]}")" >> "$OUT"
+
+# Remediation of a daemon.json label the operator changed and reloaded, five times: vakt writes
+# the file back and reloads Docker (no restart). Its floor, from the same drifted state: the file
+# put back by hand, the same `systemctl reload docker`, and /info asked until it shows the label.
+label_on() { curl -sf --unix-socket "$T/docker.sock" http://d/info | grep -q "\"$1\""; }
+drift_label() {
+  sed 's/vakt=bench/vakt=drift/' "$T/daemon.json.converged" > /etc/docker/daemon.json; systemctl reload docker
+  until label_on vakt=drift; do sleep 0.02; done
+}
+cp /etc/docker/daemon.json "$T/daemon.json.converged"
+fix=(); alone=(); pid=$(cat "$T/docker.pid")
+for i in 1 2 3 4 5; do
+  drift_label
+  start=$(date +%s%N); cp "$T/daemon.json.converged" /etc/docker/daemon.json; systemctl reload docker
+  until label_on vakt=bench; do :; done; alone+=("$(ms "$start" "$(date +%s%N)")")
+  drift_label
+  start=$(date +%s%N); "$VAKT" apply -p "$P" -q >/dev/null; fix+=("$(ms "$start" "$(date +%s%N)")")
+  label_on vakt=bench || { echo "the label was not remediated"; exit 1; }
+done
+[ "$(cat "$T/docker.pid")" = "$pid" ] || { echo "Docker was restarted for a label"; exit 1; }
+echo "remediation, one daemon.json label changed and reloaded by hand (apply of the whole profile; Docker reloaded, not restarted): $(stats "${fix[@]}"); floor: the file put back, systemctl reload docker and /info until it shows the label $(stats "${alone[@]}")" >> "$OUT"
 
 # The article's firewall on a fresh ufw state, five times each: plain ufw commands, then vakt
 # (one write of each rule file and one `ufw --force enable`).

@@ -300,10 +300,17 @@ impl Engine {
     /// a swarm manager, services (`/services`): only when `/info` says this node is a manager,
     /// as any other node answers 503 and dockerd logs that as an error on every check.
     pub fn publications(&self) -> anyhow::Result<Publications> {
-        // The containers first: in a check, the docker and swarm audits ask for `/info`
-        // meanwhile, and the memo then has the answer.
-        let mut ports =
-            container_ports(self.call("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None))?);
+        // The containers and the services side by side, the services asked before `/info` says
+        // whether this node may list them (a node that may not gets an error, dropped below).
+        // In a check the docker and swarm audits ask for `/info` meanwhile, and the memo then
+        // has the answer.
+        let (containers, services) = self.runtime.block_on(async {
+            tokio::join!(
+                self.bounded("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None)),
+                self.bounded("/services", CALL_TIMEOUT, self.docker.list_services(None)),
+            )
+        });
+        let mut ports = container_ports(containers?);
         let swarm = self.info()?.swarm.unwrap_or_default();
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         let services_unavailable = match (active, swarm.control_available.unwrap_or(false)) {
@@ -312,7 +319,7 @@ impl Engine {
                 "this node is a swarm worker and only managers list services: ports on the routing mesh are not named"
                     .to_string(),
             ),
-            (true, true) => match self.call("/services", CALL_TIMEOUT, self.docker.list_services(None)) {
+            (true, true) => match services {
                 Ok(services) => {
                     ports.extend(service_ports(services));
                     None

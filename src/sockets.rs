@@ -130,34 +130,55 @@ fn runs(host: &Host, name: &str) -> bool {
 }
 
 /// The process holding each of `wanted`'s inodes, as far as `/proc` shows them; with `name`,
-/// among the processes of that name only.
+/// among the processes of that name only. The walk costs a readlink per open file of every
+/// process until each inode is found, so it reads nothing else: no `stat` per descriptor, the
+/// name only of a process found holding one.
 fn holders(host: &Host, mut wanted: HashSet<u64>, name: Option<&str>) -> anyhow::Result<HashMap<u64, Holder>> {
     let mut found = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
     let proc = host.path("/proc");
-    let procs = procfs::process::all_processes_with_root(&proc).context("failed to list processes")?;
-    for process in procs.flatten() {
+    let comm = |pid: &str| {
+        let text = crate::fsutil::read_text(proc.join(pid).join("comm")).unwrap_or_default();
+        text.trim_end_matches('\n').to_string()
+    };
+    let entries = std::fs::read_dir(&proc).with_context(|| format!("failed to list {}", proc.display()))?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(number) = pid.parse::<i32>() else { continue };
+        if name.is_some_and(|n| comm(pid) != n) {
+            continue;
+        }
+        for inode in sockets_held(&proc.join(pid).join("fd")) {
+            if wanted.remove(&inode) {
+                found.insert(inode, Holder { pid: number, comm: comm(pid) });
+            }
+        }
         if wanted.is_empty() {
             break;
         }
-        let comm = || process.stat().map(|s| s.comm).unwrap_or_default();
-        // The name alone, from the small `comm` file: a full `stat` parse of every process
-        // costs more than the whole SSH discovery otherwise does.
-        if let Some(n) = name {
-            let own = crate::fsutil::read_text(proc.join(process.pid.to_string()).join("comm")).unwrap_or_default();
-            if own.trim_end_matches('\n') != n {
-                continue;
-            }
-        }
-        let Ok(fds) = process.fd() else { continue };
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Socket(inode) = fd.target
-                && wanted.remove(&inode)
-            {
-                found.insert(inode, Holder { pid: process.pid, comm: comm() });
-            }
-        }
     }
     Ok(found)
+}
+
+/// The inodes of the sockets among the open files listed in `fd_dir` (`/proc/PID/fd`), each
+/// read relative to the directory: `socket:[INODE]`. A process gone or not ours lists none.
+fn sockets_held(fd_dir: &std::path::Path) -> Vec<u64> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let Ok(mut dir) = nix::dir::Dir::open(fd_dir, flags, nix::sys::stat::Mode::empty()) else { return Vec::new() };
+    let names: Vec<std::ffi::CString> =
+        dir.iter().flatten().map(|e| e.file_name().to_owned()).filter(|n| n.as_bytes()[0] != b'.').collect();
+    names
+        .iter()
+        .filter_map(|n| nix::fcntl::readlinkat(&dir, n.as_c_str()).ok())
+        .filter_map(|target| {
+            let digits = target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]
