@@ -1028,6 +1028,9 @@ impl Resource for Firewall<'_> {
         for action in actions {
             match action {
                 Action::Run(argv) => {
+                    if is_switch(&argv) {
+                        crate::failpoint::hit("firewall-load");
+                    }
                     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
                     host.runner.run_ok(&argv, UFW_TIMEOUT)?;
                 }

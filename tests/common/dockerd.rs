@@ -37,8 +37,6 @@ case "$1 $2" in
   *) echo "stand-in handles only 'restart docker', 'reload docker' and 'reset-failed docker'" >&2; exit 1 ;;
 esac
 date +%s%N >>"$T/restart.began"
-# A test may make the restart last longer, as a loaded engine's does.
-sleep "${VAKT_TEST_RESTART_DELAY:-0}"
 if [ -f "$T/start-limit-hit" ]; then
   echo "Job for docker.service failed because start of the service was attempted too often." >&2; exit 1
 fi
@@ -47,6 +45,9 @@ if [ -f "$T/docker.pid" ]; then
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
 "$T/bin/start-dockerd" || { touch "$T/start-limit-hit"; exit 1; }
+# A test may make the restart last longer, as a loaded engine's does: the engine is back and
+# has written its netfilter rules, the restart has not returned yet.
+sleep "${VAKT_TEST_RESTART_DELAY:-0}"
 date +%s%N >>"$T/restarted.at"
 "#;
 
