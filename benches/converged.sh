@@ -70,9 +70,11 @@ cat > "$T/bin/systemctl" <<STANDIN
 #!/bin/sh
 [ "\$*" = "reload docker" ] && exec kill -HUP "\$(cat "$T/docker.pid")"
 [ "\$*" = "restart docker" ] || { echo "the bench's systemctl handles only 'restart docker' and 'reload docker'" >&2; exit 1; }
+date +%s%N >> "$T/restart.began"
 pid=\$(cat "$T/docker.pid"); kill "\$pid"
 while kill -0 "\$pid" 2>/dev/null; do sleep 0.02; done
-exec "$T/bin/start-dockerd"
+"$T/bin/start-dockerd" || exit 1
+date +%s%N >> "$T/restart.back"
 STANDIN
 chmod 755 "$T/bin/start-dockerd" "$T/bin/systemctl"
 export PATH="$T/bin:$PATH"
@@ -94,12 +96,17 @@ unconverge() {
 # it ran, each run alone afterwards; the engine's swarm init is an API call, not in the floor).
 # Each run is followed by one with --serial (one resource at a time) from the same state: the
 # overlap's gain, measured back to back.
-first=(); serial=()
+# Docker's restart inside each first apply is timed by the stand-in (from its start to the engine
+# answering again): the apply's time above it is what the apply adds to its restart.
+first=(); serial=(); above=()
 for i in 1 2 3 4 5; do
   [ "$i" = 1 ] || unconverge
+  rm -f "$T/restart.began" "$T/restart.back"
   start=$(date +%s%N)
   "$VAKT" apply -p "$P" --format json > "$T/first-apply.json" || { cat "$T/first-apply.json"; exit 1; }
   first+=("$(ms "$start" "$(date +%s%N)")")
+  [ "$(wc -l < "$T/restart.back")" = 1 ] || { echo "the first apply did not restart Docker once"; exit 1; }
+  above+=("$(( ${first[-1]} - $(ms "$(cat "$T/restart.began")" "$(cat "$T/restart.back")") ))")
   unconverge
   start=$(date +%s%N)
   "$VAKT" apply -p "$P" -q --serial > /dev/null || exit 1
@@ -129,6 +136,7 @@ echo "first apply (firewall and nginx while Docker restarts for its daemon.json,
 echo "first apply, each run: ${first[*]} ms; with --serial, each run after it: ${serial[*]} ms ($(stats "${serial[@]}"))" >> "$OUT"
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "first apply beside Docker's restart alone ($(stats "${restart[@]}")): median $(median "${first[@]}") − $(median "${restart[@]}") = $(( $(median "${first[@]}") - $(median "${restart[@]}") )) ms above it (asked: at most 500)" >> "$OUT"
+echo "first apply above the restart it made (each run's apply minus its own restart, timed by the stand-in; dockerd's stop alone varies by a second): ${above[*]} ms ($(stats "${above[@]}"); asked: at most 500)" >> "$OUT"
 
 "$VAKT" check -p "$P" -q > "$T/check.txt" || { echo "check after apply:"; cat "$T/check.txt"; exit 1; }
 hyperfine -N --warmup 3 --runs "$RUNS" --style basic --export-json "$T/check.json" \
