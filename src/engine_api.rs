@@ -37,13 +37,14 @@ pub struct EngineFacts {
     pub reloadable: Reloadable,
 }
 
-/// The values of the daemon.json keys dockerd re-reads on SIGHUP that `/info` shows.
+/// The values of the daemon.json keys dockerd re-reads on SIGHUP that `/info` shows; None
+/// where this engine's `/info` does not show one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloadable {
     /// In the engine's own order (it deduplicates them).
-    pub labels: Vec<String>,
-    pub debug: bool,
-    pub live_restore: bool,
+    pub labels: Option<Vec<String>>,
+    pub debug: Option<bool>,
+    pub live_restore: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,11 +198,7 @@ impl Engine {
                 // The engine's error may quote what it was sent.
                 error: swarm.error.filter(|e| !e.is_empty()).map(|e| crate::secret::redact_tokens(&e)),
             },
-            reloadable: Reloadable {
-                labels: info.labels.unwrap_or_default(),
-                debug: info.debug.unwrap_or(false),
-                live_restore: info.live_restore_enabled.unwrap_or(false),
-            },
+            reloadable: Reloadable { labels: info.labels, debug: info.debug, live_restore: info.live_restore_enabled },
         })
     }
 
@@ -300,17 +297,10 @@ impl Engine {
     /// a swarm manager, services (`/services`): only when `/info` says this node is a manager,
     /// as any other node answers 503 and dockerd logs that as an error on every check.
     pub fn publications(&self) -> anyhow::Result<Publications> {
-        // The containers and the services side by side, the services asked before `/info` says
-        // whether this node may list them (a node that may not gets an error, dropped below).
-        // In a check the docker and swarm audits ask for `/info` meanwhile, and the memo then
-        // has the answer.
-        let (containers, services) = self.runtime.block_on(async {
-            tokio::join!(
-                self.bounded("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None)),
-                self.bounded("/services", CALL_TIMEOUT, self.docker.list_services(None)),
-            )
-        });
-        let mut ports = container_ports(containers?);
+        // The containers first: in a check, the docker and swarm audits ask for `/info`
+        // meanwhile, and the memo then has the answer.
+        let mut ports =
+            container_ports(self.call("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None))?);
         let swarm = self.info()?.swarm.unwrap_or_default();
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         let services_unavailable = match (active, swarm.control_available.unwrap_or(false)) {
@@ -319,7 +309,7 @@ impl Engine {
                 "this node is a swarm worker and only managers list services: ports on the routing mesh are not named"
                     .to_string(),
             ),
-            (true, true) => match services {
+            (true, true) => match self.call("/services", CALL_TIMEOUT, self.docker.list_services(None)) {
                 Ok(services) => {
                     ports.extend(service_ports(services));
                     None

@@ -169,8 +169,12 @@ fn sockets_held(fd_dir: &std::path::Path) -> Vec<u64> {
     use nix::fcntl::OFlag;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let Ok(mut dir) = nix::dir::Dir::open(fd_dir, flags, nix::sys::stat::Mode::empty()) else { return Vec::new() };
-    let names: Vec<std::ffi::CString> =
-        dir.iter().flatten().map(|e| e.file_name().to_owned()).filter(|n| n.as_bytes()[0] != b'.').collect();
+    let names: Vec<std::ffi::CString> = dir
+        .iter()
+        .flatten()
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes().first() != Some(&b'.'))
+        .collect();
     names
         .iter()
         .filter_map(|n| nix::fcntl::readlinkat(&dir, n.as_c_str()).ok())

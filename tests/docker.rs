@@ -321,8 +321,9 @@ fn swarm_init_then_no_op_then_drift_is_never_reinitialised() {
     }
 }
 
-/// Killed with SIGKILL between writing daemon.json and restarting Docker: the file is whole,
-/// and a rerun, though the file already matches, restarts Docker (the pending marker).
+/// Killed with SIGKILL between writing daemon.json and restarting Docker (log-opts takes a
+/// restart): the file is whole, and a rerun, though the file already matches, restarts Docker
+/// (the pending marker).
 #[cfg(feature = "failpoints")]
 #[test]
 fn killed_during_the_restart_a_rerun_converges() {
@@ -331,7 +332,7 @@ fn killed_during_the_restart_a_rerun_converges() {
         return;
     }
     let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
-    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\ndebug = true\n"));
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\ndebug = true\nlog-opts = {{ max-size = \"10m\" }}\n"));
     let mut killed = sb.live_command(&["apply", "-p", &p, "--only", "docker"]);
     let status = killed.env("VAKT_FAILPOINT", "docker-restart").output().expect("runs").status;
     assert_eq!(status.signal(), Some(9), "killed at the restart");
@@ -446,10 +447,12 @@ fn hup_and_verdict(sb: &DockerSandbox) -> Result<(), String> {
     while started.elapsed() < std::time::Duration::from_secs(10) {
         let text = std::fs::read(&log).unwrap_or_default();
         let new = String::from_utf8_lossy(text.get(from..).unwrap_or_default()).to_string();
-        if new.contains("msg=\"Reloaded configuration") {
+        // What dockerd logged after it got the signal: its verdict on the file.
+        let after = new.split_once("Got signal to reload configuration").map_or("", |(_, a)| a);
+        if after.contains("msg=\"Reloaded configuration") {
             return Ok(());
         }
-        if let Some(line) = new.lines().find(|l| l.contains("level=error")) {
+        if let Some(line) = after.lines().find(|l| l.contains("level=error")) {
             return Err(line.to_string());
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -516,7 +519,7 @@ fn a_reload_docker_refuses_is_rolled_back_without_a_restart() {
     assert!(
         apply.stdout.contains("Docker did not take the new daemon.json on reload")
             && apply.stdout.contains(r#"labels: the engine runs ["tier=old"]"#)
-            && apply.stdout.contains("the previous daemon.json was restored and Docker reloaded"),
+            && apply.stdout.contains("the previous daemon.json was restored and Docker told to reload it"),
         "{}",
         apply.stdout
     );
@@ -527,7 +530,7 @@ fn a_reload_docker_refuses_is_rolled_back_without_a_restart() {
     assert!(!sb.file("run/vakt/docker-restart.pending").exists(), "nothing is owed");
 }
 
-const LABEL_KEYS: [&str; 10] = [
+const LABEL_KEYS: [&str; 12] = [
     "tier",
     "vakt.role",
     "a.b-c_d",
@@ -538,6 +541,8 @@ const LABEL_KEYS: [&str; 10] = [
     "com.docker.x",
     "io.docker.y",
     "org.dockerproject.z",
+    "COM.Docker.x",
+    "Org.DockerProject.z",
 ];
 const LABEL_VALUES: [&str; 6] = ["", "1", "edge", "x=y", "two words", "ü"];
 
@@ -587,4 +592,32 @@ fn the_labels_vakt_accepts_are_the_ones_dockerd_takes() {
         }
     }
     assert!(accepted > 0 && refused > 0, "the cases cover both verdicts: {accepted} accepted, {refused} refused");
+}
+
+/// Killed with SIGKILL between writing daemon.json and reloading Docker (a label alone takes a
+/// reload): no restart is owed, and a rerun finds the engine running other labels than the
+/// file and reloads it.
+#[cfg(feature = "failpoints")]
+#[test]
+fn killed_before_the_reload_a_rerun_reloads() {
+    use std::os::unix::process::ExitStatusExt;
+    if !ready() {
+        return;
+    }
+    let sb = DockerSandbox::start(Some("{\"storage-driver\": \"overlay2\"}\n"));
+    let pid = dockerd_pid(&sb);
+    let p = profile(&sb, &format!("{DOCKER_ONLY}[docker.daemon]\nlabels = [\"tier=edge\"]\n"));
+    let mut killed = sb.live_command(&["apply", "-p", &p, "--only", "docker"]);
+    let status = killed.env("VAKT_FAILPOINT", "docker-reload").output().expect("runs").status;
+    assert_eq!(status.signal(), Some(9), "killed at the reload");
+    assert!(!sb.file("run/vakt/docker-restart.pending").exists(), "a reload owes no restart");
+    let check = sb.vakt(&["check", "-p", &p, "--only", "docker"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(check.stdout.contains("labels: the engine runs []"), "{}", check.stdout);
+    let rerun = sb.vakt(&["apply", "-p", &p, "--only", "docker", "--format", "json"]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stdout);
+    assert_eq!(changes(&json(&rerun), "changed"), vec![("docker.reload".to_string(), "reload docker".to_string())]);
+    assert_eq!(engine_labels(&sb), labels(&["tier=edge"]));
+    assert_eq!(dockerd_pid(&sb), pid, "never restarted");
+    assert_eq!(std::fs::read_to_string(sb.file("systemctl.argv")).expect("ran"), "reload docker\n");
 }

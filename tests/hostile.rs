@@ -66,6 +66,7 @@ fn values_that_would_inject_into_files_or_argv_are_refused_at_the_profile() {
     refused("[docker.daemon]\nlabels = [\"vakt-bench\"]\n", "docker.daemon.labels", "not key=value");
     refused("[docker.daemon]\nlabels = [\"a=1\", \"a=2\"]\n", "docker.daemon.labels", "set twice");
     refused("[docker.daemon]\nlabels = [\"com.docker.x=1\"]\n", "docker.daemon.labels", "reserved namespace");
+    refused("[docker.daemon]\nlabels = [\"COM.Docker.x=1\"]\n", "docker.daemon.labels", "reserved namespace");
     refused("[docker.daemon]\nlabels = [\"a=\\u001b[2J\"]\n", "docker.daemon.labels", "no control characters");
     refused("[docker.daemon]\nlabels = \"a=1\"\n", "docker.daemon.labels", "a list of");
     refused("[docker.daemon]\ndebug = \"yes\"\n", "docker.daemon.debug", "true or false");

@@ -29,7 +29,7 @@ struct EndState {
     rules: String,
     engine: String,
     ufw_enabled_after_docker_began: bool,
-    ufw_enabled_after_docker_was_back: bool,
+    ufw_enabled_after_the_restart_returned: bool,
     nginx_written_before_docker_was_back: bool,
 }
 
@@ -89,8 +89,7 @@ fn apply_to(extra: &[&str], firewall: &str, setup: &UfwSetup, load_late: bool) -
     argv.extend_from_slice(extra);
     let mut cmd = sb.command(&argv);
     // Docker's restart returns 2 s after the engine is back: ufw's load and nginx, where they
-    // overlap the restart, end after the engine has written its netfilter rules (the order
-    // furthest from the serial one), and well before the restart returns on a loaded machine.
+    // overlap the restart, end well before it returns on a loaded machine.
     cmd.env_remove("SSH_CONNECTION");
     match load_late {
         true => cmd.env("VAKT_FAILPOINT", format!("firewall-load:wait={t}/restarted.at")),
@@ -145,7 +144,7 @@ fn apply_to(extra: &[&str], firewall: &str, setup: &UfwSetup, load_late: bool) -
         engine: plain(engine),
         // ufw rewrites ufw.conf (ENABLED=yes) as it enables.
         ufw_enabled_after_docker_began: written("etc/ufw/ufw.conf") > began,
-        ufw_enabled_after_docker_was_back: written("etc/ufw/ufw.conf") > back,
+        ufw_enabled_after_the_restart_returned: written("etc/ufw/ufw.conf") > back,
         nginx_written_before_docker_was_back: written("etc/nginx/nginx.conf") < back,
     }
 }
@@ -160,7 +159,7 @@ fn the_overlapped_apply_leaves_what_the_serial_one_leaves() {
     assert!(overlapped.ufw_enabled_after_docker_began, "ufw was enabled while Docker restarted");
     assert!(overlapped.nginx_written_before_docker_was_back, "nginx converged while Docker restarted");
     assert!(!serial.ufw_enabled_after_docker_began, "--serial: Docker waited for the firewall");
-    assert!(!serial.ufw_enabled_after_docker_was_back, "--serial: ufw was enabled before the engine came back");
+    assert!(!serial.ufw_enabled_after_the_restart_returned, "--serial: ufw was enabled before the engine came back");
     assert!(!serial.nginx_written_before_docker_was_back, "--serial: nginx waited for Docker and swarm");
     for f in FILES {
         assert!(!serial.files[f].is_empty(), "{f} written");
@@ -294,11 +293,11 @@ fn generated_ufw_setups_end_as_the_serial_apply_ends() {
         let serial = apply_to(&["--serial"], "", &setup, false);
         let case = format!("seed {seed:#x}, {setup:?}");
         eprintln!(
-            "  ufw enabled after Docker's restart began / after the engine was back: overlapped {} / {}, serial {} / {}",
+            "  ufw enabled after Docker's restart began / returned: overlapped {} / {}, serial {} / {}",
             overlapped.ufw_enabled_after_docker_began,
-            overlapped.ufw_enabled_after_docker_was_back,
+            overlapped.ufw_enabled_after_the_restart_returned,
             serial.ufw_enabled_after_docker_began,
-            serial.ufw_enabled_after_docker_was_back
+            serial.ufw_enabled_after_the_restart_returned
         );
         for f in FILES {
             assert_eq!(overlapped.files[f], serial.files[f], "{case}: {f}");
@@ -306,7 +305,7 @@ fn generated_ufw_setups_end_as_the_serial_apply_ends() {
         assert_eq!(overlapped.rules, serial.rules, "{case}: the netfilter rules");
         assert_eq!(overlapped.engine, serial.engine, "{case}: the engine");
         assert_eq!(
-            overlapped.ufw_enabled_after_docker_was_back,
+            overlapped.ufw_enabled_after_the_restart_returned,
             !setup.docker_waits(),
             "{case}: ufw loaded after the engine was back exactly where the two commute"
         );

@@ -562,13 +562,14 @@ fn daemon_value(key: &str, value: &serde_json::Value) -> Result<(), String> {
                 let Some((name, val)) = text.split_once('=') else {
                     return Err(format!("{} is not key=value (Docker refuses it)", quoted(text)));
                 };
-                if text.len() > 1024 || text.chars().any(char::is_control) {
+                if text.chars().count() > 1024 || text.chars().any(char::is_control) {
                     return Err(format!("{}: at most 1024 characters, no control characters", quoted(text)));
                 }
                 if name.is_empty() || name.chars().any(char::is_whitespace) {
                     return Err(format!("{}: the key is empty or holds whitespace (Docker refuses it)", quoted(text)));
                 }
-                if RESERVED.iter().any(|r| name.starts_with(r)) {
+                // Docker compares the key lowercased: `COM.Docker.x` is reserved too.
+                if RESERVED.iter().any(|r| name.to_lowercase().starts_with(r)) {
                     return Err(format!("{}: {} is Docker's reserved namespace", quoted(text), quoted(name)));
                 }
                 if let Some(other) = seen.insert(name, val).filter(|v| *v != val) {

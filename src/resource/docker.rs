@@ -190,9 +190,12 @@ impl Docker<'_> {
                 )));
             }
         }
-        if self.swarm_init && merged.get("live-restore") == Some(&Value::Bool(true)) {
-            // dockerd refuses swarm mode with live-restore (moby/moby#29299).
-            refusals.push((Status::Failed, format!("{shown} has live-restore = true and the profile inits a swarm: dockerd will not run swarm mode with it; remove live-restore")));
+        let in_swarm = o.engine.as_ref().is_ok_and(|f| f.swarm.state == crate::engine_api::SwarmState::Active);
+        if (self.swarm_init || in_swarm) && merged.get("live-restore") == Some(&Value::Bool(true)) {
+            // dockerd refuses swarm mode with live-restore (moby/moby#29299); a reload takes it
+            // on a node already in a swarm, and the next start fails.
+            let why = if self.swarm_init { "the profile inits a swarm" } else { "this node is in a swarm" };
+            refusals.push((Status::Failed, format!("{shown} has live-restore = true and {why}: dockerd will not run swarm mode with it; remove live-restore")));
         }
         if let Ok(facts) = &o.engine
             && facts.driver != self.want.storage_driver
@@ -279,9 +282,17 @@ impl Docker<'_> {
         plan.actions.push(Action::Write(rendered));
     }
 
-    /// The running engine's driver, and the restart that brings it to the file's; with the
-    /// file as wanted, the owned keys a reload changes as the engine runs them.
-    fn plan_engine(&self, o: &Observed, needs_write: bool, write_change: String, plan: &mut Plan<Action>) {
+    /// The running engine's driver, and the restart that brings it to the file's; where the
+    /// new file takes no reload or restart of its own, the owned keys a reload changes as the
+    /// engine runs them.
+    fn plan_engine(
+        &self,
+        o: &Observed,
+        needs_write: bool,
+        takes: Takes,
+        write_change: String,
+        plan: &mut Plan<Action>,
+    ) {
         let id = "docker.engine.driver";
         let title = format!("Docker runs on {}", self.want.storage_driver);
         match &o.engine {
@@ -299,7 +310,9 @@ impl Docker<'_> {
                     let f = Finding::drift("docker.restart", "Docker runs the daemon.json on disk", "restart docker")
                         .with_evidence("an earlier restart was interrupted");
                     plan.fix(f, Action::Restart);
-                } else if !needs_write && let Some(differs) = reload::differs(&self.want.daemon, &facts.reloadable) {
+                } else if takes == Takes::Nothing
+                    && let Some(differs) = reload::differs(&self.want.daemon, &facts.reloadable)
+                {
                     let title = "Docker runs daemon.json's labels, debug and live-restore";
                     match self.want.restart {
                         true => plan.fix(
@@ -397,10 +410,13 @@ impl Resource for Docker<'_> {
             return plan;
         }
         let takes = match &o.engine {
+            _ if o.offline || !needs_write => Takes::Nothing,
+            // A restart an interrupted apply still owes comes with the new file.
+            Ok(_) if o.restart_pending => Takes::Restart,
             // A driver to switch: the file may already name it, the engine still runs another.
-            Ok(facts) if !o.offline && needs_write && facts.driver != self.want.storage_driver => Takes::Restart,
-            Ok(facts) if !o.offline && needs_write => reload::takes(&existing, &merged, &facts.driver),
-            _ => Takes::Nothing,
+            Ok(facts) if facts.driver != self.want.storage_driver => Takes::Restart,
+            Ok(facts) => reload::takes(&existing, &merged, &facts.driver),
+            Err(_) => Takes::Nothing,
         };
         let write_change = self.write_change(o, takes);
         self.plan_keys(&existing, &write_change, &mut plan);
@@ -413,7 +429,7 @@ impl Resource for Docker<'_> {
                 Takes::Nothing => {}
             }
         }
-        self.plan_engine(o, needs_write, write_change, &mut plan);
+        self.plan_engine(o, needs_write, takes, write_change, &mut plan);
         plan
     }
 
@@ -428,43 +444,51 @@ impl Resource for Docker<'_> {
             })
             .max()
             .unwrap_or(Takes::Nothing);
+        let mut wrote = false;
         for action in actions {
             if let Action::Write(content) = action {
                 if let Some(dir) = o.path.parent() {
                     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
                 }
-                // Owed until the engine runs the file: a rerun after a crash restarts it.
-                if takes != Takes::Nothing {
+                // A restart is owed until it is done: a rerun after a crash restarts Docker.
+                // A reload needs no marker: the file then differs from what the engine runs,
+                // and the next run sees that (docker.reload).
+                if takes == Takes::Restart {
                     pending.set()?;
                 }
                 fsutil::write_atomic(&o.path, content.as_bytes(), true)?;
+                wrote = true;
             }
         }
-        if takes == Takes::Nothing {
-            return Ok(());
-        }
-        crate::failpoint::hit("docker-restart");
-        let socket = o.socket.clone().map_err(anyhow::Error::msg)?;
-        let done = match takes {
-            Takes::Reload => reload_and_verify(host, &socket, &self.want.daemon),
-            _ => restart_and_verify(host, &socket, self.want),
+        let previous = match &o.file {
+            FileState::Present { text, .. } => Some(text.as_str()),
+            _ => None,
         };
-        match done {
-            Ok(()) => pending.clear(),
-            Err(failure) => {
-                let previous = match &o.file {
-                    FileState::Present { text, .. } => Some(text.as_str()),
-                    _ => None,
-                };
+        let socket = match takes {
+            Takes::Nothing => return Ok(()),
+            _ => o.socket.clone().map_err(anyhow::Error::msg)?,
+        };
+        let (failure, restored) = match takes {
+            Takes::Restart => {
+                crate::failpoint::hit("docker-restart");
+                let Err(failure) = restart_and_verify(host, &socket, self.want) else { return pending.clear() };
                 let restored =
                     restore(host, &o.path, previous, &socket, self.want, takes).and_then(|()| pending.clear());
-                let how = match (restored, takes) {
-                    (Ok(()), Takes::Reload) => "the previous daemon.json was restored and Docker reloaded".to_string(),
-                    (Ok(()), _) => "the previous daemon.json was restored and Docker restarted".to_string(),
-                    (Err(e), _) => format!("restoring the previous daemon.json failed too: {e:#}"),
-                };
-                bail!("{failure:#}; {how}")
+                (failure, restored.map(|()| "the previous daemon.json was restored and Docker restarted"))
             }
+            _ => {
+                crate::failpoint::hit("docker-reload");
+                let Err(failure) = reload_and_verify(host, &socket, &self.want.daemon) else { return Ok(()) };
+                if !wrote {
+                    bail!("{failure:#}; nothing was written");
+                }
+                let restored = restore(host, &o.path, previous, &socket, self.want, takes);
+                (failure, restored.map(|()| "the previous daemon.json was restored and Docker told to reload it"))
+            }
+        };
+        match restored {
+            Ok(how) => bail!("{failure:#}; {how}"),
+            Err(e) => bail!("{failure:#}; restoring the previous daemon.json failed too: {e:#}"),
         }
     }
 }
@@ -493,7 +517,7 @@ fn reload_and_verify(host: &Host, socket: &Path, owned: &Map<String, Value>) -> 
                 "Docker did not take the new daemon.json on reload ({differs} {}s after the signal); dockerd logs why (journalctl -u docker)",
                 RELOAD_BOUND.as_secs()
             ),
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
         }
     }
 }
@@ -646,5 +670,86 @@ mod stopped_engine {
         let written = std::fs::read_to_string(dir.path().join("daemon.json")).expect("written");
         assert!(written.contains("\"storage-driver\": \"overlay2\""), "{written}");
         assert!(!fsutil::Pending::new(host.root(), "docker-restart").is_set(), "no restart owed to a stopped Docker");
+    }
+}
+
+#[cfg(test)]
+mod running_engine {
+    use super::*;
+    use crate::engine_api::{EngineFacts, Reloadable, SwarmFacts, SwarmState};
+
+    /// A live host whose engine runs overlay2 with `labels`, its daemon.json `file`.
+    fn observed(file: &str, labels: &[&str]) -> Observed {
+        let map = parse_daemon_json(file).expect("json");
+        let swarm = SwarmFacts {
+            state: SwarmState::Inactive,
+            manager: false,
+            node_addr: None,
+            node_id: None,
+            cluster_id: None,
+            remote_managers: Vec::new(),
+            error: None,
+        };
+        let reloadable = Reloadable {
+            labels: Some(labels.iter().map(|l| l.to_string()).collect()),
+            debug: Some(false),
+            live_restore: Some(false),
+        };
+        Observed {
+            path: PathBuf::from("/etc/docker/daemon.json"),
+            file: FileState::Present { text: file.to_string(), map },
+            socket: Ok(PathBuf::from("/var/run/docker.sock")),
+            engine: Ok(EngineFacts {
+                version: "20.10".into(),
+                driver: "overlay2".into(),
+                images: 0,
+                containers: 0,
+                swarm,
+                reloadable,
+            }),
+            on_disk: None,
+            exec_flags: Vec::new(),
+            restart_pending: false,
+            offline: false,
+        }
+    }
+
+    fn plan(profile: &str, o: &Observed) -> Plan<Action> {
+        let want = crate::profile::parse("t", profile).expect("valid").docker.expect("docker");
+        Docker::new(&want, false).plan(o)
+    }
+
+    #[test]
+    fn a_write_that_takes_nothing_still_reloads_labels_the_engine_does_not_run() {
+        // Only the driver the engine runs is added to the file; the labels in it are the
+        // profile's, the engine runs others.
+        let o = observed("{\"labels\": [\"tier=edge\"]}\n", &["tier=old"]);
+        let p = plan("[docker.daemon]\nlabels = [\"tier=edge\"]\n", &o);
+        assert!(matches!(p.actions.as_slice(), [Action::Write(_), Action::Reload]), "{:?}", p.actions);
+        let reload = p.findings.iter().find(|f| f.id == "docker.reload").expect("finding");
+        assert_eq!(reload.status, Status::Drift);
+    }
+
+    #[test]
+    fn an_owed_restart_is_not_replaced_by_a_reload() {
+        let mut o = observed("{\"storage-driver\": \"overlay2\"}\n", &[]);
+        o.restart_pending = true;
+        let p = plan("[docker.daemon]\nlabels = [\"tier=edge\"]\n", &o);
+        assert!(matches!(p.actions.as_slice(), [Action::Write(_), Action::Restart]), "{:?}", p.actions);
+        o.restart_pending = false;
+        let p = plan("[docker.daemon]\nlabels = [\"tier=edge\"]\n", &o);
+        assert!(matches!(p.actions.as_slice(), [Action::Write(_), Action::Reload]), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn live_restore_is_refused_on_a_node_in_a_swarm() {
+        let mut o = observed("{\"storage-driver\": \"overlay2\"}\n", &[]);
+        if let Ok(facts) = &mut o.engine {
+            facts.swarm.state = SwarmState::Active;
+        }
+        let p = plan("[docker.daemon]\nlive-restore = true\n", &o);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        let guard = p.findings.iter().find(|f| f.id == "docker.guard").expect("refused");
+        assert!(guard.title.contains("this node is in a swarm"), "{}", guard.title);
     }
 }

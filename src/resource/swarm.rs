@@ -164,30 +164,17 @@ impl Resource for Swarm<'_> {
                 nodes: None,
             });
         }
-        let socket = host.docker_socket(self.docker_host);
-        let connect = || socket.clone().and_then(|s| Engine::connect(&s).map_err(|e| format!("{e:#}")));
-        let list_nodes = |engine: &Engine| engine.nodes().map_err(|e| format!("{e:#}"));
-        let engine = connect().map(|e| e.remembering(&host.engine_info));
-        // A profile's manager is asked for the node list while the engine composes `/info`
-        // (the slow answer): whether the list counts is known only from `/info`.
-        let (facts, early) = std::thread::scope(|s| {
-            let early = self
-                .want
-                .role
-                .is_some_and(Role::is_manager)
-                .then(|| s.spawn(|| connect().and_then(|e| list_nodes(&e))));
-            let facts = engine.as_ref().map_err(Clone::clone).and_then(|e| e.facts().map_err(|e| format!("{e:#}")));
-            (facts, early.and_then(|h| h.join().ok()))
-        });
+        let engine = host
+            .docker_socket(self.docker_host)
+            .and_then(|s| Engine::connect(&s).map(|e| e.remembering(&host.engine_info)).map_err(|e| format!("{e:#}")));
+        let facts = engine.as_ref().map_err(Clone::clone).and_then(|e| e.facts().map_err(|e| format!("{e:#}")));
         let (mut token, mut nodes) = (None, None);
         if let (Ok(engine), Ok(facts)) = (&engine, &facts) {
             if facts.swarm.state == SwarmState::Inactive && self.joins().is_some() {
                 token = Some(read_token(host, &self.want.token));
             }
             if facts.swarm.state == SwarmState::Active && facts.swarm.manager {
-                // Asked again where the early answer failed: the node may have become a
-                // manager in between.
-                nodes = Some(early.filter(Result::is_ok).unwrap_or_else(|| list_nodes(engine)));
+                nodes = Some(engine.nodes().map_err(|e| format!("{e:#}")));
             }
         }
         Ok(Observed { offline: false, engine: facts, address: resolve(host, &self.want.advertise_addr), token, nodes })

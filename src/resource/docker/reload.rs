@@ -37,22 +37,24 @@ pub fn takes(existing: &Map<String, Value>, merged: &Map<String, Value>, driver:
 }
 
 /// The first of the `owned` reloadable keys whose value the engine does not run, said as
-/// `labels: the engine runs ["a=b"]`; None when it runs them all.
+/// `labels: the engine runs ["a=b"]`; None when it runs them all. A key whose running value
+/// `/info` does not show is not judged.
 pub fn differs(owned: &Map<String, Value>, running: &Reloadable) -> Option<String> {
     owned.iter().find_map(|(key, want)| {
         let (runs, now) = match key.as_str() {
             "labels" => {
+                let labels = running.labels.as_ref()?;
                 // dockerd keeps one of each label and orders them its own way.
                 let wanted: BTreeSet<&str> = want.as_array()?.iter().filter_map(Value::as_str).collect();
-                let runs: BTreeSet<&str> = running.labels.iter().map(String::as_str).collect();
-                (wanted == runs, Value::from(running.labels.clone()))
+                let runs: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+                (wanted == runs, Value::from(labels.clone()))
             }
-            "debug" => (want.as_bool() == Some(running.debug), Value::Bool(running.debug)),
-            "live-restore" => (want.as_bool() == Some(running.live_restore), Value::Bool(running.live_restore)),
+            "debug" => (want.as_bool() == Some(running.debug?), Value::Bool(running.debug?)),
+            "live-restore" => (want.as_bool() == Some(running.live_restore?), Value::Bool(running.live_restore?)),
             _ => return None,
         };
-        // JSON text: whatever the labels hold is escaped.
-        (!runs).then(|| format!("{key}: the engine runs {now}"))
+        // The labels are the operator's text: escaped, as JSON and for the terminal.
+        (!runs).then(|| crate::escape::controls(&format!("{key}: the engine runs {now}")))
     })
 }
 
@@ -86,7 +88,11 @@ mod tests {
 
     #[test]
     fn the_engine_runs_labels_as_a_set_and_flags_as_they_are() {
-        let running = Reloadable { labels: vec!["b=2".into(), "a=1".into()], debug: false, live_restore: false };
+        let running = Reloadable {
+            labels: Some(vec!["b=2".into(), "a=1".into()]),
+            debug: Some(false),
+            live_restore: Some(false),
+        };
         assert_eq!(differs(&map(json!({"labels": ["a=1", "b=2", "a=1"], "debug": false})), &running), None);
         assert_eq!(
             differs(&map(json!({"labels": ["a=1"]})), &running).as_deref(),
@@ -102,8 +108,10 @@ mod tests {
             None,
             "not shown: not judged"
         );
-        let sneaky = Reloadable { labels: vec!["x=\u{1b}[2J".into()], ..running };
+        let sneaky = Reloadable { labels: Some(vec!["x=\u{1b}[2J\u{9b}".into()]), ..running.clone() };
         let said = differs(&map(json!({"labels": []})), &sneaky).expect("differs");
-        assert!(!said.contains('\u{1b}'), "escaped: {said}");
+        assert!(!said.contains('\u{1b}') && !said.contains('\u{9b}'), "escaped: {said}");
+        let silent = Reloadable::default();
+        assert_eq!(differs(&map(json!({"labels": ["a=1"], "debug": true})), &silent), None, "not shown: not judged");
     }
 }
