@@ -16,7 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::{Map, Value};
 
 use super::{Finding, Plan, Resource, Status};
-use crate::engine_api::{Engine, EngineFacts};
+use crate::engine_api::{Engine, EngineFacts, SwarmState};
 use crate::fsutil;
 use crate::host::Host;
 use crate::profile::Docker as Wanted;
@@ -57,6 +57,17 @@ pub enum Action {
     Write(String),
     Reload,
     Restart,
+}
+
+impl Action {
+    /// What this action asks of the running engine.
+    fn takes(&self) -> Takes {
+        match self {
+            Action::Write(_) => Takes::Nothing,
+            Action::Reload => Takes::Reload,
+            Action::Restart => Takes::Restart,
+        }
+    }
 }
 
 pub struct Docker<'p> {
@@ -190,7 +201,7 @@ impl Docker<'_> {
                 )));
             }
         }
-        let in_swarm = o.engine.as_ref().is_ok_and(|f| f.swarm.state == crate::engine_api::SwarmState::Active);
+        let in_swarm = o.engine.as_ref().is_ok_and(|f| f.swarm.state == SwarmState::Active);
         if (self.swarm_init || in_swarm) && merged.get("live-restore") == Some(&Value::Bool(true)) {
             // dockerd refuses swarm mode with live-restore (moby/moby#29299); a reload takes it
             // on a node already in a swarm, and the next start fails.
@@ -435,15 +446,7 @@ impl Resource for Docker<'_> {
 
     fn apply(&self, host: &Host, o: &Observed, actions: Vec<Action>) -> anyhow::Result<()> {
         let pending = fsutil::Pending::new(host.root(), "docker-restart");
-        let takes = actions
-            .iter()
-            .map(|a| match a {
-                Action::Write(_) => Takes::Nothing,
-                Action::Reload => Takes::Reload,
-                Action::Restart => Takes::Restart,
-            })
-            .max()
-            .unwrap_or(Takes::Nothing);
+        let takes = actions.iter().map(Action::takes).max().unwrap_or(Takes::Nothing);
         let mut wrote = false;
         for action in actions {
             if let Action::Write(content) = action {
