@@ -47,13 +47,16 @@ pub enum Only {
 
 /// The listeners of both families, in table order, with their holders.
 pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
-    // Reading the socket tables costs milliseconds in a container's network namespace: not
-    // when no process of the name runs (no sshd, no SSH port to find).
-    if let Only::TcpHeldBy(name) = only
-        && !runs(host, name)
-    {
-        return Ok(Vec::new());
-    }
+    // The processes of the name, found in one pass over /proc: reading the socket tables
+    // costs milliseconds in a container's network namespace, not worth it when none runs (no
+    // sshd, no SSH port to find), and only their descriptors are walked.
+    let named = match only {
+        Only::TcpHeldBy(name) => match named(host, name) {
+            pids if pids.is_empty() => return Ok(Vec::new()),
+            pids => Some(pids),
+        },
+        Only::Reachable => None,
+    };
     let live = host.is_live().then(|| from_kernel(only));
     let found = match live {
         Some(Ok(found)) => found,
@@ -63,17 +66,14 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
         }
         None => from_files(host, only)?,
     };
-    let name = match only {
-        Only::Reachable => None,
-        Only::TcpHeldBy(name) => Some(name),
-    };
     let found: Vec<Entry> = match only {
         Only::Reachable => {
             found.into_iter().filter(|(_, addr, _)| !addr.ip().is_loopback() && addr.port() != 0).collect()
         }
         Only::TcpHeldBy(_) => found,
     };
-    let mut holders = holders(host, found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect(), name)?;
+    let wanted = found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect();
+    let mut holders = holders(host, wanted, named)?;
     Ok(found
         .into_iter()
         .map(|(proto, addr, inode)| Listener { proto, addr, inode, holder: holders.remove(&inode) })
@@ -119,21 +119,30 @@ fn from_files(host: &Host, only: Only) -> anyhow::Result<Vec<Entry>> {
     Ok(tcp.chain(udp).collect())
 }
 
-/// Whether a process named `name` runs.
-fn runs(host: &Host, name: &str) -> bool {
+/// The processes named `name` (their `comm`), as PID directory names under the root's /proc.
+fn named(host: &Host, name: &str) -> Vec<(String, Holder)> {
     let proc = host.path("/proc");
-    let Ok(entries) = std::fs::read_dir(&proc) else { return false };
+    let Ok(entries) = std::fs::read_dir(&proc) else { return Vec::new() };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .any(|e| crate::fsutil::read_text(e.path().join("comm")).is_ok_and(|c| c.trim_end_matches('\n') == name))
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.to_string();
+            let number = pid.parse::<i32>().ok().filter(|_| pid.bytes().all(|b| b.is_ascii_digit()))?;
+            let comm = crate::fsutil::read_text(e.path().join("comm")).ok()?;
+            (comm.trim_end_matches('\n') == name).then(|| (pid, Holder { pid: number, comm: name.to_string() }))
+        })
+        .collect()
 }
 
-/// The process holding each of `wanted`'s inodes, as far as `/proc` shows them; with `name`,
-/// among the processes of that name only. The walk costs a readlink per open file of every
-/// process until each inode is found, so it reads nothing else: no `stat` per descriptor, the
-/// name only of a process found holding one.
-fn holders(host: &Host, mut wanted: HashSet<u64>, name: Option<&str>) -> anyhow::Result<HashMap<u64, Holder>> {
+/// The process holding each of `wanted`'s inodes, as far as `/proc` shows them; with `among`,
+/// among those processes only. The walk costs a readlink per open file of every process until
+/// each inode is found, so it reads nothing else: no `stat` per descriptor, the name only of
+/// a process found holding one.
+fn holders(
+    host: &Host,
+    mut wanted: HashSet<u64>,
+    among: Option<Vec<(String, Holder)>>,
+) -> anyhow::Result<HashMap<u64, Holder>> {
     let mut found = HashMap::new();
     if wanted.is_empty() {
         return Ok(found);
@@ -143,17 +152,22 @@ fn holders(host: &Host, mut wanted: HashSet<u64>, name: Option<&str>) -> anyhow:
         let text = crate::fsutil::read_text(proc.join(pid).join("comm")).unwrap_or_default();
         text.trim_end_matches('\n').to_string()
     };
-    let entries = std::fs::read_dir(&proc).with_context(|| format!("failed to list {}", proc.display()))?;
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Ok(number) = pid.parse::<i32>() else { continue };
-        if name.is_some_and(|n| comm(pid) != n) {
+    let every = || -> anyhow::Result<Vec<(String, Option<Holder>)>> {
+        let entries = std::fs::read_dir(&proc).with_context(|| format!("failed to list {}", proc.display()))?;
+        Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(|p| (p.to_string(), None))).collect())
+    };
+    let processes = match among {
+        Some(named) => named.into_iter().map(|(pid, holder)| (pid, Some(holder))).collect(),
+        None => every()?,
+    };
+    for (pid, holder) in processes {
+        let Some(number) = pid.parse::<i32>().ok().filter(|_| pid.bytes().all(|b| b.is_ascii_digit())) else {
             continue;
-        }
-        for inode in sockets_held(&proc.join(pid).join("fd")) {
+        };
+        for inode in sockets_held(&proc.join(&pid).join("fd")) {
             if wanted.remove(&inode) {
-                found.insert(inode, Holder { pid: number, comm: comm(pid) });
+                let holder = holder.clone().unwrap_or_else(|| Holder { pid: number, comm: comm(&pid) });
+                found.insert(inode, holder);
             }
         }
         if wanted.is_empty() {
