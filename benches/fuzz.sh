@@ -20,16 +20,18 @@ cp /proc/stat corpus/proc_stat/seed 2>/dev/null || true
 cp /proc/self/mountinfo corpus/storage/seed 2>/dev/null || true
 printf '### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368\n' > corpus/ufw_rules/seed
 printf '{"storage-driver": "vfs", "log-opts": {"max-size": "10m"}}\n' > corpus/daemon_json/seed
+targets=$(cargo fuzz list)
+[ -n "$targets" ] || { echo "fuzz: cargo fuzz list names no target"; exit 1; }
 # One target per core at a time (libFuzzer runs one process per target here).
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
-for target in $(cargo fuzz list); do
+for target in $targets; do
   while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n || true; done
   ( cargo fuzz run "${build[@]}" "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=1024 -timeout=5 \
       > "$logs/$target" 2>&1 || echo "$target" >> "$logs/failed" ) &
 done
 wait
-for target in $(cargo fuzz list); do
+for target in $targets; do
   if grep -qx "$target" "$logs/failed" 2>/dev/null; then
     tail -30 "$logs/$target"; echo "fuzz: $target FAILED"
   else

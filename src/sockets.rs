@@ -50,13 +50,13 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
     // The processes of the name, found in one pass over /proc: reading the socket tables
     // costs milliseconds in a container's network namespace, not worth it when none runs (no
     // sshd, no SSH port to find), and only their descriptors are walked.
-    let named = match only {
-        Only::TcpHeldBy(name) => match named(host, name) {
-            pids if pids.is_empty() => return Ok(Vec::new()),
-            pids => Some(pids),
-        },
+    let among = match only {
+        Only::TcpHeldBy(name) => Some(processes(host, Some(name))?),
         Only::Reachable => None,
     };
+    if among.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
     let live = host.is_live().then(|| from_kernel(only));
     let found = match live {
         Some(Ok(found)) => found,
@@ -73,7 +73,7 @@ pub fn listeners(host: &Host, only: Only) -> anyhow::Result<Vec<Listener>> {
         Only::TcpHeldBy(_) => found,
     };
     let wanted = found.iter().map(|(_, _, inode)| *inode).filter(|i| *i != 0).collect();
-    let mut holders = holders(host, wanted, named)?;
+    let mut holders = holders(host, wanted, among)?;
     Ok(found
         .into_iter()
         .map(|(proto, addr, inode)| Listener { proto, addr, inode, holder: holders.remove(&inode) })
@@ -119,19 +119,25 @@ fn from_files(host: &Host, only: Only) -> anyhow::Result<Vec<Entry>> {
     Ok(tcp.chain(udp).collect())
 }
 
-/// The processes named `name` (their `comm`), as PID directory names under the root's /proc.
-fn named(host: &Host, name: &str) -> Vec<(String, Holder)> {
+/// The processes under the root's /proc, each with its name when asked for `name`'s only.
+fn processes(host: &Host, name: Option<&str>) -> anyhow::Result<Vec<(i32, Option<String>)>> {
     let proc = host.path("/proc");
-    let Ok(entries) = std::fs::read_dir(&proc) else { return Vec::new() };
-    entries
+    let entries = std::fs::read_dir(&proc).with_context(|| format!("failed to list {}", proc.display()))?;
+    let pid =
+        |e: &std::fs::DirEntry| e.file_name().to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit()))?.parse().ok();
+    Ok(entries
         .flatten()
         .filter_map(|e| {
-            let pid = e.file_name().to_str()?.to_string();
-            let number = pid.parse::<i32>().ok().filter(|_| pid.bytes().all(|b| b.is_ascii_digit()))?;
-            let comm = crate::fsutil::read_text(e.path().join("comm")).ok()?;
-            (comm.trim_end_matches('\n') == name).then(|| (pid, Holder { pid: number, comm: name.to_string() }))
+            let pid = pid(&e)?;
+            match name {
+                None => Some((pid, None)),
+                Some(name) => {
+                    let comm = crate::fsutil::read_text(e.path().join("comm")).ok()?;
+                    (comm.trim_end_matches('\n') == name).then(|| (pid, Some(name.to_string())))
+                }
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// The process holding each of `wanted`'s inodes, as far as `/proc` shows them; with `among`,
@@ -141,33 +147,25 @@ fn named(host: &Host, name: &str) -> Vec<(String, Holder)> {
 fn holders(
     host: &Host,
     mut wanted: HashSet<u64>,
-    among: Option<Vec<(String, Holder)>>,
+    among: Option<Vec<(i32, Option<String>)>>,
 ) -> anyhow::Result<HashMap<u64, Holder>> {
     let mut found = HashMap::new();
     if wanted.is_empty() {
         return Ok(found);
     }
     let proc = host.path("/proc");
-    let comm = |pid: &str| {
-        let text = crate::fsutil::read_text(proc.join(pid).join("comm")).unwrap_or_default();
+    let comm = |pid: i32| {
+        let text = crate::fsutil::read_text(proc.join(pid.to_string()).join("comm")).unwrap_or_default();
         text.trim_end_matches('\n').to_string()
     };
-    let every = || -> anyhow::Result<Vec<(String, Option<Holder>)>> {
-        let entries = std::fs::read_dir(&proc).with_context(|| format!("failed to list {}", proc.display()))?;
-        Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(|p| (p.to_string(), None))).collect())
+    let among = match among {
+        Some(among) => among,
+        None => processes(host, None)?,
     };
-    let processes = match among {
-        Some(named) => named.into_iter().map(|(pid, holder)| (pid, Some(holder))).collect(),
-        None => every()?,
-    };
-    for (pid, holder) in processes {
-        let Some(number) = pid.parse::<i32>().ok().filter(|_| pid.bytes().all(|b| b.is_ascii_digit())) else {
-            continue;
-        };
-        for inode in sockets_held(&proc.join(&pid).join("fd")) {
+    for (pid, name) in among {
+        for inode in sockets_held(&proc.join(pid.to_string()).join("fd")) {
             if wanted.remove(&inode) {
-                let holder = holder.clone().unwrap_or_else(|| Holder { pid: number, comm: comm(&pid) });
-                found.insert(inode, holder);
+                found.insert(inode, Holder { pid, comm: name.clone().unwrap_or_else(|| comm(pid)) });
             }
         }
         if wanted.is_empty() {

@@ -93,8 +93,8 @@ state_changes() {
     END { for (p in was) if (!(p in seen)) print "removed: " p }' <(printf '%s\n' "$1") <(printf '%s\n' "$2") | sort
 }
 
-# The test binaries cargo builds, one "NAME EXECUTABLE" line each (NAME: the target, "vakt" for
-# the library's and the binary's unit tests).
+# The test binaries cargo builds, one "NAME EXECUTABLE" line each (NAME: the target and its
+# kind, as in vakt:lib, vakt:bin or docker:test).
 test_binaries() {
   cargo test --all-targets --features failpoints --no-run --message-format=json-render-diagnostics |
     python3 -c 'import json, sys
@@ -107,35 +107,50 @@ for line in sys.stdin:
 # Runs the test binaries VAKT_TEST_LANES at a time (default 4). Most system tests wait on
 # dockerd, ufw or a watch window rather than compute, so binaries side by side finish in less
 # than half the time of cargo's one after another on two cores; the tests within a binary run
-# as cargo runs them. The slowest start first. Each binary's output is printed whole when it
-# ends, with its time; any failure fails the stage after every binary has run.
+# as cargo runs them. The slowest start first. `workload` and `watch` share a lane, one after
+# the other: both judge this machine's own CPU and I/O figures, which each other's load moves.
+# A binary's results are printed when it ends (a failing one's whole output), with its time.
+# Every binary cargo built must end in success: one that failed, died or never ran fails the
+# stage, after the others have run.
 run_tests() {
-  local lanes=${VAKT_TEST_LANES:-4} logs name exe started=$SECONDS
-  local slow=(published_ports:test firewall_model:test overlap:test workload:test swarm:test docker:test vakt:lib)
-  logs=$(mktemp -d)
-  local all
+  local lanes=${VAKT_TEST_LANES:-4} logs all name started=$SECONDS
+  [[ $lanes =~ ^[1-9][0-9]*$ ]] || fail "VAKT_TEST_LANES must be a whole number of at least 1, not '$lanes'"
+  local first=("workload:test watch:test" published_ports:test firewall_model:test overlap:test swarm:test docker:test vakt:lib)
   all=$(test_binaries) || fail "the tests did not build"
-  {
-    for name in "${slow[@]}"; do grep "^$name " <<< "$all" || true; done
-    grep -v -F -f <(printf '%s \n' "${slow[@]}") <<< "$all" || true
-  } > "$logs/order"
-  while read -r name exe; do
+  [ -n "$all" ] || fail "cargo listed no test binary"
+  logs=$(mktemp -d)
+  # One line per lane's job: NAME EXE pairs, the groups and the slow ones first.
+  awk -v groups="$(printf '%s\n' "${first[@]}")" '
+    BEGIN { n = split(groups, g, "\n"); for (i = 1; i <= n; i++) { k = split(g[i], names, " "); for (j = 1; j <= k; j++) job[names[j]] = i } }
+    $1 in job { line[job[$1]] = line[job[$1]] " " $1 " " $2; next }
+    { rest[++r] = $1 " " $2 }
+    END { for (i = 1; i <= n; i++) if (i in line) print substr(line[i], 2); for (i = 1; i <= r; i++) print rest[i] }' <<< "$all" > "$logs/order"
+  [ "$(wc -w < "$logs/order")" = "$(( 2 * $(wc -l <<< "$all") ))" ] || fail "the test binaries were not all scheduled"
+  trap 'kill $(jobs -p) 2>/dev/null; exit 130' INT TERM
+  local job
+  while read -r -a job; do
     while [ "$(jobs -rp | wc -l)" -ge "$lanes" ]; do wait -n || true; done
     (
-      t=$SECONDS
-      if "$exe" > "$logs/$name.log" 2>&1; then status=ok; else status=FAILED; echo "$name" >> "$logs/failed"; fi
-      exec 9>> "$logs/lock"; flock 9
-      echo "-- $name: $status in $((SECONDS - t)) s"
-      if [ "$status" = ok ]; then grep -E '^(test |running )' "$logs/$name.log" || true; else cat "$logs/$name.log"; fi
+      for ((k = 0; k < ${#job[@]}; k += 2)); do
+        name=${job[k]} t=$SECONDS
+        if "${job[k + 1]}" > "$logs/$name.log" 2>&1; then status=ok; touch "$logs/$name.ok"; else status=FAILED; fi
+        {
+          flock 9
+          echo "-- $name: $status in $((SECONDS - t)) s"
+          if [ "$status" = ok ]; then grep -E '^(test |running )' "$logs/$name.log" || true; else cat "$logs/$name.log"; fi
+        } 9>> "$logs/lock"
+      done
     ) &
   done < "$logs/order"
   wait
-  echo "tests: $(wc -l < "$logs/order") binaries in $((SECONDS - started)) s, $lanes at a time"
-  if [ -s "$logs/failed" ]; then
-    echo "tests/run.sh: FAILED test binaries: $(tr '\n' ' ' < "$logs/failed")" >&2
-    rm -rf "$logs"; exit 1
-  fi
+  trap - INT TERM
+  local failed=()
+  for name in $(awk '{ for (i = 1; i <= NF; i += 2) print $i }' "$logs/order"); do
+    [ -e "$logs/$name.ok" ] || failed+=("$name")
+  done
   rm -rf "$logs"
+  echo "tests: $(wc -l <<< "$all") binaries in $((SECONDS - started)) s, $lanes at a time"
+  [ ${#failed[@]} -eq 0 ] || fail "test binaries that did not pass: ${failed[*]}"
 }
 
 selftest_install_missing

@@ -118,16 +118,26 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A loopback TCP port nothing listens on, never the same one twice in this test binary: the
-/// kernel may hand a just-closed ephemeral port out again, and two servers of one test on the
-/// same port fail to start.
+/// A loopback TCP port nothing listens on, never one given to another test: the kernel may
+/// hand a just-closed ephemeral port out again, to this binary or to one running beside it
+/// (tests/run.sh runs several at once), and two servers on one port fail to start. Each port
+/// given is claimed with a lock on a file named after it, held until this process ends.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    static CLAIMS: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("vakt-test-ports");
+    std::fs::create_dir_all(&dir).expect("port claims directory");
+    let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        if !given.contains(&port) {
-            given.push(port);
+        let claim = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .expect("port claim");
+        // A second open of the same file, even in this process, cannot take the lock again.
+        if claim.try_lock().is_ok() {
+            claims.push(claim);
             return port;
         }
     }
