@@ -119,23 +119,20 @@ fn from_files(host: &Host, only: Only) -> anyhow::Result<Vec<Entry>> {
     Ok(tcp.chain(udp).collect())
 }
 
-/// The processes under the root's /proc, each with its name when asked for `name`'s only.
-fn processes(host: &Host, name: Option<&str>) -> anyhow::Result<Vec<(i32, Option<String>)>> {
+/// The PIDs under the root's /proc; with `name`, of the processes of that name only.
+fn processes(host: &Host, name: Option<&str>) -> anyhow::Result<Vec<i32>> {
     let proc = host.path("/proc");
     let entries = std::fs::read_dir(&proc).with_context(|| format!("failed to list {}", proc.display()))?;
-    let pid =
-        |e: &std::fs::DirEntry| e.file_name().to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit()))?.parse().ok();
+    let named = |e: &std::fs::DirEntry| {
+        name.is_none_or(|n| {
+            crate::fsutil::read_text(e.path().join("comm")).is_ok_and(|c| c.trim_end_matches('\n') == n)
+        })
+    };
     Ok(entries
         .flatten()
         .filter_map(|e| {
-            let pid = pid(&e)?;
-            match name {
-                None => Some((pid, None)),
-                Some(name) => {
-                    let comm = crate::fsutil::read_text(e.path().join("comm")).ok()?;
-                    (comm.trim_end_matches('\n') == name).then(|| (pid, Some(name.to_string())))
-                }
-            }
+            let pid = e.file_name().to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()?;
+            named(&e).then_some(pid)
         })
         .collect())
 }
@@ -144,11 +141,7 @@ fn processes(host: &Host, name: Option<&str>) -> anyhow::Result<Vec<(i32, Option
 /// among those processes only. The walk costs a readlink per open file of every process until
 /// each inode is found, so it reads nothing else: no `stat` per descriptor, the name only of
 /// a process found holding one.
-fn holders(
-    host: &Host,
-    mut wanted: HashSet<u64>,
-    among: Option<Vec<(i32, Option<String>)>>,
-) -> anyhow::Result<HashMap<u64, Holder>> {
+fn holders(host: &Host, mut wanted: HashSet<u64>, among: Option<Vec<i32>>) -> anyhow::Result<HashMap<u64, Holder>> {
     let mut found = HashMap::new();
     if wanted.is_empty() {
         return Ok(found);
@@ -162,10 +155,10 @@ fn holders(
         Some(among) => among,
         None => processes(host, None)?,
     };
-    for (pid, name) in among {
+    for pid in among {
         for inode in sockets_held(&proc.join(pid.to_string()).join("fd")) {
             if wanted.remove(&inode) {
-                found.insert(inode, Holder { pid, comm: name.clone().unwrap_or_else(|| comm(pid)) });
+                found.insert(inode, Holder { pid, comm: comm(pid) });
             }
         }
         if wanted.is_empty() {

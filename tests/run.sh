@@ -149,7 +149,7 @@ run_tests() {
     [ -e "$logs/$name.ok" ] || failed+=("$name")
   done
   rm -rf "$logs"
-  echo "tests: $(wc -l <<< "$all") binaries in $((SECONDS - started)) s, $lanes at a time"
+  echo "tests: $(wc -l <<< "$all") binaries built and run in $((SECONDS - started)) s, $lanes at a time"
   [ ${#failed[@]} -eq 0 ] || fail "test binaries that did not pass: ${failed[*]}"
 }
 
