@@ -26,6 +26,10 @@ impl<R: Resource> Managed for R {
         Resource::id(self)
     }
 
+    fn shared_reads(&self, host: &Host) -> Vec<crate::host::Shared> {
+        Resource::shared_reads(self, host)
+    }
+
     fn check(&self, host: &Host) -> ResourceReport {
         let mut report = match self.observe(host) {
             Ok(observed) => {
@@ -152,6 +156,7 @@ pub fn registry<'p>(profile: &'p Profile, only: &[String]) -> anyhow::Result<Vec
 pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<ResourceReport> {
     host.forget_observations();
     std::thread::scope(|s| {
+        read_ahead(s, host, resources);
         let handles: Vec<_> = resources.iter().map(|r| s.spawn(|| r.check(host))).collect();
         handles
             .into_iter()
@@ -163,6 +168,25 @@ pub fn check_all(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<Resour
             })
             .collect()
     })
+}
+
+/// Starts the observations the resources share, each once, before the resources start: the
+/// processes and the engine they wait on then run while the resources read their files.
+fn read_ahead<'s>(s: &'s std::thread::Scope<'s, '_>, host: &'s Host, resources: &[Box<dyn Managed + '_>]) {
+    for read in shared_reads(host, resources) {
+        s.spawn(move || host.read_shared(&read));
+    }
+}
+
+/// What the resources read of the shared observations, each once, in their order.
+fn shared_reads(host: &Host, resources: &[Box<dyn Managed + '_>]) -> Vec<crate::host::Shared> {
+    let mut shared = Vec::new();
+    for read in resources.iter().flat_map(|r| r.shared_reads(host)) {
+        if !shared.contains(&read) {
+            shared.push(read);
+        }
+    }
+    shared
 }
 
 /// Which resources each one of a run waits for in `apply`: indices of earlier ones, those it
@@ -210,6 +234,7 @@ pub fn apply_each(
     // run does. A resource converges from that observation unless one it waits for has
     // changed the host; the ones it does not wait for change nothing it observes.
     let mut ahead: Vec<Option<Ahead>> = std::thread::scope(|s| {
+        read_ahead(s, host, resources);
         let handles: Vec<_> = resources.iter().map(|r| s.spawn(|| r.observe_ahead(host))).collect();
         // A panicked observation is taken again in its turn.
         handles.into_iter().map(|h| h.join().ok()).collect()
@@ -397,7 +422,41 @@ mod tests {
 
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use crate::host::Shared;
     use crate::resource::Plan;
+
+    /// The engine's `/info` and the netfilter tables are read ahead of the resources, each
+    /// once though three resources read the engine and two the tables; the IPv6 table only
+    /// where ufw manages IPv6 or the exposure audit runs; nothing for an image prepared offline.
+    #[test]
+    fn shared_reads_are_listed_once_and_only_on_the_running_system() {
+        let text = "[firewall]\n[docker]\nhost = \"/run/vakt-test/docker.sock\"\n[swarm]\ninit = true\n";
+        let profile = crate::profile::parse("t", text).expect("profile");
+        let engine = Shared::EngineInfo("/run/vakt-test/docker.sock".into());
+        let live = Host::new("/");
+        let all = registry(&profile, &[]).expect("registry");
+        let want = vec![Shared::Netfilter(false), Shared::Netfilter(true), engine.clone()];
+        let mut got = shared_reads(&live, &all);
+        got.sort_by_key(|s| format!("{s:?}"));
+        let mut sorted = want.clone();
+        sorted.sort_by_key(|s| format!("{s:?}"));
+        assert_eq!(got, sorted);
+
+        let swarm = registry(&profile, &["docker".into(), "swarm".into()]).expect("registry");
+        assert_eq!(shared_reads(&live, &swarm), vec![engine]);
+
+        // The firewall alone reads the IPv6 table only where ufw manages IPv6 (the running
+        // system's own setting decides).
+        let firewall = registry(&profile, &["firewall".into()]).expect("registry");
+        let defaults = std::fs::read_to_string("/etc/default/ufw").unwrap_or_default();
+        let ipv6 = crate::resource::firewall::setting(&defaults, "IPV6").is_none_or(|v| v.eq_ignore_ascii_case("yes"));
+        let mut want = vec![Shared::Netfilter(false)];
+        want.extend(ipv6.then_some(Shared::Netfilter(true)));
+        assert_eq!(shared_reads(&live, &firewall), want);
+
+        let offline = tempfile::tempdir().expect("tmp");
+        assert_eq!(shared_reads(&Host::new(offline.path()), &all), Vec::new());
+    }
 
     /// A resource over a value it shares with others: it wants the value at `want`, and counts
     /// its observations.

@@ -294,13 +294,24 @@ impl Engine {
 
 impl Engine {
     /// The ports the engine publishes, named: running containers (`/containers/json`) and, on
-    /// a swarm manager, services (`/services`): only when `/info` says this node is a manager,
-    /// as any other node answers 503 and dockerd logs that as an error on every check.
-    pub fn publications(&self) -> anyhow::Result<Publications> {
-        // The containers first: in a check, the docker and swarm audits ask for `/info`
-        // meanwhile, and the memo then has the answer.
-        let mut ports =
-            container_ports(self.call("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None))?);
+    /// a swarm manager, services (`/services`). Only a manager lists services: any other node
+    /// answers 503 and dockerd logs that as an error, so they are asked only where `/info`
+    /// says this node is a manager, or, alongside the containers, where the profile makes it
+    /// one (`manager_expected`; the answer is dropped unless `/info` agrees).
+    pub fn publications(&self, manager_expected: bool) -> anyhow::Result<Publications> {
+        let services = || self.bounded("/services", CALL_TIMEOUT, self.docker.list_services(None));
+        // Before `/info`: in a run the engine composes that meanwhile (it is asked ahead of the
+        // resources), and the memo then has the answer.
+        let (containers, early_services) = self.runtime.block_on(async {
+            let containers = self.bounded("/containers/json", CALL_TIMEOUT, self.docker.list_containers(None));
+            if manager_expected {
+                let (c, s) = tokio::join!(containers, services());
+                (c, Some(s))
+            } else {
+                (containers.await, None)
+            }
+        });
+        let mut ports = container_ports(containers?);
         let swarm = self.info()?.swarm.unwrap_or_default();
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         let services_unavailable = match (active, swarm.control_available.unwrap_or(false)) {
@@ -309,13 +320,15 @@ impl Engine {
                 "this node is a swarm worker and only managers list services: ports on the routing mesh are not named"
                     .to_string(),
             ),
-            (true, true) => match self.call("/services", CALL_TIMEOUT, self.docker.list_services(None)) {
-                Ok(services) => {
-                    ports.extend(service_ports(services));
-                    None
+            (true, true) => {
+                match early_services.filter(Result::is_ok).unwrap_or_else(|| self.runtime.block_on(services())) {
+                    Ok(services) => {
+                        ports.extend(service_ports(services));
+                        None
+                    }
+                    Err(e) => Some(format!("{e:#}")),
                 }
-                Err(e) => Some(format!("{e:#}")),
-            },
+            }
         };
         Ok(Publications { ports, services_unavailable })
     }

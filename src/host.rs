@@ -22,6 +22,16 @@ pub enum Touches {
     Nothing,
 }
 
+/// An observation several resources share and a run starts before they observe, so that the
+/// processes and the engine it waits on start first, not behind the run's own work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// `iptables-save` (false) or `ip6tables-save` (true).
+    Netfilter(bool),
+    /// The engine's `/info`, at this socket.
+    EngineInfo(PathBuf),
+}
+
 #[derive(Debug)]
 pub struct Host {
     root: PathBuf,
@@ -80,6 +90,15 @@ impl Host {
                 .map(|o| o.stdout)
                 .map_err(|e| format!("{e:#}"))
         })
+    }
+
+    /// Takes `shared` into its memo (the engine's facts, the saved tables); what went wrong is
+    /// found again, and said, by the resource that reads it.
+    pub fn read_shared(&self, shared: &Shared) {
+        match shared {
+            Shared::Netfilter(v6) => drop(self.netfilter_save(*v6)),
+            Shared::EngineInfo(socket) => drop(crate::engine_api::Engine::observe(socket, &self.engine_info)),
+        }
     }
 
     /// Whether this is the running system (`--root /`): only then do CPUID, service restarts

@@ -180,14 +180,24 @@ fn sockets_held(fd_dir: &std::path::Path) -> Vec<u64> {
         .map(|e| e.file_name().to_owned())
         .filter(|n| n.as_bytes().first() != Some(&b'.'))
         .collect();
-    names
-        .iter()
-        .filter_map(|n| nix::fcntl::readlinkat(&dir, n.as_c_str()).ok())
-        .filter_map(|target| {
-            let digits = target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
-            digits.parse().ok()
-        })
-        .collect()
+    let mut inodes = Vec::new();
+    for name in &names {
+        match nix::fcntl::readlinkat(&dir, name.as_c_str()) {
+            Ok(target) => inodes.extend(socket_inode(&target)),
+            // The kernel allows a process's descriptors to be read or not as a whole (a
+            // process of another user, to an unprivileged audit): the first refusal stands
+            // for the rest.
+            Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => break,
+            // Closed since the listing.
+            Err(_) => {}
+        }
+    }
+    inodes
+}
+
+/// The inode of an open file's link target `socket:[INODE]`; none for anything else.
+fn socket_inode(target: &std::ffi::OsStr) -> Option<u64> {
+    target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 #[cfg(test)]

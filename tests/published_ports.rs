@@ -394,6 +394,21 @@ fn published_ports_obey_the_profile_by_packets() {
         assert_eq!(out.code, 0, "docker run {name}: {}", out.stderr);
     }
 
+    // A profile that makes this node a manager has the engine's services asked for with its
+    // containers, before `/info` says whether it is one: here it is in no swarm yet, the engine
+    // refuses, and the containers are named all the same, with no word of services.
+    let as_manager = lab.profile(
+        "as-manager",
+        &format!("{}[swarm]\ninit = true\nadvertise_addr = \"{HOST_IP}\"\n", profile_text("docker", false)),
+    );
+    let early = exposure(&lab, &as_manager);
+    assert!(
+        early.title("exposure.tcp.8080").starts_with("tcp/8080 reachable from anywhere via container web (-p 8080:80)"),
+        "{:?}",
+        early.titles
+    );
+    assert!(!early.evidence.iter().flat_map(|(_, e)| e).any(|l| l.contains("services")), "{:?}", early.evidence);
+
     let init = lab.docker(&["swarm", "init", "--advertise-addr", HOST_IP]);
     assert_eq!(init.code, 0, "swarm init: {}", init.stderr);
     let svc = lab.docker(
@@ -485,6 +500,9 @@ fn published_ports_obey_the_profile_by_packets() {
     for (id, title) in named {
         assert!(report.title(id).starts_with(title), "{id}: {}", report.title(id));
     }
+    // The manager's services asked with its containers: the same report.
+    let speculated = exposure(&lab, &as_manager);
+    assert_eq!((&speculated.ports, &speculated.titles), (&report.ports, &report.titles));
 
     // The profile decides: only 80 (through nginx, to the container) answers from outside.
     let closed = Probes {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::{Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, EngineFacts, SwarmState};
 use crate::fsutil;
-use crate::host::Host;
+use crate::host::{Host, Shared};
 use crate::profile::Docker as Wanted;
 use reload::Takes;
 
@@ -362,6 +362,13 @@ impl Resource for Docker<'_> {
 
     fn id(&self) -> &'static str {
         "docker"
+    }
+
+    fn shared_reads(&self, host: &Host) -> Vec<Shared> {
+        match host.docker_socket(self.want.host.as_deref()) {
+            Ok(socket) if host.is_live() => vec![Shared::EngineInfo(socket)],
+            _ => Vec::new(),
+        }
     }
 
     fn unknown_fails_apply(&self) -> bool {

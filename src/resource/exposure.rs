@@ -17,7 +17,7 @@ use super::firewall::UfwFiles;
 use super::firewall::model::{self, UfwRule};
 use super::{Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, Publications};
-use crate::host::Host;
+use crate::host::{Host, Shared};
 use crate::profile::{Firewall as Wanted, Policy, Proto, Published, Target};
 
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub struct Exposure<'p> {
     sensitive: Vec<(u16, String)>,
     /// The profile's `[docker] host`, for the Engine API socket.
     docker_host: Option<&'p Path>,
+    /// Whether the profile makes this node a swarm manager (its services are then asked for
+    /// with its containers).
+    manager_expected: bool,
 }
 
 /// One way the outside reaches a port, as judged against the profile.
@@ -69,7 +72,13 @@ struct Reach {
 
 impl<'p> Exposure<'p> {
     pub fn new(want: &'p Wanted, sensitive: Vec<(u16, String)>, docker_host: Option<&'p Path>) -> Self {
-        Exposure { want, sensitive, docker_host }
+        Exposure { want, sensitive, docker_host, manager_expected: false }
+    }
+
+    /// As the profile's `[swarm] role` says.
+    pub fn expecting_manager(mut self, manager: bool) -> Self {
+        self.manager_expected = manager;
+        self
     }
 
     fn lint(&self, plan: &mut Plan<()>, port: u16, world: bool, path: &str) {
@@ -319,7 +328,7 @@ fn families(addr: &SocketAddr) -> Vec<(bool, &'static str)> {
 
 /// Reads what the audit needs at once: the two tables, the engine and the sockets each wait on
 /// another process or the kernel, so the slowest of them, not their sum, is the audit's time.
-fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyhow::Result<Facts> {
+fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>, manager: bool) -> anyhow::Result<Facts> {
     let ufw = UfwFiles::read(host)?;
     let ipv6 = ufw.ipv6;
     let (save, save6, names, listeners) = std::thread::scope(|s| {
@@ -327,7 +336,7 @@ fn observe_live(host: &Host, want: &Wanted, docker_host: Option<&Path>) -> anyho
         let names = s.spawn(|| {
             host.docker_socket(docker_host).and_then(|s| {
                 Engine::connect(&s)
-                    .and_then(|e| e.remembering(&host.engine_info).publications())
+                    .and_then(|e| e.remembering(&host.engine_info).publications(manager))
                     .map_err(|e| format!("{e:#}"))
             })
         });
@@ -400,11 +409,20 @@ impl Resource for Exposure<'_> {
         "exposure"
     }
 
+    fn shared_reads(&self, host: &Host) -> Vec<Shared> {
+        if !host.is_live() {
+            return Vec::new();
+        }
+        let engine = host.docker_socket(self.docker_host).ok().map(Shared::EngineInfo);
+        [Shared::Netfilter(false), Shared::Netfilter(true)].into_iter().chain(engine).collect()
+    }
+
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {
         if !host.is_live() {
             return Ok(Observed { live: false, facts: Err(String::new()) });
         }
-        let facts = observe_live(host, self.want, self.docker_host).map_err(|e| format!("{e:#}"));
+        let facts =
+            observe_live(host, self.want, self.docker_host, self.manager_expected).map_err(|e| format!("{e:#}"));
         Ok(Observed { live: true, facts })
     }
 

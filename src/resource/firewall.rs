@@ -16,7 +16,7 @@ use ipnet::IpNet;
 
 use super::ssh::{self, SshFacts};
 use super::{Finding, Plan, Resource, Status};
-use crate::host::{Host, Touches};
+use crate::host::{Host, Shared, Touches};
 use crate::profile::{Action as RuleAction, Firewall as Wanted, Policy, Proto, Published, Rule};
 use model::{By, Packet, UfwRule, Unreadable};
 use published::Netfilter;
@@ -908,6 +908,15 @@ impl Resource for Firewall<'_> {
 
     fn id(&self) -> &'static str {
         "firewall"
+    }
+
+    fn shared_reads(&self, host: &Host) -> Vec<Shared> {
+        if !host.is_live() {
+            return Vec::new();
+        }
+        let defaults = host.read("/etc/default/ufw").unwrap_or_default();
+        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v.eq_ignore_ascii_case("yes"));
+        [false, true].into_iter().filter(|v6| !v6 || ipv6).map(Shared::Netfilter).collect()
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {

@@ -101,6 +101,9 @@ pub const ALL: &[Entry] = &[
         build: |p| {
             boxed(p.firewall.as_ref(), |f| {
                 exposure::Exposure::new(f, sensitive_ports(p), p.docker.as_ref().and_then(|d| d.host.as_deref()))
+                    .expecting_manager(
+                        p.swarm.as_ref().and_then(|s| s.role).is_some_and(crate::profile::Role::is_manager),
+                    )
             })
         },
     },

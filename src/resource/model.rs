@@ -187,6 +187,12 @@ pub trait Resource: Sync {
     fn observe_to_converge(&self, host: &Host) -> anyhow::Result<Self::Observed> {
         self.observe(host)
     }
+    /// The shared observations `observe` reads (see [`crate::host::Shared`]): a run starts
+    /// them before the resources observe.
+    fn shared_reads(&self, _host: &Host) -> Vec<crate::host::Shared> {
+        Vec::new()
+    }
+
     /// Carries out the plan's actions. Audit-only resources (host verdicts, exposure) plan
     /// none, and keep this default.
     fn apply(&self, _host: &Host, _observed: &Self::Observed, _actions: Vec<Self::Action>) -> anyhow::Result<()> {
@@ -261,6 +267,10 @@ impl ResourceReport {
 /// every `Resource`.
 pub trait Managed: Sync {
     fn id(&self) -> &'static str;
+    /// See [`Resource::shared_reads`].
+    fn shared_reads(&self, _host: &Host) -> Vec<crate::host::Shared> {
+        Vec::new()
+    }
     fn check(&self, host: &Host) -> ResourceReport;
     /// What `converge` would observe first, taken ahead of the run (concurrently with the
     /// other resources' observations).

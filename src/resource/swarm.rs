@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::{Fact, Finding, Plan, Resource, Status};
 use crate::engine_api::{Engine, EngineFacts, NodeFacts, Reachability, SwarmState};
-use crate::host::Host;
+use crate::host::{Host, Shared};
 use crate::profile::{Advertise, Firewall, Role, SWARM_GOSSIP_PORT, SWARM_VXLAN_PORT, Swarm as Wanted, TokenSource};
 use crate::resource::netaddr;
 use token::JoinToken;
@@ -149,6 +149,13 @@ impl Resource for Swarm<'_> {
         "swarm"
     }
 
+    fn shared_reads(&self, host: &Host) -> Vec<Shared> {
+        match host.docker_socket(self.docker_host) {
+            Ok(socket) if host.is_live() => vec![Shared::EngineInfo(socket)],
+            _ => Vec::new(),
+        }
+    }
+
     fn unknown_fails_apply(&self) -> bool {
         true
     }
@@ -167,6 +174,13 @@ impl Resource for Swarm<'_> {
         let engine = host
             .docker_socket(self.docker_host)
             .and_then(|s| Engine::connect(&s).map(|e| e.remembering(&host.engine_info)).map_err(|e| format!("{e:#}")));
+        // A node the profile makes a manager lists the swarm's nodes while the engine composes
+        // its facts (asked ahead of the resources, see `shared_reads`), not after them; on a
+        // node that is no manager (yet), dockerd refuses and logs it, and the answer is dropped.
+        let early_nodes = match &engine {
+            Ok(engine) if self.want.role.is_some_and(Role::is_manager) => Some(engine.nodes()),
+            _ => None,
+        };
         let facts = engine.as_ref().map_err(Clone::clone).and_then(|e| e.facts().map_err(|e| format!("{e:#}")));
         let (mut token, mut nodes) = (None, None);
         if let (Ok(engine), Ok(facts)) = (&engine, &facts) {
@@ -174,7 +188,8 @@ impl Resource for Swarm<'_> {
                 token = Some(read_token(host, &self.want.token));
             }
             if facts.swarm.state == SwarmState::Active && facts.swarm.manager {
-                nodes = Some(engine.nodes().map_err(|e| format!("{e:#}")));
+                let listed = early_nodes.filter(Result::is_ok).unwrap_or_else(|| engine.nodes());
+                nodes = Some(listed.map_err(|e| format!("{e:#}")));
             }
         }
         Ok(Observed { offline: false, engine: facts, address: resolve(host, &self.want.advertise_addr), token, nodes })
