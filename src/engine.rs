@@ -365,6 +365,10 @@ pub struct Report {
     /// vakt's own peak resident memory so far (VmHWM; the commands it ran are not in it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_kib: Option<u64>,
+    /// vakt's own CPU time so far, user and system, all its threads (the commands it ran and
+    /// the engine's work are not in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
 }
@@ -390,6 +394,7 @@ impl Report {
             resources,
             elapsed_ms: started.elapsed().as_millis(),
             peak_rss_kib: peak_rss_kib(),
+            cpu_us: cpu_us(),
             commands: host.runner.commands(),
         }
     }
@@ -400,6 +405,16 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// This process's CPU time, user and system, of all its threads.
+fn cpu_us() -> Option<u64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let us = |t: nix::sys::time::TimeVal| {
+        u64::try_from(t.tv_sec()).ok()?.checked_mul(1_000_000)?.checked_add(u64::try_from(t.tv_usec()).ok()?)
+    };
+    us(usage.user_time())?.checked_add(us(usage.system_time())?)
 }
 
 /// Finding ids are keys in every format (Prometheus series, JUnit cases, JSON consumers): a

@@ -121,6 +121,12 @@ fn output_formats() {
     // vakt's own peak memory: a few MiB, never the commands it ran.
     let peak = json["peak_rss_kib"].as_u64().expect("peak_rss_kib");
     assert!((1000..64 * 1024).contains(&peak), "peak RSS {peak} KiB");
+    // Its own CPU: some, and no more than the run's wall time allows on this machine's cores
+    // (its commands left out; the process started before the run's clock).
+    let cpu = json["cpu_us"].as_u64().expect("cpu_us");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let wall_us = (json["elapsed_ms"].as_u64().expect("elapsed_ms") + 1000) * 1000;
+    assert!(cpu > 0 && cpu <= wall_us * cores, "cpu {cpu} us, wall under {wall_us} us, {cores} cores");
     assert_eq!(json["summary"]["ok"], 4);
     assert_eq!(status_of(&json, "firewall"), "unknown", "no ufw in the fixture: could not verify");
     let junit = base("junit").stdout;

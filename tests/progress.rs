@@ -118,12 +118,13 @@ fn a_long_step_shows_a_live_line_on_a_terminal_and_nothing_off_it() {
         assert!(plain_tty.contains(line), "the terminal showed a different line: {line}\n{tty:?}");
     }
 
-    // JSON: the same document with and without a terminal (but the time and memory it took), and no
+    // JSON: the same document with and without a terminal (but the time, memory and CPU it took), and no
     // control sequence in either.
     let json_of = |text: &str| {
         let mut v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON document");
         v["elapsed_ms"] = serde_json::Value::Null;
         v["peak_rss_kib"] = serde_json::Value::Null;
+        v["cpu_us"] = serde_json::Value::Null;
         v
     };
     stand_ins(dir.path());
