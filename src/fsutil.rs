@@ -21,7 +21,8 @@ pub fn read_file(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind};
     let path = path.as_ref();
     let mut file = fs::OpenOptions::new().read(true).custom_flags(libc_flags()).open(path)?;
-    let kind = file.metadata()?.file_type();
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
             "a FIFO"
@@ -39,7 +40,9 @@ pub fn read_file(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
             format!("{} is {what}, not a regular file; vakt reads only regular files there", path.display()),
         ));
     }
-    let mut out = Vec::new();
+    // Room for the size it has now (a file of /proc says 0), so that it is read in one call,
+    // not in growing steps; what it has grown to meanwhile is read all the same.
+    let mut out = Vec::with_capacity(usize::try_from(meta.len().min(READ_LIMIT) + 1).unwrap_or(0));
     (&mut file).take(READ_LIMIT + 1).read_to_end(&mut out)?;
     if out.len() as u64 > READ_LIMIT {
         return Err(Error::new(
