@@ -320,15 +320,13 @@ impl Engine {
                 "this node is a swarm worker and only managers list services: ports on the routing mesh are not named"
                     .to_string(),
             ),
-            (true, true) => {
-                match early_services.filter(Result::is_ok).unwrap_or_else(|| self.runtime.block_on(services())) {
-                    Ok(services) => {
-                        ports.extend(service_ports(services));
-                        None
-                    }
-                    Err(e) => Some(format!("{e:#}")),
+            (true, true) => match early_services.unwrap_or_else(|| self.runtime.block_on(services())) {
+                Ok(services) => {
+                    ports.extend(service_ports(services));
+                    None
                 }
-            }
+                Err(e) => Some(format!("{e:#}")),
+            },
         };
         Ok(Publications { ports, services_unavailable })
     }

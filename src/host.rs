@@ -92,8 +92,8 @@ impl Host {
         })
     }
 
-    /// Takes `shared` into its memo (the engine's facts, the saved tables); what went wrong is
-    /// found again, and said, by the resource that reads it.
+    /// Takes `shared` into its memo (the engine's facts, the saved tables). A failure is kept
+    /// like an answer, and the resource that reads it reports it.
     pub fn read_shared(&self, shared: &Shared) {
         match shared {
             Shared::Netfilter(v6) => drop(self.netfilter_save(*v6)),

@@ -184,9 +184,9 @@ fn sockets_held(fd_dir: &std::path::Path) -> Vec<u64> {
     for name in &names {
         match nix::fcntl::readlinkat(&dir, name.as_c_str()) {
             Ok(target) => inodes.extend(socket_inode(&target)),
-            // The kernel allows a process's descriptors to be read or not as a whole (a
-            // process of another user, to an unprivileged audit): the first refusal stands
-            // for the rest.
+            // The kernel allows a process's descriptors to be read or not as a whole (it asks
+            // whether the process may be inspected: root without CAP_SYS_PTRACE in a
+            // container, a security module): the first refusal stands for the rest.
             Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => break,
             // Closed since the listing.
             Err(_) => {}

@@ -410,7 +410,8 @@ impl Resource for Exposure<'_> {
     }
 
     fn shared_reads(&self, host: &Host) -> Vec<Shared> {
-        if !host.is_live() {
+        // Without ufw's files the observation stops before it reads the tables.
+        if !host.is_live() || !host.path("/etc/ufw/ufw.conf").exists() {
             return Vec::new();
         }
         let engine = host.docker_socket(self.docker_host).ok().map(Shared::EngineInfo);

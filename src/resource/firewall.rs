@@ -911,7 +911,8 @@ impl Resource for Firewall<'_> {
     }
 
     fn shared_reads(&self, host: &Host) -> Vec<Shared> {
-        if !host.is_live() {
+        // Without ufw's files the observation stops before it reads the tables.
+        if !host.is_live() || !host.path("/etc/ufw/ufw.conf").exists() {
             return Vec::new();
         }
         let defaults = host.read("/etc/default/ufw").unwrap_or_default();

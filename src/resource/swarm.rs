@@ -174,9 +174,10 @@ impl Resource for Swarm<'_> {
         let engine = host
             .docker_socket(self.docker_host)
             .and_then(|s| Engine::connect(&s).map(|e| e.remembering(&host.engine_info)).map_err(|e| format!("{e:#}")));
-        // A node the profile makes a manager lists the swarm's nodes while the engine composes
-        // its facts (asked ahead of the resources, see `shared_reads`), not after them; on a
-        // node that is no manager (yet), dockerd refuses and logs it, and the answer is dropped.
+        // A node the profile makes a manager lists the swarm's nodes before it reads the
+        // engine's facts: where the run asked for those ahead (`shared_reads`), the engine
+        // composes them meanwhile. On a node that is no manager (yet), dockerd refuses and logs
+        // it, and the answer is dropped; on a manager it is the answer, failure or not.
         let early_nodes = match &engine {
             Ok(engine) if self.want.role.is_some_and(Role::is_manager) => Some(engine.nodes()),
             _ => None,
@@ -188,7 +189,7 @@ impl Resource for Swarm<'_> {
                 token = Some(read_token(host, &self.want.token));
             }
             if facts.swarm.state == SwarmState::Active && facts.swarm.manager {
-                let listed = early_nodes.filter(Result::is_ok).unwrap_or_else(|| engine.nodes());
+                let listed = early_nodes.unwrap_or_else(|| engine.nodes());
                 nodes = Some(listed.map_err(|e| format!("{e:#}")));
             }
         }
