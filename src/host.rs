@@ -92,6 +92,12 @@ impl Host {
         })
     }
 
+    /// The engine's `/info` as a shared read: on the running system, where the socket is
+    /// known (`profile_host`, else `DOCKER_HOST`, else the default).
+    pub fn engine_read(&self, profile_host: Option<&Path>) -> Option<Shared> {
+        self.docker_socket(profile_host).ok().filter(|_| self.is_live()).map(Shared::EngineInfo)
+    }
+
     /// Takes `shared` into its memo (the engine's facts, the saved tables). A failure is kept
     /// like an answer, and the resource that reads it reports it.
     pub fn read_shared(&self, shared: &Shared) {

@@ -365,10 +365,7 @@ impl Resource for Docker<'_> {
     }
 
     fn shared_reads(&self, host: &Host) -> Vec<Shared> {
-        match host.docker_socket(self.want.host.as_deref()) {
-            Ok(socket) if host.is_live() => vec![Shared::EngineInfo(socket)],
-            _ => Vec::new(),
-        }
+        host.engine_read(self.want.host.as_deref()).into_iter().collect()
     }
 
     fn unknown_fails_apply(&self) -> bool {

@@ -411,11 +411,13 @@ impl Resource for Exposure<'_> {
 
     fn shared_reads(&self, host: &Host) -> Vec<Shared> {
         // Without ufw's files the observation stops before it reads the tables.
-        if !host.is_live() || !host.path("/etc/ufw/ufw.conf").exists() {
+        if !host.is_live() || !UfwFiles::present(host) {
             return Vec::new();
         }
-        let engine = host.docker_socket(self.docker_host).ok().map(Shared::EngineInfo);
-        [Shared::Netfilter(false), Shared::Netfilter(true)].into_iter().chain(engine).collect()
+        [Shared::Netfilter(false), Shared::Netfilter(true)]
+            .into_iter()
+            .chain(host.engine_read(self.docker_host))
+            .collect()
     }
 
     fn observe(&self, host: &Host) -> anyhow::Result<Observed> {

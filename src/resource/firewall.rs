@@ -103,13 +103,17 @@ pub(crate) struct UfwFiles {
 }
 
 impl UfwFiles {
+    /// Whether ufw is set up (its ufw.conf is there): without it, [`UfwFiles::read`] fails.
+    pub fn present(host: &Host) -> bool {
+        host.path("/etc/ufw/ufw.conf").exists()
+    }
+
     pub fn read(host: &Host) -> anyhow::Result<UfwFiles> {
         let conf = host
             .read("/etc/ufw/ufw.conf")
             .context("ufw is not installed or not set up; add `ufw` to [packages] install")?;
         let defaults = host.read("/etc/default/ufw")?;
-        // ufw lowercases its settings (`IPV6=YES` is yes).
-        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v.eq_ignore_ascii_case("yes"));
+        let ipv6 = manages_ipv6(&defaults);
         let v6_rules = if ipv6 { Some(host.read_opt("/etc/ufw/user6.rules").unwrap_or_default()) } else { None };
         let (rules, unreadable) = parse_rules(&host.read("/etc/ufw/user.rules")?, v6_rules.as_deref());
         let policy = |key| setting(&defaults, key).and_then(|v| Policy::from_ufw(&v.to_ascii_lowercase()));
@@ -124,6 +128,12 @@ impl UfwFiles {
             unreadable,
         })
     }
+}
+
+/// Whether /etc/default/ufw (`defaults`) has ufw manage IPv6; ufw lowercases its settings
+/// (`IPV6=YES` is yes) and manages it unless told not to.
+fn manages_ipv6(defaults: &str) -> bool {
+    setting(defaults, "IPV6").is_none_or(|v| v.eq_ignore_ascii_case("yes"))
 }
 
 pub(crate) fn setting(text: &str, key: &str) -> Option<String> {
@@ -912,11 +922,10 @@ impl Resource for Firewall<'_> {
 
     fn shared_reads(&self, host: &Host) -> Vec<Shared> {
         // Without ufw's files the observation stops before it reads the tables.
-        if !host.is_live() || !host.path("/etc/ufw/ufw.conf").exists() {
+        if !host.is_live() || !UfwFiles::present(host) {
             return Vec::new();
         }
-        let defaults = host.read("/etc/default/ufw").unwrap_or_default();
-        let ipv6 = setting(&defaults, "IPV6").is_none_or(|v| v.eq_ignore_ascii_case("yes"));
+        let ipv6 = manages_ipv6(&host.read("/etc/default/ufw").unwrap_or_default());
         [false, true].into_iter().filter(|v6| !v6 || ipv6).map(Shared::Netfilter).collect()
     }
 

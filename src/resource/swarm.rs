@@ -150,10 +150,7 @@ impl Resource for Swarm<'_> {
     }
 
     fn shared_reads(&self, host: &Host) -> Vec<Shared> {
-        match host.docker_socket(self.docker_host) {
-            Ok(socket) if host.is_live() => vec![Shared::EngineInfo(socket)],
-            _ => Vec::new(),
-        }
+        host.engine_read(self.docker_host).into_iter().collect()
     }
 
     fn unknown_fails_apply(&self) -> bool {
