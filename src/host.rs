@@ -81,14 +81,18 @@ impl Host {
 
     /// The kernel's netfilter tables of one family, every table, as `iptables-save` (or
     /// `ip6tables-save`) prints them: read once per run and shared by the firewall and the
-    /// exposure audit (each save is a process that costs milliseconds of CPU).
+    /// exposure audit (each save is a process that costs milliseconds of CPU), and on the
+    /// running system kept between runs while the ruleset stays the same
+    /// ([`crate::netfilter::kept`]). The chains' packet counters in it are not live.
     pub fn netfilter_save(&self, v6: bool) -> Result<String, String> {
         let tool = if v6 { "ip6tables-save" } else { "iptables-save" };
         self.tables.get(tool, || {
-            self.runner
-                .run_ok(&[tool], std::time::Duration::from_secs(10))
-                .map(|o| o.stdout)
-                .map_err(|e| format!("{e:#}"))
+            crate::netfilter::kept::save(self, v6, tool, || {
+                self.runner
+                    .run_ok(&[tool], std::time::Duration::from_secs(10))
+                    .map(|o| o.stdout)
+                    .map_err(|e| format!("{e:#}"))
+            })
         })
     }
 

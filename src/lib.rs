@@ -16,6 +16,8 @@ pub mod host;
 pub mod invariants;
 pub mod logging;
 pub mod memo;
+pub mod netfilter;
+mod netlink;
 pub mod profile;
 pub mod report;
 pub mod resource;

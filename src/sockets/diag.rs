@@ -9,13 +9,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
 
+use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR};
+
 /// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const HEADER: usize = 16;
 /// `struct inet_diag_msg`: up to and including `idiag_inode`.
 const MSG: usize = 72;
 
@@ -45,16 +42,11 @@ pub fn dump(v6: bool, protocol: u8, states: u32) -> io::Result<Vec<Socket>> {
     )?;
     socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))?;
     let family = if v6 { nix::libc::AF_INET6 } else { nix::libc::AF_INET } as u8;
-    let mut request = Vec::with_capacity(HEADER + 56);
-    request.extend_from_slice(&((HEADER + 56) as u32).to_ne_bytes());
-    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
     // struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zero socket id.
-    request.extend_from_slice(&[family, protocol, 0, 0]);
-    request.extend_from_slice(&states.to_ne_bytes());
-    request.extend_from_slice(&[0; 48]);
+    let mut body = vec![family, protocol, 0, 0];
+    body.extend_from_slice(&states.to_ne_bytes());
+    body.extend_from_slice(&[0; 48]);
+    let request = crate::netlink::request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, &body);
     socket::send(fd.as_raw_fd(), &request, MsgFlags::empty())?;
 
     let mut found = Vec::new();
@@ -71,27 +63,18 @@ pub fn dump(v6: bool, protocol: u8, states: u32) -> io::Result<Vec<Socket>> {
 }
 
 /// Parses one datagram of a dump into `found`; returns whether the dump is complete.
-fn parse(mut data: &[u8], found: &mut Vec<Socket>) -> io::Result<bool> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
-    let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    while data.len() >= HEADER {
-        let len = u32_at(data, 0) as usize;
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
-        if len < HEADER || len > data.len() {
-            return Err(bad("a message longer than its datagram"));
-        }
-        let body = &data[HEADER..len];
-        match kind {
+fn parse(data: &[u8], found: &mut Vec<Socket>) -> io::Result<bool> {
+    for m in crate::netlink::messages(data, "sock_diag") {
+        let m = m?;
+        match m.kind {
             NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let errno = if body.len() >= 4 { u32_at(body, 0) as i32 } else { 0 };
-                return Err(io::Error::from_raw_os_error(-errno));
+            NLMSG_ERROR => return crate::netlink::error(m.body).map(|()| true),
+            SOCK_DIAG_BY_FAMILY if m.body.len() >= MSG => found.push(socket_of(m.body)),
+            SOCK_DIAG_BY_FAMILY => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "sock_diag: a socket message too short"));
             }
-            SOCK_DIAG_BY_FAMILY if body.len() >= MSG => found.push(socket_of(body)),
-            SOCK_DIAG_BY_FAMILY => return Err(bad("a socket message too short")),
             _ => {}
         }
-        data = &data[len.next_multiple_of(4).min(data.len())..];
     }
     Ok(false)
 }
@@ -116,12 +99,7 @@ mod tests {
     use super::*;
 
     fn message(kind: u16, body: &[u8]) -> Vec<u8> {
-        let mut m = ((HEADER + body.len()) as u32).to_ne_bytes().to_vec();
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(body);
-        m.resize(m.len().next_multiple_of(4), 0);
-        m
+        crate::netlink::answer(kind, 0, body)
     }
 
     #[test]
