@@ -68,10 +68,7 @@ pub fn key(v6: bool) -> io::Result<Option<Key>> {
     let mut bytes = Vec::new();
     for kind in [GET_TABLE, GET_CHAIN, GET_RULE] {
         // Past the limit the dump is left unread: the socket is dropped with it.
-        let whole = link.dump(kind, family, |kind, body| {
-            append(&mut bytes, kind, body);
-            bytes.len() <= KEY_LIMIT
-        })?;
+        let whole = link.dump(kind, family, |kind, body| append(&mut bytes, kind, body) && bytes.len() <= KEY_LIMIT)?;
         if !whole {
             return Ok(None);
         }
@@ -105,7 +102,9 @@ impl Netlink {
         let mut found = None;
         self.ask(GET_GEN, 0, NLM_F_REQUEST, |kind, body| {
             if kind == NEW_GEN {
-                found = attributes(body).find(|(t, _)| *t == GEN_ID).and_then(|(_, v)| v.try_into().ok());
+                found = attributes(body)
+                    .and_then(|a| a.into_iter().find(|(t, _)| *t == GEN_ID))
+                    .and_then(|(_, v)| v.try_into().ok());
             }
             true
         })?;
@@ -136,7 +135,7 @@ impl Netlink {
                 whole &= flags & NLM_F_DUMP_INTR == 0 && each(kind, body);
                 whole
             })? {
-                Some(()) => return Ok(whole),
+                Some(done) => return Ok(whole && done & NLM_F_DUMP_INTR == 0),
                 None if !dump || !whole => return Ok(whole),
                 None => {}
             }
@@ -145,13 +144,14 @@ impl Netlink {
 }
 
 /// Hands each nf_tables message of one datagram to `each` (its type's low byte, flags, body
-/// past `nfgenmsg`) while it returns true; `Some` once the kernel said it is done, or failed.
-fn parse(data: &[u8], each: &mut dyn FnMut(u16, u16, &[u8]) -> bool) -> io::Result<Option<()>> {
+/// past `nfgenmsg`) while it returns true; the flags of the end of a dump once the kernel
+/// ended it, or an error where it failed.
+fn parse(data: &[u8], each: &mut dyn FnMut(u16, u16, &[u8]) -> bool) -> io::Result<Option<u16>> {
     for m in crate::netlink::messages(data, "nf_tables") {
         let m = m?;
         match m.kind {
-            NLMSG_DONE => return Ok(Some(())),
-            NLMSG_ERROR => return crate::netlink::error(m.body).map(Some),
+            NLMSG_DONE => return crate::netlink::done(m.body).map(|()| Some(m.flags)),
+            NLMSG_ERROR => return Err(crate::netlink::error(m.body)),
             _ if m.kind & !0xff == NFTABLES && m.body.len() >= NFGEN => {
                 if !each(m.kind & 0xff, m.flags, &m.body[NFGEN..]) {
                     return Ok(None);
@@ -163,25 +163,26 @@ fn parse(data: &[u8], each: &mut dyn FnMut(u16, u16, &[u8]) -> bool) -> io::Resu
     Ok(None)
 }
 
-/// The attributes of `data`: type (flags masked off) and value.
-fn attributes(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let (len, kind) = match data {
-            [a, b, c, d, ..] => (u16::from_ne_bytes([*a, *b]) as usize, u16::from_ne_bytes([*c, *d]) & TYPE_MASK),
-            _ => return None,
-        };
+/// The attributes of `data`: type (flags masked off) and value; `None` unless they fill it
+/// exactly (a malformed one makes no key rather than a short one).
+fn attributes(mut data: &[u8]) -> Option<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let [a, b, c, d, ..] = *data else { return None };
+        let (len, kind) = (u16::from_ne_bytes([a, b]) as usize, u16::from_ne_bytes([c, d]) & TYPE_MASK);
         if len < 4 || len > data.len() {
             return None;
         }
-        let value = &data[4..len];
+        out.push((kind, &data[4..len]));
         data = &data[len.next_multiple_of(4).min(data.len())..];
-        Some((kind, value))
-    })
+    }
+    Some(out)
 }
 
 /// Appends one dumped table, chain or rule to `key`, counters left out: each piece framed by
-/// a tag and its length, so that no two rulesets give the same bytes.
-fn append(key: &mut Vec<u8>, kind: u16, body: &[u8]) {
+/// a tag and its length, so that no two rulesets give the same bytes. False where an
+/// attribute is malformed.
+fn append(key: &mut Vec<u8>, kind: u16, body: &[u8]) -> bool {
     let mut piece = |tag: u8, kind: u16, value: &[u8]| {
         key.push(tag);
         key.extend_from_slice(&kind.to_ne_bytes());
@@ -189,14 +190,16 @@ fn append(key: &mut Vec<u8>, kind: u16, body: &[u8]) {
         key.extend_from_slice(value);
     };
     piece(b'M', kind, &[]);
-    for (attr, value) in attributes(body) {
+    let Some(attrs) = attributes(body) else { return false };
+    for (attr, value) in attrs {
         match (kind, attr) {
             (NEW_CHAIN, CHAIN_COUNTERS) => {}
             (NEW_RULE, RULE_EXPRESSIONS) => {
-                for (_, expression) in attributes(value) {
-                    let name = attributes(expression).find(|(t, _)| *t == EXPR_NAME).map(|(_, v)| v);
-                    match name {
-                        Some(b"counter\0") => piece(b'C', 0, &[]),
+                let Some(expressions) = attributes(value) else { return false };
+                for (_, expression) in expressions {
+                    let Some(parts) = attributes(expression) else { return false };
+                    match parts.iter().find(|(t, _)| *t == EXPR_NAME) {
+                        Some((_, b"counter\0")) => piece(b'C', 0, &[]),
                         _ => piece(b'E', 0, expression),
                     }
                 }
@@ -205,6 +208,7 @@ fn append(key: &mut Vec<u8>, kind: u16, body: &[u8]) {
             _ => piece(b'?', attr, value),
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -309,7 +313,13 @@ mod tests {
         assert_eq!(parse(&data, &mut see).expect("parse"), None, "no DONE yet");
         assert_eq!(seen, [(NEW_TABLE, 2, attr(1, b"filter\0"))], "nfgenmsg is not part of the body");
         data.extend(message(NLMSG_DONE, 0, &[0; 4]));
-        assert_eq!(parse(&data, &mut |_, _, _| true).expect("parse"), Some(()));
+        assert_eq!(parse(&data, &mut |_, _, _| true).expect("parse"), Some(0));
+        let failed = message(NLMSG_DONE, 0, &(-4i32).to_ne_bytes());
+        assert_eq!(
+            parse(&failed, &mut |_, _, _| true).expect_err("EINTR").raw_os_error(),
+            Some(4),
+            "a dump that ended failing"
+        );
         let cut = message(NFTABLES | NEW_TABLE, NLM_F_DUMP_INTR, &body);
         let mut flags = 0;
         parse(&cut, &mut |_, f, _| {
@@ -327,10 +337,15 @@ mod tests {
     }
 
     #[test]
-    fn attributes_stop_at_a_malformed_length() {
+    fn a_malformed_attribute_makes_no_key() {
         let data = [attr(1, b"ab"), vec![2, 0, 5, 0], attr(3, b"cd")].concat();
-        let kinds: Vec<u16> = attributes(&data).map(|(k, _)| k).collect();
-        assert_eq!(kinds, [1], "a length under 4 ends the walk");
-        assert_eq!(attributes(&attr(0x8001, b"x")).next().map(|(k, v)| (k, v.to_vec())), Some((1, b"x".to_vec())));
+        assert_eq!(attributes(&data), None, "a length under 4");
+        assert_eq!(attributes(&[attr(1, b"ab"), vec![9, 0]].concat()), None, "a piece of a header");
+        assert_eq!(attributes(&attr(0x8001, b"x")), Some(vec![(1, &b"x"[..])]), "the nested flag masked off");
+        let mut key = Vec::new();
+        assert!(!append(&mut key, NEW_RULE, &[attr(1, b"filter\0"), vec![40, 0, 2, 0]].concat()));
+        let broken_expression = nested(RULE_EXPRESSIONS, &[nested(1, &[vec![3, 0, 1, 0]])]);
+        assert!(!append(&mut key, NEW_RULE, &broken_expression));
+        assert!(append(&mut key, NEW_RULE, &rule("INPUT", 4, 22, 0)));
     }
 }

@@ -55,11 +55,20 @@ pub fn messages<'a>(mut data: &'a [u8], what: &'static str) -> impl Iterator<Ite
     })
 }
 
-/// What an `NLMSG_ERROR` message's body says: `Ok` for an acknowledgement, else the errno.
-pub fn error(body: &[u8]) -> io::Result<()> {
+/// The error an `NLMSG_ERROR` message's body carries. vakt asks for no acknowledgement, so
+/// an error of 0 (one), or a body too short to hold an errno, is malformed.
+pub fn error(body: &[u8]) -> io::Error {
+    match body.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) {
+        Some(errno) if errno < 0 => io::Error::from_raw_os_error(-errno),
+        _ => io::Error::new(io::ErrorKind::InvalidData, "netlink: an error message without an error"),
+    }
+}
+
+/// What the end of a dump (`NLMSG_DONE`) says: how the dump ended, 0 when it succeeded.
+pub fn done(body: &[u8]) -> io::Result<()> {
     match body.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) {
-        0 => Ok(()),
-        errno => Err(io::Error::from_raw_os_error(-errno)),
+        errno if errno < 0 => Err(io::Error::from_raw_os_error(-errno)),
+        _ => Ok(()),
     }
 }
 

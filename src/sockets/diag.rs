@@ -67,8 +67,8 @@ fn parse(data: &[u8], found: &mut Vec<Socket>) -> io::Result<bool> {
     for m in crate::netlink::messages(data, "sock_diag") {
         let m = m?;
         match m.kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => return crate::netlink::error(m.body).map(|()| true),
+            NLMSG_DONE => return crate::netlink::done(m.body).map(|()| true),
+            NLMSG_ERROR => return Err(crate::netlink::error(m.body)),
             SOCK_DIAG_BY_FAMILY if m.body.len() >= MSG => found.push(socket_of(m.body)),
             SOCK_DIAG_BY_FAMILY => {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "sock_diag: a socket message too short"));
