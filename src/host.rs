@@ -87,7 +87,7 @@ impl Host {
     pub fn netfilter_save(&self, v6: bool) -> Result<String, String> {
         let tool = if v6 { "ip6tables-save" } else { "iptables-save" };
         self.tables.get(tool, || {
-            crate::netfilter::kept::save(self, v6, tool, || {
+            crate::netfilter::kept::save(self.is_live(), v6, tool, || {
                 self.runner
                     .run_ok(&[tool], std::time::Duration::from_secs(10))
                     .map(|o| o.stdout)

@@ -26,6 +26,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("runner", 2),
     ("fsutil", 2),
     ("engine_api", 2),
+    ("netlink", 2),
+    ("netfilter", 2),
     // The machine, through those.
     ("host", 3),
     ("sockets", 3),

@@ -8,23 +8,21 @@
 //! the generation before it applies a chain's new policy) gives two keys, and nothing is kept.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Key;
-use crate::host::Host;
 
 const MAGIC: &[u8] = b"vakt netfilter 1\n";
+const DIR: &str = "/run/vakt";
 
-/// The text of `tool` for the ruleset as it is now: kept, or `save`d and kept.
-pub fn save(
-    host: &Host,
-    v6: bool,
-    tool: &str,
-    save: impl FnOnce() -> Result<String, String>,
-) -> Result<String, String> {
-    if !host.is_live() {
+/// The text of `tool` for the ruleset as it is now: kept, or `save`d and kept. Only on the
+/// running system (`live`): offline (an image under `--root`) the kernel's tables are not the
+/// image's.
+pub fn save(live: bool, v6: bool, tool: &str, save: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    if !live {
         return save();
     }
+    let dir = Path::new(DIR);
     let key = match super::key(v6) {
         Ok(key) => key,
         Err(e) => {
@@ -32,8 +30,8 @@ pub fn save(
             None
         }
     };
-    let stamp = stamp(host, tool);
-    if let Some(text) = key.as_ref().and_then(|k| read(host, v6, &stamp, &k.bytes)) {
+    let stamp = stamp(tool);
+    if let Some(text) = key.as_ref().and_then(|k| read(dir, v6, &stamp, &k.bytes)) {
         tracing::debug!("{tool}: the ruleset is as when it last ran; its text is kept");
         return Ok(text);
     }
@@ -42,23 +40,23 @@ pub fn save(
         && from_nf_tables(&text)
         && super::key(v6).ok().flatten().is_some_and(|after| after == key)
     {
-        write(host, v6, &stamp, &key, &text);
+        write(dir, v6, &stamp, &key, &text);
     }
     Ok(text)
 }
 
-fn path(host: &Host, v6: bool) -> PathBuf {
-    host.path(if v6 { "/run/vakt/netfilter-ipv6" } else { "/run/vakt/netfilter-ipv4" })
+fn path(dir: &Path, v6: bool) -> PathBuf {
+    dir.join(if v6 { "netfilter-ipv6" } else { "netfilter-ipv4" })
 }
 
 /// What the text depends on besides the ruleset: the tool's binary, links resolved, the
 /// protocol names and the boot.
-fn stamp(host: &Host, tool: &str) -> String {
+fn stamp(tool: &str) -> String {
     let binary = crate::runner::find_on_path(tool).and_then(|p| std::fs::canonicalize(p).ok());
     let binary =
         binary.map_or_else(|| format!("{tool} not found"), |b| format!("{} {}", b.display(), crate::fsutil::stamp(&b)));
     let boot = crate::fsutil::read_text("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    format!("{binary}\nprotocols {}\nboot {}\n", crate::fsutil::stamp(host.path("/etc/protocols")), boot.trim())
+    format!("{binary}\nprotocols {}\nboot {}\n", crate::fsutil::stamp("/etc/protocols"), boot.trim())
 }
 
 /// Whether `text` is iptables-nft's (its header says so; the legacy backend's does not).
@@ -69,8 +67,8 @@ fn from_nf_tables(text: &str) -> bool {
 }
 
 /// The text kept under `stamp` and `key`, if both are the same.
-fn read(host: &Host, v6: bool, stamp: &str, key: &[u8]) -> Option<String> {
-    let data = crate::fsutil::read_file(path(host, v6)).ok()?;
+fn read(dir: &Path, v6: bool, stamp: &str, key: &[u8]) -> Option<String> {
+    let data = crate::fsutil::read_file(path(dir, v6)).ok()?;
     let rest = data.strip_prefix(MAGIC)?.strip_prefix(stamp.as_bytes())?.strip_prefix(b"--\n")?;
     let (len, rest) = rest.split_at_checked(rest.iter().position(|b| *b == b'\n')?)?;
     let len: usize = std::str::from_utf8(len).ok()?.parse().ok()?;
@@ -80,10 +78,9 @@ fn read(host: &Host, v6: bool, stamp: &str, key: &[u8]) -> Option<String> {
 
 /// Keeps `text` under `stamp` and `key`, readable by root only (the ruleset is no one else's
 /// to read); where /run/vakt cannot be written (a sandbox, no root) the next run saves again.
-fn write(host: &Host, v6: bool, stamp: &str, key: &Key, text: &str) {
-    let path = path(host, v6);
+fn write(dir: &Path, v6: bool, stamp: &str, key: &Key, text: &str) {
+    let path = path(dir, v6);
     let written = (|| -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(&path);
         {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
@@ -110,26 +107,26 @@ mod tests {
 
     #[test]
     fn a_kept_text_holds_only_for_its_stamp_and_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let host = Host::new(dir.path());
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = &tmp.path().join("run/vakt");
         let key = Key { generation: 7, bytes: b"M\0\0rules\nand\0bytes".to_vec() };
-        assert_eq!(read(&host, false, "stamp\n", &key.bytes), None, "nothing kept yet");
-        write(&host, false, "stamp\n", &key, SAVED);
-        assert_eq!(read(&host, false, "stamp\n", &key.bytes).as_deref(), Some(SAVED));
-        assert_eq!(read(&host, true, "stamp\n", &key.bytes), None, "the other family's");
-        assert_eq!(read(&host, false, "another\n", &key.bytes), None, "another stamp");
-        assert_eq!(read(&host, false, "stamp\n", b"M\0\0rules\nand\0bytez"), None, "another key");
-        assert_eq!(read(&host, false, "stamp\n", b"M\0\0rules"), None, "a shorter key");
-        let file = dir.path().join("run/vakt/netfilter-ipv4");
+        assert_eq!(read(dir, false, "stamp\n", &key.bytes), None, "nothing kept yet");
+        write(dir, false, "stamp\n", &key, SAVED);
+        assert_eq!(read(dir, false, "stamp\n", &key.bytes).as_deref(), Some(SAVED));
+        assert_eq!(read(dir, true, "stamp\n", &key.bytes), None, "the other family's");
+        assert_eq!(read(dir, false, "another\n", &key.bytes), None, "another stamp");
+        assert_eq!(read(dir, false, "stamp\n", b"M\0\0rules\nand\0bytez"), None, "another key");
+        assert_eq!(read(dir, false, "stamp\n", b"M\0\0rules"), None, "a shorter key");
+        let file = dir.join("netfilter-ipv4");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).expect("kept").permissions().mode() & 0o777, 0o600);
         // Cut short, or a FIFO where the file was: nothing kept, nothing hangs.
         let whole = std::fs::read(&file).expect("read");
         std::fs::write(&file, &whole[..whole.len() - SAVED.len() - 3]).expect("cut");
-        assert_eq!(read(&host, false, "stamp\n", &key.bytes), None);
+        assert_eq!(read(dir, false, "stamp\n", &key.bytes), None);
         std::fs::remove_file(&file).expect("rm");
         nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-        assert_eq!(read(&host, false, "stamp\n", &key.bytes), None);
+        assert_eq!(read(dir, false, "stamp\n", &key.bytes), None);
     }
 
     #[test]
@@ -145,9 +142,11 @@ mod tests {
     /// Offline (an image under --root) nothing is kept or read: the tool's answer is used.
     #[test]
     fn offline_the_tool_answers() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let host = Host::new(dir.path());
-        assert_eq!(save(&host, false, "iptables-save", || Ok(SAVED.to_string())), Ok(SAVED.to_string()));
-        assert!(!dir.path().join("run/vakt").exists());
+        let mut asked = 0;
+        let answer = save(false, false, "iptables-save", || {
+            asked += 1;
+            Ok(SAVED.to_string())
+        });
+        assert_eq!((answer, asked), (Ok(SAVED.to_string()), 1), "asked once, nothing kept consulted");
     }
 }
