@@ -28,7 +28,6 @@ const GET_CHAIN: u16 = 4;
 const GET_RULE: u16 = 7;
 const GET_SET: u16 = 10;
 const GET_GEN: u16 = 16;
-const NEW_TABLE: u16 = 0;
 const NEW_CHAIN: u16 = 3;
 const NEW_RULE: u16 = 6;
 const NEW_GEN: u16 = 15;
@@ -77,11 +76,6 @@ pub fn key(v6: bool) -> io::Result<Option<Key>> {
         return Ok(None);
     }
     Ok(Some(Key { generation, bytes }))
-}
-
-/// The ruleset's generation: every committed change of any family moves it.
-pub fn generation() -> io::Result<u32> {
-    Netlink::open()?.generation()
 }
 
 struct Netlink(OwnedFd);
@@ -204,8 +198,7 @@ fn append(key: &mut Vec<u8>, kind: u16, body: &[u8]) -> bool {
                     }
                 }
             }
-            (NEW_TABLE | NEW_CHAIN | NEW_RULE, _) => piece(b'A', attr, value),
-            _ => piece(b'?', attr, value),
+            _ => piece(b'A', attr, value),
         }
     }
     true
@@ -214,6 +207,9 @@ fn append(key: &mut Vec<u8>, kind: u16, body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `NFT_MSG_NEWTABLE`: a table of a dump, keyed as it comes.
+    const NEW_TABLE: u16 = 0;
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
