@@ -12,9 +12,17 @@ peak ARGV...
 peak-self ARGV...
     vakt's own peak RSS: ARGV (a vakt check or apply) run 5 times with --format json, the
     report's peak_rss_kib, min/median/max in KiB.
+swarm-wait LOG LINE
+    The engine's wait for its own new manager inside the last swarm init logged in dockerd's
+    LOG after line LINE, in ms: from "Listening for local connections" (the manager's control
+    socket is up) to "manager selected by agent" (the node's agent has its manager). swarmkit
+    asks the control API's health once at once and then every 500 ms, and the API serves once
+    raft has started and leads, a few ms after the socket: a swarm init that loses that race
+    waits about 500 ms more, the same whoever sent it.
 """
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -67,9 +75,29 @@ def peak_self(argv):
     print(f"min {peaks[0]}, median {statistics.median(peaks):.0f}, max {peaks[-1]} KiB")
 
 
+def swarm_wait(log, line):
+    stamp = re.compile(r'time="[0-9-]+T([0-9]+):([0-9]+):([0-9.]+)Z"')
+    def at(text):
+        h, m, sec = stamp.search(text).groups()
+        return (int(h) * 60 + int(m)) * 60 + float(sec)
+    up = None
+    wait = None
+    for text in open(log, errors="replace").read().splitlines()[line:]:
+        if "Listening for local connections" in text:
+            up = at(text)
+        elif "manager selected by agent" in text and up is not None:
+            wait = (at(text) - up) * 1000
+            up = None
+    if wait is None:
+        sys.exit(f"no swarm init in {log} after line {line}")
+    print(round(wait))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "floor":
         floor(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+    elif sys.argv[1] == "swarm-wait":
+        swarm_wait(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "peak-self":
         peak_self(sys.argv[2:])
     else:
