@@ -27,7 +27,8 @@ pub struct Holder {
 pub struct Listener {
     pub proto: Proto,
     pub addr: SocketAddr,
-    /// 0 for a kernel socket (a VXLAN tunnel's), which no process holds.
+    /// 0 when the kernel lists none (a socket being torn down). A kernel socket (a VXLAN
+    /// tunnel's, nfsd's) has one like any other, but no process holds it.
     pub inode: u64,
     /// The first process found holding it; none for a kernel socket or one whose holder is
     /// gone or hidden.

@@ -294,10 +294,13 @@ impl<'p> Exposure<'p> {
 
 /// The processes holding sockets on `proto/port`, each with its addresses:
 /// `sshd (pid 5) on 0.0.0.0:22, [::]:22`.
+/// A listener's holder when no process was found holding it (see `facts::Listener::owner`).
+const NO_HOLDER: &str = "a socket no visible process holds (a kernel one: VXLAN, nfsd)";
+
 fn holders(listeners: &[&Listener], skip_docker_proxy: bool) -> String {
     let mut held: Vec<(String, Vec<String>)> = Vec::new();
     for l in listeners {
-        let owner = l.owner.clone().unwrap_or_else(|| "no process found".into());
+        let owner = l.owner.clone().unwrap_or_else(|| NO_HOLDER.into());
         if skip_docker_proxy && owner.starts_with("docker-proxy ") {
             continue;
         }

@@ -14,8 +14,9 @@ use crate::resource::firewall::published;
 pub struct Listener {
     pub proto: Proto,
     pub addr: SocketAddr,
-    /// `nginx (pid 812)`, `a kernel socket`, or None when no process could be found (one in
-    /// another namespace).
+    /// `nginx (pid 812)`, or None when no process was found holding it: a kernel socket (a
+    /// VXLAN tunnel's, nfsd's), or a holder this run cannot see (in another PID namespace,
+    /// not inspectable) or gone since the sockets were listed.
     pub owner: Option<String>,
 }
 
@@ -107,12 +108,8 @@ pub fn listeners(host: &Host) -> anyhow::Result<Vec<Listener>> {
         .map(|l| Listener {
             proto: l.proto,
             addr: l.addr,
-            owner: match (l.holder, l.inode) {
-                // A process names itself (prctl): its name is the user's text, escaped here.
-                (Some(h), _) => Some(format!("{} (pid {})", crate::escape::controls(&h.comm), h.pid)),
-                (None, 0) => Some("a kernel socket".into()),
-                (None, _) => None,
-            },
+            // A process names itself (prctl): its name is the user's text, escaped here.
+            owner: l.holder.map(|h| format!("{} (pid {})", crate::escape::controls(&h.comm), h.pid)),
         })
         .collect();
     found.sort_by_key(|l| (l.proto, l.addr.port(), l.addr.is_ipv6(), l.addr.ip()));

@@ -204,6 +204,21 @@ fn udp_listeners_are_judged_by_ufws_udp_rules() {
     assert_eq!(status(&judged(&w, facts), "exposure.udp.5300"), Some(Status::Ok));
 }
 
+/// Swarm's VXLAN socket is the kernel's: no process holds it, and the finding says what that
+/// likely means rather than naming nobody.
+#[test]
+fn a_socket_no_process_holds_is_named_as_likely_the_kernels() {
+    let mut facts = base();
+    facts.listeners.push(Listener { proto: Proto::Udp, addr: "0.0.0.0:4789".parse().expect("addr"), owner: None });
+    facts.rules.extend(parse_rules("### tuple ### allow udp 4789 0.0.0.0/0 any 0.0.0.0/0 in\n", None).0);
+    let found = judged(&want("[firewall]\n"), facts);
+    assert_eq!(
+        found["exposure.udp.4789"].title,
+        "udp/4789 reachable from anywhere via a socket no visible process holds (a kernel one: VXLAN, nfsd) on \
+         0.0.0.0:4789; not allowed by the profile"
+    );
+}
+
 #[test]
 fn ipv6_sockets_are_judged_by_ufws_ipv6_state() {
     let mut facts = base();
