@@ -16,13 +16,38 @@ fn profile(dir: &std::path::Path, body: &str) -> String {
     p.display().to_string()
 }
 
-fn spawn_watch(args: &[&str], env: &[(&str, &str)]) -> Child {
+/// A process the test started, killed and reaped however the test ends: a failed assertion
+/// would otherwise leave `vakt watch` or a peer running after the test.
+struct Started(Child);
+
+impl std::ops::Deref for Started {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Started {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // A child already waited for is not signalled again (std keeps its status).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_watch(args: &[&str], env: &[(&str, &str)]) -> Started {
     let mut c = vakt();
     c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     for (k, v) in env {
         c.env(k, v);
     }
-    c.spawn().expect("vakt watch starts")
+    Started(c.spawn().expect("vakt watch starts"))
 }
 
 fn term(child: &mut Child) -> i32 {
@@ -156,21 +181,25 @@ fn figures_agree_with_proc_stat_and_node_exporter() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (vport, nport) = (free_port(), free_port());
-    let mut node = Command::new("prometheus-node-exporter")
-        .args([
-            format!("--web.listen-address=127.0.0.1:{nport}").as_str(),
-            "--collector.disable-defaults",
-            "--collector.cpu",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node_exporter starts");
+    let mut node = Started(
+        Command::new("prometheus-node-exporter")
+            .args([
+                format!("--web.listen-address=127.0.0.1:{nport}").as_str(),
+                "--collector.disable-defaults",
+                "--collector.cpu",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node_exporter starts"),
+    );
     // Give the CPUs some I/O wait and work to measure, bounded in time.
-    let load = Command::new("sh")
+    let load = Started(
+        Command::new("sh")
         .args(["-c", &format!("end=$(($(date +%s)+6)); while [ $(date +%s) -lt $end ]; do dd if=/dev/zero of={}/io bs=1M count=32 oflag=direct 2>/dev/null; done", dir.path().display())])
         .spawn()
-        .expect("load");
+        .expect("load"),
+    );
     let p = profile(
         dir.path(),
         &format!("[watch]\ninterval = \"200ms\"\nwindow = \"3s\"\nmetrics = \"127.0.0.1:{vport}\"\n"),
@@ -433,7 +462,7 @@ impl Notified {
     }
 
     /// `vakt [global...] watch -p PROFILE` with NOTIFY_SOCKET and `env` set.
-    fn spawn(&self, global: &[&str], env: &[(&str, &str)]) -> Child {
+    fn spawn(&self, global: &[&str], env: &[(&str, &str)]) -> Started {
         let sock = self.socket_path().display().to_string();
         let mut args = global.to_vec();
         args.extend(["watch", "-p", &self.profile]);
@@ -632,7 +661,7 @@ fn a_slow_client_flood_neither_starves_the_watchdog_nor_spins() {
         .env("WATCHDOG_USEC", "1000000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("vakt watch starts");
+    let mut child = Started(c.spawn().expect("vakt watch starts"));
     n.ready();
 
     let sock = n.sock.try_clone().expect("socket");
