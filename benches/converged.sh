@@ -84,6 +84,7 @@ start-dockerd
 FLOOR="python3 $(dirname "$0")/floor.py"
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "min %d / median %d / max %d ms", a[1], a[int((NR+1)/2)], a[NR]}'; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 fresh_ufw() { ufw --force disable >/dev/null; cp /usr/share/ufw/user.rules /usr/share/ufw/user6.rules /usr/share/ufw/ufw.conf "$T/etc/ufw/"; }
 # The host as it was before the first apply: ufw as packaged, no nginx.conf, out of the swarm.
 unconverge() {
@@ -92,6 +93,46 @@ unconverge() {
   curl -sf -X POST --unix-socket "$T/docker.sock" "http://d/swarm/leave?force=true" >/dev/null
   echo '{"storage-driver": "overlay2"}' > "$T/etc/docker/daemon.json"
 }
+# Before and after (benches/ab.sh sets BEFORE to another build of vakt): the two binaries
+# alternate on this one host, and nothing else is measured. Check and no-op apply in blocks of
+# 20 runs (each block warmed up: a kept sshd -T answer is the binary's own), then first applies
+# from the unconverged host, each set against the restart it made and the engine's own wait.
+if [ -n "${BEFORE:-}" ]; then
+  "$VAKT" apply -p "$P" -q >/dev/null
+  nginx -c /etc/nginx/nginx.conf
+  echo "before: $BEFORE; after: $VAKT" >> "$OUT"
+  for verb in check apply; do
+    declare -A blocks=([before]="" [after]="")
+    for round in 1 2 3 4 5; do
+      for who in before after; do
+        bin=$VAKT; [ "$who" = before ] && bin=$BEFORE
+        hyperfine -N -i --warmup 5 --runs 20 --style basic --export-json "$T/ab.json" "$bin $verb -p $P -q" >/dev/null
+        blocks[$who]+=" $(python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["median"] * 1000))' "$T/ab.json")"
+      done
+    done
+    echo "$verb on the converged host, hyperfine medians of 5 alternating blocks of 20 runs: before${blocks[before]} ms; after${blocks[after]} ms" >> "$OUT"
+  done
+  declare -A total=() above=() rest=()
+  for i in 1 2 3 4; do
+    for who in before after; do
+      bin=$VAKT; [ "$who" = before ] && bin=$BEFORE
+      unconverge
+      rm -f "$T/restart.began" "$T/restart.back"
+      mark=$(wc -l < "$T/dockerd.log")
+      start=$(date +%s%N)
+      "$bin" apply -p "$P" -q >/dev/null || { echo "the $who apply failed"; exit 1; }
+      took=$(ms "$start" "$(date +%s%N)")
+      over=$(( took - $(ms "$(cat "$T/restart.began")" "$(cat "$T/restart.back")") ))
+      total[$who]+=" $took"; above[$who]+=" $over"
+      rest[$who]+=" $(( over - $($FLOOR swarm-wait "$T/dockerd.log" "$mark") ))"
+    done
+  done
+  for who in before after; do
+    echo "first apply, $who, 4 runs alternating: each${total[$who]} ms (median $(median ${total[$who]})); above the restart it made${above[$who]} ms; that less the engine's wait for its own manager inside swarm init${rest[$who]} ms (median $(median ${rest[$who]}))" >> "$OUT"
+  done
+  exit 0
+fi
+
 # First apply, five times from the unconverged host, beside the floor of the last (the commands
 # it ran, each run alone afterwards; the engine's swarm init is an API call, not in the floor).
 # Each run is followed by one with --serial (one resource at a time) from the same state: the
@@ -142,7 +183,6 @@ nginx -c /etc/nginx/nginx.conf
 peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("peak_rss_kib"))' "$T/first-apply.json")
 echo "first apply (firewall and nginx while Docker restarts for its daemon.json, then swarm init; the first from a fresh engine, then from the host unconverged): $(stats "${first[@]}"), vakt's peak RSS $peak KiB; floor: the commands but the restart (on its own line), re-run on the converged host (where ufw --force enable does less than from a disabled ufw: the firewall line below times it from the same state) $($FLOOR floor "$T/first-apply.json"), and swarm init through the API alone $(stats "${init[@]}")" >> "$OUT"
 echo "first apply, each run: ${first[*]} ms; with --serial, each run after it: ${serial[*]} ms ($(stats "${serial[@]}"))" >> "$OUT"
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "first apply beside Docker's restart alone ($(stats "${restart[@]}")): median $(median "${first[@]}") − $(median "${restart[@]}") = $(( $(median "${first[@]}") - $(median "${restart[@]}") )) ms above it (asked: at most 500)" >> "$OUT"
 echo "first apply above the restart it made (each run's apply minus its own restart, timed by the stand-in; dockerd's stop alone varies by a second): ${above[*]} ms ($(stats "${above[@]}"); asked: at most 500)" >> "$OUT"
 echo "of which the engine waited for its own manager inside swarm init (from its log; about 500 ms when swarmkit's first health poll comes before raft leads): ${waits[*]} ms; swarm init alone through curl waited ${init_waits[*]} ms; the rest above the restart: ${beyond[*]} ms ($(stats "${beyond[@]}"))" >> "$OUT"
