@@ -53,6 +53,37 @@ pub fn read_file(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether `dir` is a directory of this user's that no one else may write to, not reached
+/// through a link: where vakt keeps what it learnt between runs (`/run/vakt`), so that what it
+/// reads back there is its own.
+pub fn is_own_dir(dir: &Path) -> bool {
+    let own = fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0);
+    if !own {
+        tracing::debug!("{} is not a directory only this user may write to; nothing is kept there", dir.display());
+    }
+    own
+}
+
+/// A file vakt kept for itself, as [`read_file`] reads one, and only if no one else can have
+/// written it: in an [own directory](is_own_dir), not reached through a link, this user's and
+/// writable by it alone.
+pub fn read_own(path: &Path) -> Option<Vec<u8>> {
+    if !path.parent().is_some_and(is_own_dir) {
+        return None;
+    }
+    let flags = (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits();
+    let file = fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        tracing::debug!("{} is not a file only this user may have written; it is not used", path.display());
+        return None;
+    }
+    let mut out = Vec::with_capacity(usize::try_from(meta.len().min(READ_LIMIT) + 1).unwrap_or(0));
+    file.take(READ_LIMIT + 1).read_to_end(&mut out).ok()?;
+    (out.len() as u64 <= READ_LIMIT).then_some(out)
+}
+
 /// What a cache keyed on a file can tell of it without reading it: its identity, size and
 /// times (links followed), or `absent`. Any write, rename over it or chmod changes it.
 pub fn stamp(path: impl AsRef<Path>) -> String {

@@ -79,8 +79,19 @@ fn kept_text(sb: &UfwSandbox, v6: bool) -> Option<String> {
     let data = std::fs::read(sb.file(if v6 { "run/vakt/netfilter-ipv6" } else { "run/vakt/netfilter-ipv4" })).ok()?;
     let at = data.windows(3).position(|w| w == b"--\n")? + 3;
     let line = data[at..].iter().position(|b| *b == b'\n')? + at;
-    let len: usize = std::str::from_utf8(&data[at..line]).ok()?.parse().ok()?;
-    String::from_utf8(data.get(line + 1 + len..)?.to_vec()).ok()
+    let (len, _) = std::str::from_utf8(&data[at..line]).ok()?.split_once(' ')?;
+    String::from_utf8(data.get(line + 1 + len.parse::<usize>().ok()?..)?.to_vec()).ok()
+}
+
+/// A sandbox with the article's firewall applied, and the profile's path.
+fn applied() -> (UfwSandbox, String) {
+    let sb = UfwSandbox::new();
+    let profile = sb.file("profile.toml");
+    std::fs::write(&profile, ARTICLE).expect("profile");
+    let profile = profile.display().to_string();
+    let applied = sb.vakt(&["apply", "-p", &profile, "--only", "firewall", "-q"]);
+    assert_eq!(applied.code, 0, "{}{}", applied.stdout, applied.stderr);
+    (sb, profile)
 }
 
 fn check(sb: &UfwSandbox, profile: &str) -> (serde_json::Value, Vec<String>) {
@@ -97,12 +108,7 @@ fn a_kept_text_is_what_the_tool_prints_now() {
         return;
     }
     for seed in seeds("tests/fixtures/netfilter-kept-seeds.txt", "VAKT_NETFILTER_KEPT", 0x6e66_7461_626c_6573, 3) {
-        let sb = UfwSandbox::new();
-        let profile = sb.file("profile.toml");
-        std::fs::write(&profile, ARTICLE).expect("profile");
-        let profile = profile.display().to_string();
-        let applied = sb.vakt(&["apply", "-p", &profile, "--only", "firewall", "-q"]);
-        assert_eq!(applied.code, 0, "{}{}", applied.stdout, applied.stderr);
+        let (sb, profile) = applied();
         check(&sb, &profile);
         let mut rng = Rng(seed);
         let mut forward = ["DROP"; 2];
@@ -139,4 +145,55 @@ fn a_kept_text_is_what_the_tool_prints_now() {
             assert_eq!(findings(&report), findings(&fresh), "{context}: the audit differs from one with nothing kept");
         }
     }
+}
+
+/// The text holds names the tool looks up in files of its own (a `-m devgroup` rule prints the
+/// group's name from iproute2's table): a name added there is printed at the next check, not
+/// the number the kept text still has.
+#[test]
+fn a_name_added_to_the_tools_tables_is_printed_at_once() {
+    if !ready() || !require("/etc/iproute2/group", std::path::Path::new("/etc/iproute2/group").is_file()) {
+        return;
+    }
+    let (sb, profile) = applied();
+    let rule = run(&mut sb.command(&[
+        "iptables",
+        "-A",
+        "ufw-user-input",
+        "-m",
+        "devgroup",
+        "--src-group",
+        "5",
+        "-j",
+        "ACCEPT",
+    ]));
+    assert_eq!(rule.code, 0, "{}", rule.stderr);
+    check(&sb, &profile);
+    let (_, again) = check(&sb, &profile);
+    assert!(!again.contains(&"iptables-save".to_string()), "the ruleset is unchanged, yet the tool ran: {again:?}");
+    assert!(kept_text(&sb, false).is_some_and(|t| t.contains("--src-group 0x5")), "{:?}", kept_text(&sb, false));
+
+    // The same check with the group named, as an operator would add it to the table.
+    let group = sb.file("group");
+    let table = std::fs::read_to_string("/etc/iproute2/group").expect("the group table");
+    std::fs::write(&group, format!("{table}5\ttrusted\n")).expect("named");
+    let named = format!("mount --bind {} /etc/iproute2/group; exec \"$0\" \"$@\"", group.display());
+    let out = run(&mut sb.command(&[
+        "sh",
+        "-ec",
+        &named,
+        env!("CARGO_BIN_EXE_vakt"),
+        "check",
+        "-p",
+        &profile,
+        "--only",
+        "firewall",
+        "--format",
+        "json",
+    ]));
+    assert!(out.code == 0 || out.code == 1, "{}{}", out.stdout, out.stderr);
+    let tools = ran(&json(&out), "ip");
+    assert!(tools.contains(&"iptables-save".to_string()), "a name was added, yet the kept text was used: {tools:?}");
+    let kept = kept_text(&sb, false).expect("kept");
+    assert!(kept.contains("--src-group trusted"), "the kept text still prints the number:\n{kept}");
 }

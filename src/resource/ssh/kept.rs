@@ -23,10 +23,12 @@ pub fn stamp(host: &Host, paths: &[PathBuf], binary: Option<&Path>) -> String {
     out
 }
 
-/// The ports kept under `stamp`, if the stamp is the same.
+/// The ports kept under `stamp`, if the stamp is the same and the file is whole (it ends in
+/// the newline it was written with: a file cut short could name another port).
 pub fn read(host: &Host, stamp: &str) -> Option<BTreeSet<u16>> {
-    let text = crate::fsutil::read_text(host.path(KEPT)).ok()?;
+    let text = String::from_utf8(crate::fsutil::read_own(&host.path(KEPT))?).ok()?;
     let (kept, ports) = text.split_once("--\n")?;
+    let ports = ports.strip_suffix('\n').filter(|p| !p.contains('\n'))?;
     if kept != stamp {
         return None;
     }
@@ -46,7 +48,10 @@ pub fn write(host: &Host, stamp: &str, ports: &BTreeSet<u16>) {
             std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)
         })
         .map_err(anyhow::Error::from)
-        .and_then(|()| crate::fsutil::write_atomic(&path, text.as_bytes(), false));
+        .and_then(|()| match path.parent().is_none_or(crate::fsutil::is_own_dir) {
+            true => crate::fsutil::write_atomic(&path, text.as_bytes(), false),
+            false => Ok(()),
+        });
     if let Err(e) = written {
         tracing::debug!("could not keep sshd -T's ports in {}: {e:#}", path.display());
     }
@@ -84,5 +89,20 @@ mod tests {
         // A damaged file keeps nothing.
         std::fs::write(dir.path().join("run/vakt/sshd-ports"), format!("{edited}--\nx\n")).expect("write");
         assert!(read(&host, &edited).is_none());
+        // Cut short, it could name another port (2222 22 cut to 2222 2): nothing is read.
+        let file = dir.path().join("run/vakt/sshd-ports");
+        write(&host, &edited, &[22, 2222].into());
+        let whole = std::fs::read(&file).expect("kept");
+        assert_eq!(read(&host, &edited), Some([22, 2222].into()));
+        for cut in 1..=3 {
+            std::fs::write(&file, &whole[..whole.len() - cut]).expect("cut");
+            assert_eq!(read(&host, &edited), None, "{cut} bytes cut off");
+        }
+        // Whole, but reached through a link: not used.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, &whole).expect("write");
+        std::fs::remove_file(&file).expect("rm");
+        std::os::unix::fs::symlink(&elsewhere, &file).expect("symlink");
+        assert_eq!(read(&host, &edited), None, "through a link");
     }
 }
