@@ -457,6 +457,16 @@ fn sshd_is_asked_again_only_when_its_configuration_changes() {
         let asked = source();
         assert!(asked.contains("sshd -T: port 2222") && !asked.contains("kept"), "{asked}");
     }
+    // A byte that is not UTF-8 (a Latin-1 comment), which sshd reads past: the Include after
+    // it is sshd's all the same, so the answer is never kept, and a new drop-in counts at once.
+    std::fs::write(sb.file("etc/ssh/sshd_config"), b"# Gr\xfc\xdfe\nInclude /etc/ssh/sshd_config.d/*.conf\n")
+        .expect("sshd_config");
+    for _ in 0..2 {
+        let asked = source();
+        assert!(asked.contains("sshd -T: port 2222") && !asked.contains("kept"), "{asked}");
+    }
+    std::fs::write(sb.file("etc/ssh/sshd_config.d/60-more.conf"), "Port 2223\n").expect("drop-in");
+    assert!(source().contains("sshd -T: port 2222, 2223"), "a drop-in after a Latin-1 comment: {}", source());
 }
 
 #[test]

@@ -177,7 +177,23 @@ fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
         return;
     }
     config.read.push(path.to_path_buf());
-    let Ok(text) = crate::fsutil::read_text(host.path(path)) else { return };
+    // A file vakt cannot read whole (unreadable, too large, a FIFO) could hold an Include
+    // sshd follows: what sshd -T answers then depends on files this reader never stamped.
+    // Bytes that are not UTF-8 (a Latin-1 comment) sshd takes as they are; the lines around
+    // them are read the same, but a name with such bytes in it is not followed here.
+    let text = match crate::fsutil::read_file(host.path(path)) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                config.unstamped = true;
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        },
+        Err(e) => {
+            config.unstamped |= e.kind() != std::io::ErrorKind::NotFound;
+            return;
+        }
+    };
     let mut in_match = false;
     for line in text.lines() {
         if line.trim_start().to_ascii_lowercase().starts_with("match") {
@@ -203,8 +219,10 @@ fn read_config(host: &Host, path: &Path, config: &mut SshdConfig, depth: u8) {
     }
 }
 
-/// The files a pattern with a glob in its last component names, sorted (as glob(3) does).
+/// The files a pattern with a glob in its last component names, sorted by their bytes (as
+/// glob(3) does in the C locale sshd runs in), names that are not UTF-8 included.
 fn expand(host: &Host, pattern: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
@@ -212,14 +230,14 @@ fn expand(host: &Host, pattern: &Path) -> Vec<PathBuf> {
         return vec![pattern.to_path_buf()];
     }
     let Ok(entries) = std::fs::read_dir(host.path(dir)) else { return Vec::new() };
-    let mut names: Vec<String> =
-        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| glob_match(name, n)).collect();
+    let mut names: Vec<std::ffi::OsString> =
+        entries.filter_map(|e| Some(e.ok()?.file_name())).filter(|n| glob_match(name, n.as_bytes())).collect();
     names.sort();
     names.into_iter().map(|n| dir.join(n)).collect()
 }
 
 /// `*` and `?` matching of one file name (no character classes, as sshd configs use them).
-fn glob_match(pattern: &str, name: &str) -> bool {
+fn glob_match(pattern: &str, name: &[u8]) -> bool {
     fn go(p: &[u8], n: &[u8]) -> bool {
         match p.split_first() {
             None => n.is_empty(),
@@ -228,7 +246,7 @@ fn glob_match(pattern: &str, name: &str) -> bool {
             Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
         }
     }
-    !name.starts_with('.') && go(pattern.as_bytes(), name.as_bytes())
+    !name.starts_with(b".") && go(pattern.as_bytes(), name)
 }
 
 /// Whether a standalone ssh.service (or sshd.service) is enabled beside the socket.
@@ -349,6 +367,38 @@ mod tests {
         assert_eq!(ports_of(root.path()), [2200, 2201, 2202].into());
         let root = tree(&[(SSHD_CONFIG, "PermitRootLogin no\n")]);
         assert_eq!(ports_of(root.path()), [22].into(), "sshd's default");
+    }
+
+    /// sshd reads bytes: a Latin-1 comment does not stop it, and its Include glob matches
+    /// names that are not UTF-8. The reader follows both; what it cannot read whole leaves the
+    /// answer unstamped (sshd -T is asked every time), since it may hide an Include.
+    #[test]
+    fn bytes_that_are_not_utf8_are_read_past_and_a_file_not_read_whole_is_never_kept() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = tree(&[("/etc/ssh/sshd_config.d/10-port.conf", "Port 2222\n")]);
+        let etc = root.path().join("etc/ssh");
+        std::fs::write(etc.join("sshd_config"), b"# Gr\xfc\xdfe\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\n")
+            .expect("config");
+        std::fs::write(etc.join("sshd_config.d").join(std::ffi::OsStr::from_bytes(b"20-\xe9.conf")), "Port 2223\n")
+            .expect("a name that is not UTF-8");
+        let host = Host::new(root.path());
+        let mut config = SshdConfig::default();
+        read_config(&host, Path::new(SSHD_CONFIG), &mut config, 0);
+        assert_eq!(config.ports(), [22, 2222, 2223].into());
+        assert!(config.unstamped, "a file read with a lossy decoding may name what the reader missed");
+
+        std::fs::write(etc.join("sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n").expect("config");
+        let mut config = SshdConfig::default();
+        read_config(&host, Path::new(SSHD_CONFIG), &mut config, 0);
+        assert_eq!(config.ports(), [2222, 2223].into());
+        assert!(!config.unstamped, "every file read whole");
+
+        // A drop-in that is a FIFO (or unreadable): sshd may read what vakt could not.
+        let fifo = etc.join("sshd_config.d/30-fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let mut config = SshdConfig::default();
+        read_config(&host, Path::new(SSHD_CONFIG), &mut config, 0);
+        assert!(config.unstamped, "a file not read whole");
     }
 
     #[test]

@@ -57,10 +57,9 @@ pub fn write(host: &Host, stamp: &str, ports: &BTreeSet<u16>) {
     }
 }
 
-/// Where `sshd` is found on PATH, as the runner would find it.
+/// Where `sshd` is found on PATH: the file the runner runs.
 pub fn binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("sshd")).find(|p| p.is_file())
+    crate::runner::find_on_path("sshd")
 }
 
 #[cfg(test)]
