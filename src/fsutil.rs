@@ -40,17 +40,21 @@ pub fn read_file(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
             format!("{} is {what}, not a regular file; vakt reads only regular files there", path.display()),
         ));
     }
+    read_bounded(&mut file, &meta)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{} is larger than {} MiB; vakt does not read it", path.display(), READ_LIMIT >> 20),
+        )
+    })
+}
+
+/// The whole of an opened regular file, or `None` when it holds more than [`READ_LIMIT`].
+fn read_bounded(file: &mut File, meta: &fs::Metadata) -> std::io::Result<Option<Vec<u8>>> {
     // Room for the size it has now (a file of /proc says 0), so that it is read in one call,
     // not in growing steps; what it has grown to meanwhile is read all the same.
     let mut out = Vec::with_capacity(usize::try_from(meta.len().min(READ_LIMIT) + 1).unwrap_or(0));
-    (&mut file).take(READ_LIMIT + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > READ_LIMIT {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("{} is larger than {} MiB; vakt does not read it", path.display(), READ_LIMIT >> 20),
-        ));
-    }
-    Ok(out)
+    file.take(READ_LIMIT + 1).read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= READ_LIMIT).then_some(out))
 }
 
 /// Whether `dir` is a directory of this user's that no one else may write to, not reached
@@ -72,16 +76,22 @@ pub fn read_own(path: &Path) -> Option<Vec<u8>> {
     if !path.parent().is_some_and(is_own_dir) {
         return None;
     }
-    let flags = (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits();
-    let file = fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
+    let flags = libc_flags() | nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    let mut file = fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
         tracing::debug!("{} is not a file only this user may have written; it is not used", path.display());
         return None;
     }
-    let mut out = Vec::with_capacity(usize::try_from(meta.len().min(READ_LIMIT) + 1).unwrap_or(0));
-    file.take(READ_LIMIT + 1).read_to_end(&mut out).ok()?;
-    (out.len() as u64 <= READ_LIMIT).then_some(out)
+    read_bounded(&mut file, &meta).ok().flatten()
+}
+
+/// Makes `dir` (0755, parents too) where vakt keeps what it learnt between runs, and says
+/// whether it is [its own](is_own_dir): only then is anything written there.
+pub fn make_own_dir(dir: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+    Ok(is_own_dir(dir))
 }
 
 /// What a cache keyed on a file can tell of it without reading it: its identity, size and

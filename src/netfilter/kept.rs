@@ -108,11 +108,7 @@ fn read(dir: &Path, v6: bool, stamp: &str, key: &[u8]) -> Option<String> {
 fn write(dir: &Path, v6: bool, stamp: &str, key: &Key, text: &str) {
     let path = path(dir, v6);
     let written = (|| -> std::io::Result<()> {
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
-        }
-        if !crate::fsutil::is_own_dir(dir) {
+        if !crate::fsutil::make_own_dir(dir)? {
             return Ok(());
         }
         // A temporary file is created 0600; renamed over the old one, it replaces it whole.

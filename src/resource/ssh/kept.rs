@@ -41,17 +41,11 @@ pub fn read(host: &Host, stamp: &str) -> Option<BTreeSet<u16>> {
 pub fn write(host: &Host, stamp: &str, ports: &BTreeSet<u16>) {
     let path = host.path(KEPT);
     let text = format!("{stamp}--\n{}\n", ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "));
-    let written = path
-        .parent()
-        .map_or(Ok(()), |dir| {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)
-        })
-        .map_err(anyhow::Error::from)
-        .and_then(|()| match path.parent().is_none_or(crate::fsutil::is_own_dir) {
-            true => crate::fsutil::write_atomic(&path, text.as_bytes(), false),
-            false => Ok(()),
-        });
+    let own = path.parent().map_or(Ok(true), crate::fsutil::make_own_dir).map_err(anyhow::Error::from);
+    let written = own.and_then(|own| match own {
+        true => crate::fsutil::write_atomic(&path, text.as_bytes(), false),
+        false => Ok(()),
+    });
     if let Err(e) = written {
         tracing::debug!("could not keep sshd -T's ports in {}: {e:#}", path.display());
     }
